@@ -1,0 +1,121 @@
+"""Settings from ``TOKENWARD_*`` environment variables and ``.env``, validated once at start."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokenward.exceptions import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "SigningAlg", "load_settings", "parse_duration"]
+
+ENV_PREFIX = "TOKENWARD_"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+SigningAlg = Literal["ES256", "EdDSA", "RS256", "HS256"]
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read ``900``, ``"900"``, ``"15m"``, ``"12h"`` or ``"7d"`` as a positive duration."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    else:
+        raise ValueError("expected seconds or a number with s, m, h or d (e.g. 900, 15m, 7d)")
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Each field is ``TOKENWARD_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    """``production`` turns on Secure cookies, HSTS and the strict start-up checks."""
+    data_dir: Path = Path("tokenward-data")
+    """Where the SQLite database and the key files live."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite+aiosqlite:///<data_dir>/tokenward.db``."""
+    issuer: str = "http://127.0.0.1:8000"
+    """The ``iss`` of every access token: this server's public base URL."""
+    audience: str | None = None
+    """The ``aud`` of every access token, when set."""
+    access_ttl: Duration = timedelta(minutes=15)
+    """Lifetime of an access token."""
+    refresh_ttl: Duration = timedelta(days=7)
+    """Idle timeout of a session: each rotation pushes its end this far out."""
+    refresh_reuse_interval: Duration = timedelta(seconds=10)
+    """How long a rotated-out refresh token still returns the same successor (racing tabs)."""
+    session_max_age: Duration = timedelta(days=30)
+    """Absolute lifetime of a session, whatever its activity."""
+    signing_alg: SigningAlg = "ES256"
+    """JWS algorithm of access tokens."""
+    hs256_secret: SecretStr | None = None
+    """The shared secret when ``signing_alg`` is HS256 (at least 32 bytes)."""
+    password_min_length: int = Field(default=15, ge=8, le=64)
+    """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.signing_alg == "HS256":
+            secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
+            if len(secret.encode()) < 32:
+                raise ValueError("hs256_secret: HS256 needs a secret of at least 32 bytes")
+        if self.refresh_reuse_interval >= self.refresh_ttl:
+            raise ValueError("refresh_reuse_interval: must be shorter than refresh_ttl")
+        if self.env == "production":
+            url = urlsplit(self.issuer)
+            local = url.hostname in {"localhost", "127.0.0.1", "::1"}
+            if url.scheme != "https" and not (url.scheme == "http" and local):
+                raise ValueError("issuer: production needs an https:// issuer")
+        return self
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'tokenward.db'}"
+
+    @property
+    def refresh_cookie_name(self) -> str:
+        # The __Secure- prefix makes browsers refuse the cookie unless it came over HTTPS.
+        return "__Secure-tw_refresh" if self.production else "tw_refresh"
+
+
+def _describe(error: Any) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc and ":" in message:  # model-level checks name their field first
+        field, message = message.split(":", 1)
+        loc = [field]
+    name = ENV_PREFIX + loc[0].upper() if loc else "configuration"
+    return f"{name}: {message.strip()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise :class:`ConfigError` with one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("invalid setting " + _describe(exc.errors()[0])) from None

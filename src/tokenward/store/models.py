@@ -1,0 +1,88 @@
+"""Tables. Times are stored in UTC; no secret is ever stored in the clear."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "EventRow", "SessionRow", "UTCDateTime", "UserRow"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite keeps no zone: store naive UTC there so that comparisons stay textual and right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}  # noqa: RUF012
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    """Normalised: NFKC, trimmed, lower-cased."""
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SessionRow(Base):
+    """One login. Its refresh token is an HMAC over (id, generation): only the counter is kept."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+    rotated_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    """Idle timeout: pushed out by each rotation, never past ``max_expires_at``."""
+    max_expires_at: Mapped[datetime]
+    """Absolute end of the session."""
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    created_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+    last_ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    last_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+
+
+class EventRow(Base):
+    """A security event (audit trail). ``detail`` never holds a secret."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_user_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    session_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

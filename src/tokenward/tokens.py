@@ -1,0 +1,126 @@
+"""Access tokens: RFC 9068 JWTs (``typ: at+jwt``), signed and verified with a pinned algorithm."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jwt
+
+from tokenward.exceptions import TokenError
+from tokenward.keys import SigningKey
+
+__all__ = ["LEEWAY_SECONDS", "MAX_TOKEN_LENGTH", "AccessClaims", "AccessTokenCodec"]
+
+LEEWAY_SECONDS = 30
+"""Clock skew tolerated on exp, nbf and iat."""
+MAX_TOKEN_LENGTH = 8192
+"""Longer tokens are refused before any parsing."""
+
+_ACCESS_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# Headers that would let the token choose its own key or demand extensions (RFC 8725 3.1, 3.10).
+_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"})
+_REQUIRED_CLAIMS = ("iss", "sub", "iat", "exp", "jti", "sid")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """The verified claims of an access token."""
+
+    sub: str
+    sid: str
+    jti: str
+    iss: str
+    iat: int
+    exp: int
+    aud: str | None = None
+
+
+class AccessTokenCodec:
+    """Issues and verifies access tokens with one key, one algorithm, one issuer."""
+
+    def __init__(
+        self,
+        key: SigningKey,
+        *,
+        issuer: str,
+        audience: str | None,
+        ttl: timedelta,
+        leeway: int = LEEWAY_SECONDS,
+    ) -> None:
+        self.key = key
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl_seconds = int(ttl.total_seconds())
+        self.leeway = leeway
+        self._headers = {"kid": key.kid, "typ": "at+jwt"}
+
+    def issue(self, *, user_id: str, session_id: str, now: float | None = None) -> str:
+        """Sign a new access token for ``user_id`` in session ``session_id``."""
+        issued_at = int(time.time() if now is None else now)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": user_id,
+            "iat": issued_at,
+            "exp": issued_at + self.ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "sid": session_id,
+        }
+        if self.audience is not None:
+            claims["aud"] = self.audience
+        return jwt.encode(claims, self.key.private_key, self.key.alg, headers=self._headers)
+
+    def verify(self, token: str) -> AccessClaims:
+        """Return the claims of a valid token; raise :class:`TokenError` for anything else."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenError("token missing or too long")
+        try:
+            header = jwt.get_unverified_header(token)
+            self._check_header(header)
+            claims = jwt.decode(
+                token,
+                self.key.verify_key,
+                algorithms=[self.key.alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(_REQUIRED_CLAIMS), "verify_aud": bool(self.audience)},
+            )
+            return self._typed(claims)
+        except TokenError:
+            raise
+        except Exception as exc:  # PyJWT raises TypeError/ValueError on some malformed claims
+            raise TokenError(f"{type(exc).__name__}: {exc}") from None
+
+    def _check_header(self, header: dict[str, Any]) -> None:
+        if header.get("alg") != self.key.alg:
+            raise TokenError("unexpected alg")
+        if str(header.get("typ", "")).lower() not in _ACCESS_TYPES:
+            raise TokenError("not an access token (typ)")
+        if header.get("kid") != self.key.kid:
+            raise TokenError("unknown kid")
+        if _FORBIDDEN_HEADERS.intersection(header):
+            raise TokenError("forbidden header parameter")
+
+    def _typed(self, claims: dict[str, Any]) -> AccessClaims:
+        for name in ("sub", "sid", "jti", "iss"):
+            if not isinstance(claims[name], str) or not claims[name]:
+                raise TokenError(f"claim {name} must be a non-empty string")
+        for name in ("iat", "exp"):
+            if not isinstance(claims[name], int) or isinstance(claims[name], bool):
+                raise TokenError(f"claim {name} must be an integer")
+        if claims["iat"] > time.time() + self.leeway:
+            raise TokenError("issued in the future")
+        aud = claims.get("aud")
+        return AccessClaims(
+            sub=claims["sub"],
+            sid=claims["sid"],
+            jti=claims["jti"],
+            iss=claims["iss"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+            aud=aud if isinstance(aud, str) else None,
+        )

@@ -1,0 +1,35 @@
+"""Users: email normalisation (the rest of a user is plain data in the store)."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+
+from tokenward.exceptions import InvalidEmailError
+
+__all__ = ["MAX_EMAIL_LENGTH", "User", "normalize_email"]
+
+MAX_EMAIL_LENGTH = 254
+"""RFC 5321's limit on a forward path, less the angle brackets."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    created_at: datetime
+
+
+def normalize_email(email: str) -> str:
+    """NFKC, trimmed, syntax-checked (no DNS), lower-cased: the one form we store and compare."""
+    candidate = unicodedata.normalize("NFKC", email).strip()
+    if not candidate or len(candidate) > MAX_EMAIL_LENGTH:
+        raise InvalidEmailError("email must be a valid address of at most 254 characters")
+    try:
+        normalized = validate_email(candidate, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise InvalidEmailError("email is not a valid address") from None
+    return normalized.lower()

@@ -1,0 +1,5 @@
+"""The HTTP layer: a thin FastAPI app over :class:`tokenward.service.AuthService`."""
+
+from tokenward.web.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,215 @@
+"""The /auth endpoints, the JWKS and the health check."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2PasswordBearer
+from starlette.exceptions import HTTPException
+
+from tokenward.exceptions import AuthenticationError, TokenError
+from tokenward.service import AuthService, ClientInfo, IssuedTokens
+from tokenward.tokens import MAX_TOKEN_LENGTH
+from tokenward.users import User
+from tokenward.web.problems import PROBLEM_JSON
+from tokenward.web.schemas import (
+    Credentials,
+    JWKSet,
+    OAuthTokenResponse,
+    TokenResponse,
+    UserResponse,
+)
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
+_bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def get_service(request: Request) -> AuthService:
+    service: AuthService = request.app.state.service
+    return service
+
+
+Service = Annotated[AuthService, Depends(get_service)]
+
+
+def client_info(request: Request) -> ClientInfo:
+    return ClientInfo(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+Client = Annotated[ClientInfo, Depends(client_info)]
+
+
+def _bearer_challenge(error: bool) -> HTTPException:
+    # RFC 6750 3.1: no error code when the request carried no credentials at all.
+    value = 'Bearer realm="tokenward"' + (', error="invalid_token"' if error else "")
+    detail = "invalid_token" if error else "authentication required"
+    return HTTPException(401, detail, headers={"WWW-Authenticate": value})
+
+
+async def current_user(
+    request: Request, service: Service, token: Annotated[str | None, Depends(_bearer)]
+) -> User:
+    """The user behind a valid access token whose session is alive (the protected route)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        raise _bearer_challenge(error=False)
+    if token is None or len(header) > MAX_TOKEN_LENGTH + 16:
+        raise _bearer_challenge(error=True)
+    try:
+        return await service.authenticate(token)
+    except TokenError:
+        raise _bearer_challenge(error=True) from None
+
+
+def _token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
+    body = TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
+    response = JSONResponse(body.model_dump(), headers=NO_STORE)
+    settings = service.settings
+    response.set_cookie(
+        settings.refresh_cookie_name,
+        issued.refresh_token,
+        max_age=issued.refresh_expires_in,
+        path="/auth",
+        secure=settings.production,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _clear_cookie(service: AuthService, response: Response) -> None:
+    settings = service.settings
+    response.delete_cookie(
+        settings.refresh_cookie_name,
+        path="/auth",
+        secure=settings.production,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+@router.post(
+    "/auth/register",
+    status_code=201,
+    response_model=UserResponse,
+    responses={409: _PROBLEM, 422: _PROBLEM},
+)
+async def register(body: Credentials, service: Service) -> UserResponse:
+    user = await service.register(body.email, body.password)
+    return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
+
+
+@router.post("/auth/login", response_model=TokenResponse, responses={401: _PROBLEM, 422: _PROBLEM})
+async def login(body: Credentials, service: Service, client: Client) -> JSONResponse:
+    issued = await service.login(body.email, body.password, client)
+    return _token_response(service, issued)
+
+
+@router.post("/auth/refresh", response_model=TokenResponse, responses={401: _PROBLEM})
+async def refresh(request: Request, service: Service, client: Client) -> Response:
+    token = request.cookies.get(service.settings.refresh_cookie_name)
+    try:
+        if not token:
+            raise TokenError("no refresh cookie")
+        issued = await service.refresh(token, client)
+    except TokenError:
+        response = JSONResponse(
+            {
+                "type": "urn:tokenward:problem:invalid-token",
+                "title": "Invalid token",
+                "status": 401,
+                "detail": "the refresh token is missing, invalid, expired or revoked",
+            },
+            status_code=401,
+            media_type=PROBLEM_JSON,
+            headers=NO_STORE,
+        )
+        _clear_cookie(service, response)
+        return response
+    return _token_response(service, issued)
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(request: Request, service: Service, client: Client) -> Response:
+    token = request.cookies.get(service.settings.refresh_cookie_name)
+    if token:
+        await service.logout(token, client)
+    response = Response(status_code=204)
+    _clear_cookie(service, response)
+    return response
+
+
+@router.get("/auth/me", response_model=UserResponse, responses={401: _PROBLEM})
+async def me(user: Annotated[User, Depends(current_user)]) -> UserResponse:
+    return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    # RFC 6749 section 5.2 fixes this shape; it is not problem+json.
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=NO_STORE
+    )
+
+
+@router.post(
+    "/auth/token",
+    response_model=OAuthTokenResponse,
+    responses={400: {"description": "RFC 6749 section 5.2 error"}},
+)
+async def token(
+    service: Service,
+    client: Client,
+    grant_type: Annotated[str | None, Form()] = None,
+    username: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form()] = None,
+    refresh_token: Annotated[str | None, Form()] = None,
+    scope: Annotated[str | None, Form()] = None,
+) -> JSONResponse:
+    """OAuth 2.0 token endpoint (RFC 6749 4.3 and 6) for clients without a cookie jar."""
+    del scope  # accepted for compatibility; tokenward issues no scopes yet
+    try:
+        if grant_type == "password":
+            if not username or password is None:
+                return _oauth_error("invalid_request", "username and password are required")
+            issued = await service.login(username, password, client)
+        elif grant_type == "refresh_token":
+            if not refresh_token:
+                return _oauth_error("invalid_request", "refresh_token is required")
+            issued = await service.refresh(refresh_token, client)
+        elif grant_type is None:
+            return _oauth_error("invalid_request", "grant_type is required")
+        else:
+            return _oauth_error("unsupported_grant_type", "use password or refresh_token")
+    except AuthenticationError:
+        return _oauth_error("invalid_grant", "email or password is incorrect")
+    except TokenError:
+        return _oauth_error("invalid_grant", "the refresh token is invalid, expired or revoked")
+    body: dict[str, Any] = OAuthTokenResponse(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        refresh_token=issued.refresh_token,
+    ).model_dump()
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.get("/.well-known/jwks.json", response_model=JWKSet)
+async def jwks(service: Service) -> JSONResponse:
+    jwk = service.signing_key.public_jwk
+    return JSONResponse(
+        {"keys": [jwk] if jwk else []}, headers={"Cache-Control": "public, max-age=300"}
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
