@@ -1,0 +1,142 @@
+"""Shared fixtures: a real SQLite file per test, the ASGI app in-process, a controllable clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.cookiejar import DefaultCookiePolicy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from tokenward.config import Settings
+from tokenward.web import create_app
+
+PASSWORD = "a long enough passphrase 7"
+COOKIE = "tw_refresh"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TOKENWARD_* variable or .env of the developer's leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("TOKENWARD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@dataclass
+class FakeClock:
+    """Time passed in, never slept: tests move it forward explicitly."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the app's settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path / "data", **settings_overrides)
+
+
+class Api:
+    """A thin client for the HTTP contract. Cookies are sent explicitly, never by a jar."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.http = client
+
+    async def register(self, email: str, password: str = PASSWORD) -> httpx.Response:
+        return await self.http.post("/auth/register", json={"email": email, "password": password})
+
+    async def login(self, email: str, password: str = PASSWORD, **kw: Any) -> httpx.Response:
+        return await self.http.post(
+            "/auth/login", json={"email": email, "password": password}, **kw
+        )
+
+    async def refresh(self, refresh_token: str | None, **kw: Any) -> httpx.Response:
+        headers = {"Cookie": f"{COOKIE}={refresh_token}"} if refresh_token else {}
+        headers.update(kw.pop("headers", {}))
+        return await self.http.post("/auth/refresh", headers=headers, **kw)
+
+    async def logout(self, refresh_token: str | None) -> httpx.Response:
+        headers = {"Cookie": f"{COOKIE}={refresh_token}"} if refresh_token else {}
+        return await self.http.post("/auth/logout", headers=headers)
+
+    async def me(self, access_token: str) -> httpx.Response:
+        return await self.http.get("/auth/me", headers={"Authorization": f"Bearer {access_token}"})
+
+    async def signed_up(self, email: str = "ada@example.com") -> tuple[str, str]:
+        """Register and log in; return (access token, refresh token)."""
+        assert (await self.register(email)).status_code == 201
+        response = await self.login(email)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"], refresh_cookie(response)
+
+
+def refresh_cookie(response: httpx.Response) -> str:
+    """The refresh token set by a response's Set-Cookie header."""
+    for header in response.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        if name == COOKIE:
+            value = rest.split(";", 1)[0]
+            assert value, "the cookie was cleared, not set"
+            return value
+    raise AssertionError(f"no {COOKIE} cookie in {response.headers.get_list('set-cookie')}")
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[Any]:
+    application = create_app(settings, clock=clock)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def api(app: Any) -> AsyncIterator[Api]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    jar = httpx.Cookies()
+    jar.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no implicit cookies
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", cookies=jar
+    ) as client:
+        yield Api(client)
+
+
+@pytest.fixture
+def service(app: Any) -> Any:
+    """The running AuthService, for looking at the database behind the HTTP answers."""
+    return app.state.service
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def data_dir(settings: Settings) -> Iterator[Path]:
+    yield settings.data_dir
