@@ -118,11 +118,8 @@ async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[Any]:
 @pytest.fixture
 async def api(app: Any) -> AsyncIterator[Api]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    jar = httpx.Cookies()
-    jar.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no implicit cookies
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", cookies=jar
-    ) as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no implicit jar
         yield Api(client)
 
 

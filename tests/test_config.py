@@ -1,0 +1,103 @@
+"""Settings: durations, validation, and the one-line error that stops a bad start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tokenward.config import load_settings, parse_duration
+from tokenward.exceptions import ConfigError
+
+TOKENWARD = str(Path(sys.executable).parent / "tokenward")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("900", 900), (900, 900), ("15m", 900), ("12h", 43200), ("7d", 604800), ("30s", 30)],
+)
+def test_durations_accept_seconds_and_units(text: object, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "15 minutes", "-5", "0", "1.5h", "7w", True])
+def test_bad_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="expected|longer than zero"):
+        parse_duration(text)
+
+
+def test_defaults() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.access_ttl == timedelta(minutes=15)
+    assert settings.refresh_ttl == timedelta(days=7)
+    assert settings.refresh_reuse_interval == timedelta(seconds=10)
+    assert settings.signing_alg == "ES256"
+    assert settings.env == "development"
+    assert settings.sqlalchemy_url.startswith("sqlite+aiosqlite:///")
+    assert settings.sqlalchemy_url.endswith("tokenward-data/tokenward.db")
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "TOKENWARD_REFRESH_TTL=12h\nTOKENWARD_ISSUER=https://a.example\n"
+    )
+    monkeypatch.setenv("TOKENWARD_ACCESS_TTL", "5m")
+    settings = load_settings()
+    assert settings.access_ttl == timedelta(minutes=5)
+    assert settings.refresh_ttl == timedelta(hours=12)
+    assert settings.issuer == "https://a.example"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TOKENWARD_ACCESS_TTL": "soon"}, "TOKENWARD_ACCESS_TTL"),
+        ({"TOKENWARD_ENV": "staging"}, "TOKENWARD_ENV"),
+        ({"TOKENWARD_SIGNING_ALG": "none"}, "TOKENWARD_SIGNING_ALG"),
+        (
+            {"TOKENWARD_SIGNING_ALG": "HS256", "TOKENWARD_HS256_SECRET": "short"},
+            "TOKENWARD_HS256_SECRET",
+        ),
+        ({"TOKENWARD_REFRESH_REUSE_INTERVAL": "8d"}, "TOKENWARD_REFRESH_REUSE_INTERVAL"),
+        ({"TOKENWARD_PASSWORD_MIN_LENGTH": "4"}, "TOKENWARD_PASSWORD_MIN_LENGTH"),
+        (
+            {"TOKENWARD_ENV": "production", "TOKENWARD_ISSUER": "http://auth.example"},
+            "TOKENWARD_ISSUER",
+        ),
+    ],
+)
+def test_a_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variable: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^invalid setting {variable}: "):
+        load_settings()
+
+
+def test_serve_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
+    """The console script prints one line naming the variable and exits non-zero."""
+    result = subprocess.run(
+        [TOKENWARD, "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", "TOKENWARD_ACCESS_TTL": "forever"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tokenward: invalid setting TOKENWARD_ACCESS_TTL: "
+        "expected seconds or a number with s, m, h or d (e.g. 900, 15m, 7d)"
+    ]
+
+
+def test_production_requires_https_issuer_but_allows_localhost() -> None:
+    assert load_settings(
+        _env_file=None, env="production", issuer="http://localhost:8000"
+    ).production
+    assert load_settings(_env_file=None, env="production", issuer="https://auth.example").production

@@ -1,0 +1,155 @@
+"""Refresh-token rotation: reuse interval, reuse detection, and transactional rotation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+import tokenward.service
+from conftest import Api, FakeClock, refresh_cookie
+from tokenward.audit import EventType
+from tokenward.store import EventRow, SessionRow
+
+
+async def sessions(service: Any) -> list[SessionRow]:
+    async with service.db.read() as db:
+        return list((await db.execute(select(SessionRow))).scalars())
+
+
+async def events(service: Any, kind: EventType) -> list[EventRow]:
+    async with service.db.read() as db:
+        query = select(EventRow).where(EventRow.type == kind.value)
+        return list((await db.execute(query)).scalars())
+
+
+async def test_second_use_within_the_interval_returns_the_same_successor(
+    api: Api, clock: FakeClock, service: Any
+) -> None:
+    """Two tabs refreshing at once both stay signed in, and the chain does not fork."""
+    _, token = await api.signed_up()
+    first = await api.refresh(token)
+    clock.advance(5)
+    second = await api.refresh(token)
+    assert first.status_code == second.status_code == 200
+    assert refresh_cookie(first) == refresh_cookie(second)
+    assert (await api.me(second.json()["access_token"])).status_code == 200
+    [session] = await sessions(service)
+    assert session.generation == 1
+    assert session.revoked_at is None
+    assert (await api.refresh(refresh_cookie(second))).status_code == 200
+
+
+async def test_reuse_after_the_interval_ends_the_whole_session(
+    api: Api, clock: FakeClock, service: Any
+) -> None:
+    """A rotated-out token presented after the interval is theft: the newest token dies too."""
+    _, stolen = await api.signed_up()
+    rotated = await api.refresh(stolen, headers={"User-Agent": "victim-browser"})
+    newest_access = rotated.json()["access_token"]
+    newest_refresh = refresh_cookie(rotated)
+    clock.advance(11)
+    replay = await api.refresh(stolen, headers={"User-Agent": "attacker-script"})
+    assert replay.status_code == 401
+    assert (await api.refresh(newest_refresh)).status_code == 401
+    assert (await api.me(newest_access)).status_code == 401
+    [session] = await sessions(service)
+    assert session.revoked_reason == "reuse_detected"
+    [event] = await events(service, EventType.REFRESH_REUSE_DETECTED)
+    assert event.session_id == session.id
+    assert event.user_agent == "attacker-script"
+    assert event.detail is not None
+    assert event.detail["rotated_seconds_ago"] == pytest.approx(11)
+    assert event.detail["generations_behind"] == 1
+    assert event.detail["first_use"]["user_agent"] == "victim-browser"
+    assert event.detail["reuse"]["user_agent"] == "attacker-script"
+    assert event.detail["reuse"]["ip"] == "203.0.113.7"
+    assert stolen not in str(event.detail)
+
+
+async def test_reuse_of_an_older_generation_is_theft_even_within_the_interval(
+    api: Api, service: Any
+) -> None:
+    """Only the token rotated out last gets the grace; anything older ends the session."""
+    _, t0 = await api.signed_up()
+    t1 = refresh_cookie(await api.refresh(t0))
+    t2 = refresh_cookie(await api.refresh(t1))
+    assert (await api.refresh(t0)).status_code == 401
+    assert (await api.refresh(t2)).status_code == 401
+    [session] = await sessions(service)
+    assert session.revoked_reason == "reuse_detected"
+
+
+async def test_reuse_leaves_other_sessions_alone(api: Api, clock: FakeClock) -> None:
+    """Theft in one session ends that session only."""
+    _, stolen = await api.signed_up()
+    other = refresh_cookie(await api.login("ada@example.com"))
+    await api.refresh(stolen)
+    clock.advance(60)
+    assert (await api.refresh(stolen)).status_code == 401
+    assert (await api.refresh(other)).status_code == 200
+
+
+async def test_concurrent_refreshes_rotate_once(api: Api, service: Any) -> None:
+    """Ten simultaneous refreshes of one token: one rotation, one successor for all."""
+    _, token = await api.signed_up()
+    responses = await asyncio.gather(*(api.refresh(token) for _ in range(10)))
+    assert [r.status_code for r in responses] == [200] * 10
+    assert len({refresh_cookie(r) for r in responses}) == 1
+    [session] = await sessions(service)
+    assert session.generation == 1
+    assert len(await events(service, EventType.REFRESH)) == 1
+
+
+async def test_a_failed_rotation_leaves_the_session_as_it_was(
+    api: Api, app: Any, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the rotation transaction fails, nothing of it is kept and the old token still works."""
+    _, token = await api.signed_up()
+    real_event = tokenward.service._event
+
+    def failing_event(kind: EventType, *args: Any, **kwargs: Any) -> Any:
+        if kind is EventType.REFRESH:
+            raise RuntimeError("disk full")
+        return real_event(kind, *args, **kwargs)
+
+    monkeypatch.setattr(tokenward.service, "_event", failing_event)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post("/auth/refresh", headers={"Cookie": f"tw_refresh={token}"})
+    assert response.status_code == 500
+    assert "disk full" not in response.text
+    [session] = await sessions(service)
+    assert session.generation == 0
+    assert session.rotated_at is None
+    monkeypatch.undo()
+    assert (await api.refresh(token)).status_code == 200
+
+
+@pytest.mark.parametrize("settings_overrides", [{"refresh_ttl": "1h", "session_max_age": "2h"}])
+async def test_idle_sessions_expire_and_rotation_extends_them(api: Api, clock: FakeClock) -> None:
+    """Each rotation pushes the idle timeout out; an idle session ends; so does the max age."""
+    _, token = await api.signed_up()
+    statuses = []
+    for _ in range(3):
+        clock.advance(50 * 60)
+        response = await api.refresh(token)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            token = refresh_cookie(response)
+    # 50 and 100 minutes in: alive; 150 minutes in: past the 2 h absolute lifetime.
+    assert statuses == [200, 200, 401]
+    _, idle = await api.signed_up("grace@example.com")
+    clock.advance(61 * 60)
+    assert (await api.refresh(idle)).status_code == 401
+
+
+@pytest.mark.parametrize("settings_overrides", [{"refresh_ttl": "1h"}])
+async def test_cookie_max_age_follows_the_session_expiry(api: Api) -> None:
+    """The refresh cookie lives exactly as long as the session's idle window."""
+    await api.register("ada@example.com")
+    response = await api.login("ada@example.com")
+    assert "Max-Age=3600" in response.headers["set-cookie"]

@@ -1,0 +1,111 @@
+"""End to end against a real `tokenward serve` process on loopback, across a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from conftest import PASSWORD
+
+TOKENWARD = str(Path(sys.executable).parent / "tokenward")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(data_dir: Path, **env: str) -> Iterator[tuple[str, Path]]:
+    """Run the console script until the block ends; yield its base URL and log file."""
+    port = free_port()
+    log = data_dir.parent / f"serve-{port}.log"
+    environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield base, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> None:
+    """The README's flow over real HTTP; after a restart the refresh cookie and key survive."""
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as (base, log), httpx.Client(base_url=base) as client:
+        email = "ada@example.com"
+        assert (
+            client.post("/auth/register", json={"email": email, "password": PASSWORD}).status_code
+            == 201
+        )
+        login = client.post("/auth/login", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 200
+        access = login.json()["access_token"]
+        assert (
+            client.get("/auth/me", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+        )
+        refreshed = client.post("/auth/refresh")  # the client's cookie jar sends tw_refresh
+        assert refreshed.status_code == 200
+        refresh_token = client.cookies["tw_refresh"]
+        kid = client.get("/.well-known/jwks.json").json()["keys"][0]["kid"]
+
+    server_log = log.read_text()
+    assert PASSWORD not in server_log
+    assert refresh_token not in server_log
+    assert access not in server_log
+    key_file = data_dir / "keys" / "signing-es256.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "keys" / "refresh.key").stat().st_mode) == 0o600
+
+    with serving(data_dir) as (base, _), httpx.Client(base_url=base) as client:
+        assert client.get("/.well-known/jwks.json").json()["keys"][0]["kid"] == kid
+        # The access token signed before the restart still verifies: same key.
+        assert (
+            client.get("/auth/me", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+        )
+        refreshed = client.post("/auth/refresh", headers={"Cookie": f"tw_refresh={refresh_token}"})
+        assert refreshed.status_code == 200
+        again = client.post("/auth/login", json={"email": email, "password": PASSWORD})
+        assert again.status_code == 200
+        logout = client.post("/auth/logout", headers={"Cookie": f"tw_refresh={refresh_token}"})
+        assert logout.status_code == 204
+
+
+def test_production_cookie_is_secure_and_prefixed(tmp_path: Path) -> None:
+    """TOKENWARD_ENV=production: Secure cookie with the __Secure- prefix."""
+    env = {"TOKENWARD_ENV": "production", "TOKENWARD_ISSUER": "https://auth.example"}
+    with serving(tmp_path / "data", **env) as (base, _), httpx.Client(base_url=base) as client:
+        client.post("/auth/register", json={"email": "ada@example.com", "password": PASSWORD})
+        login = client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+        cookie = login.headers["set-cookie"]
+        assert cookie.startswith("__Secure-tw_refresh=twr_")
+        assert "; Secure" in cookie
+        assert "HttpOnly" in cookie
