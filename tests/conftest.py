@@ -13,11 +13,16 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pwdlib.hashers.argon2 import Argon2Hasher
 
 from tokenward.config import Settings
+from tokenward.passwords import PasswordHasher
 from tokenward.web import create_app
 
 PASSWORD = "a long enough passphrase 7"
+# Cheap argon2 parameters keep hundreds of in-process logins fast. Tests of timing and the
+# real-process tests use the production parameters.
+FAST_HASHER = PasswordHasher(Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1))
 COOKIE = "tw_refresh"
 
 
@@ -110,7 +115,7 @@ def refresh_cookie(response: httpx.Response) -> str:
 
 @pytest.fixture
 async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[Any]:
-    application = create_app(settings, clock=clock)
+    application = create_app(settings, clock=clock, hasher=FAST_HASHER)
     async with LifespanManager(application):
         yield application
 

@@ -109,14 +109,14 @@ async def test_a_failed_rotation_leaves_the_session_as_it_was(
 ) -> None:
     """If the rotation transaction fails, nothing of it is kept and the old token still works."""
     _, token = await api.signed_up()
-    real_event = tokenward.service._event
+    real_event = tokenward.service.new_event
 
     def failing_event(kind: EventType, *args: Any, **kwargs: Any) -> Any:
         if kind is EventType.REFRESH:
             raise RuntimeError("disk full")
         return real_event(kind, *args, **kwargs)
 
-    monkeypatch.setattr(tokenward.service, "_event", failing_event)
+    monkeypatch.setattr(tokenward.service, "new_event", failing_event)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.post("/auth/refresh", headers={"Cookie": f"tw_refresh={token}"})

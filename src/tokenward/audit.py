@@ -1,25 +1,50 @@
-"""Security event types: a stable vocabulary that apps can alert on."""
+"""Security events: a stable vocabulary that apps can alert on, and who caused them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["EventType"]
+__all__ = ["ClientInfo", "EventType"]
 
 
 class EventType(StrEnum):
     """Event types recorded in the audit trail. Values are part of the public contract."""
 
     USER_REGISTERED = "user.registered"
+    USER_CREATED = "user.created"
+    """An operator created the user (``tokenward users create``)."""
     USER_IMPORTED = "user.imported"
+    USER_DISABLED = "user.disabled"
+    USER_ENABLED = "user.enabled"
     LOGIN_SUCCEEDED = "login.succeeded"
     LOGIN_FAILED = "login.failed"
+    """``detail.reason``: ``bad_credentials`` or ``disabled``."""
+    PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name, not a password
     REFRESH = "session.refreshed"
     REFRESH_REUSE_DETECTED = "session.reuse_detected"
     """A rotated-out refresh token came back after the reuse interval; the session was ended.
 
-    ``detail``: ``rotated_seconds_ago`` (time since the session's last rotation),
-    ``generations_behind`` (1 means the token was the one just rotated out), and
-    ``first_use`` / ``reuse``: the IP and User-Agent of the rotation and of the replay.
+    ``session_id`` is the session that was ended; ``ip`` and ``user_agent`` are the replay's.
+    ``detail``: ``rotated_seconds_ago`` (time since the session's last rotation: exactly how long
+    after its rotation the token came back when ``generations_behind`` is 1, a lower bound
+    otherwise), ``generations_behind``, and ``first_use`` / ``reuse``: the IP and User-Agent of
+    the rotation that retired the token and of the replay.
     """
     LOGOUT = "session.logout"
+    LOGOUT_ALL = "session.logout_all"
+    """The user ended all their sessions (``detail.kept_current`` for logout-others)."""
+    SESSION_REVOKED = "session.revoked"
+    """One session ended by its user or an operator (``detail.by``: ``user`` or ``operator``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is asking, as far as the transport can tell. Never holds a secret."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.user_agent is not None and len(self.user_agent) > 512:
+            object.__setattr__(self, "user_agent", self.user_agent[:512])

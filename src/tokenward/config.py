@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     """JWS algorithm of access tokens."""
     hs256_secret: SecretStr | None = None
     """The shared secret when ``signing_alg`` is HS256 (at least 32 bytes)."""
+    event_retention: Duration = timedelta(days=90)
+    """Security events older than this are pruned."""
+    prune_interval: Duration = timedelta(hours=1)
+    """How often the server prunes ended sessions and old events."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
 

@@ -74,8 +74,9 @@ class PasswordHasher:
     against a password longer than 72 bytes (bcrypt would silently ignore the rest).
     """
 
-    def __init__(self) -> None:
-        self._hash = PasswordHash((Argon2Hasher(), BcryptHasher()))
+    def __init__(self, argon2: Argon2Hasher | None = None) -> None:
+        # argon2-cffi's defaults are RFC 9106's low-memory profile (t=3, m=64 MiB, p=4).
+        self._hash = PasswordHash((argon2 or Argon2Hasher(), BcryptHasher()))
         # Verified against for unknown emails so that they cost what a wrong password costs.
         self._dummy_hash = self._hash.hash("tokenward-dummy-password-for-timing")
 

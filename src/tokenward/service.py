@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenward.audit import EventType
+from tokenward.audit import ClientInfo, EventType
 from tokenward.config import Settings
 from tokenward.exceptions import (
     AuthenticationError,
@@ -30,29 +30,26 @@ from tokenward.exceptions import (
 from tokenward.keys import SigningKey, load_or_create_refresh_secret, load_signing_key
 from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_password
 from tokenward.refresh import RefreshTokenCodec, Rotation, decide_rotation
-from tokenward.store import Database, EventRow, SessionRow, UserRow
+from tokenward.store import Database, SessionRow, UserRow
+from tokenward.store.queries import (
+    EventInfo,
+    SessionInfo,
+    end_sessions,
+    events_page,
+    live_sessions,
+    new_event,
+    user_by_email,
+)
 from tokenward.tokens import AccessClaims, AccessTokenCodec
 from tokenward.users import User, normalize_email
 
-__all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens"]
+__all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
 
 Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """Who is asking, as far as the transport can tell. Never holds a secret."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.user_agent is not None and len(self.user_agent) > 512:
-            object.__setattr__(self, "user_agent", self.user_agent[:512])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +62,14 @@ class IssuedTokens:
     user_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user behind a verified access token, and the session it belongs to."""
+
+    user: User
+    session_id: str
+
+
 @dataclass
 class ImportReport:
     imported: int = 0
@@ -75,27 +80,6 @@ class ImportReport:
 
 def _user(row: UserRow) -> User:
     return User(id=row.id, email=row.email, created_at=row.created_at)
-
-
-def _event(
-    kind: EventType,
-    now: datetime,
-    client: ClientInfo | None = None,
-    *,
-    user_id: str | None = None,
-    session_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> EventRow:
-    client = client or ClientInfo()
-    return EventRow(
-        at=now,
-        type=kind.value,
-        user_id=user_id,
-        session_id=session_id,
-        ip=client.ip,
-        user_agent=client.user_agent,
-        detail=detail,
-    )
 
 
 class AuthService:
@@ -126,7 +110,13 @@ class AuthService:
         self.refresh_tokens = RefreshTokenCodec(refresh_secret)
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock = utcnow) -> AuthService:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock = utcnow,
+        hasher: PasswordHasher | None = None,
+    ) -> AuthService:
         """Load (or make) the keys, connect, and bring the schema up to date."""
         db = Database(settings.sqlalchemy_url)
         await db.migrate()
@@ -135,6 +125,7 @@ class AuthService:
             db,
             signing_key=load_signing_key(settings),
             refresh_secret=load_or_create_refresh_secret(settings),
+            hasher=hasher,
             clock=clock,
         )
 
@@ -143,13 +134,13 @@ class AuthService:
 
     # -- users -------------------------------------------------------------------------------
 
-    async def register(self, email: str, password: str) -> User:
+    async def register(self, email: str, password: str, *, by_operator: bool = False) -> User:
         """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError."""
         email = normalize_email(email)
         password = normalize_password(password)
         self.policy.check(password, email=email)
         async with self.db.read() as db:
-            if await self._user_by_email(db, email) is not None:
+            if await user_by_email(db, email) is not None:
                 raise EmailTakenError("an account with this email already exists")
         password_hash = await asyncio.to_thread(self.hasher.hash, password)
         now = self.clock()
@@ -163,7 +154,8 @@ class AuthService:
         try:
             async with self.db.write() as db:
                 db.add(row)
-                db.add(_event(EventType.USER_REGISTERED, now, user_id=row.id))
+                kind = EventType.USER_CREATED if by_operator else EventType.USER_REGISTERED
+                db.add(new_event(kind, now, user_id=row.id))
         except IntegrityError:
             raise EmailTakenError("an account with this email already exists") from None
         return _user(row)
@@ -186,7 +178,7 @@ class AuthService:
                 report.rejected.append(number)
                 continue
             async with self.db.write() as db:
-                if await self._user_by_email(db, email) is not None:
+                if await user_by_email(db, email) is not None:
                     report.skipped_existing += 1
                     continue
                 user_id = str(uuid.uuid4())
@@ -199,14 +191,9 @@ class AuthService:
                         password_changed_at=now,
                     )
                 )
-                db.add(_event(EventType.USER_IMPORTED, now, user_id=user_id))
+                db.add(new_event(EventType.USER_IMPORTED, now, user_id=user_id))
             report.imported += 1
         return report
-
-    @staticmethod
-    async def _user_by_email(db: AsyncSession, email: str) -> UserRow | None:
-        result = await db.execute(select(UserRow).where(UserRow.email == email))
-        return result.scalar_one_or_none()
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -220,7 +207,7 @@ class AuthService:
         row = None
         if email:
             async with self.db.read() as db:
-                row = await self._user_by_email(db, email)
+                row = await user_by_email(db, email)
         # An unknown email still costs one hash verification: no timing oracle.
         ok, new_hash = await asyncio.to_thread(
             self.hasher.verify, password, row.password_hash if row else None
@@ -229,7 +216,7 @@ class AuthService:
         if row is None or not ok or row.disabled_at is not None:
             async with self.db.write() as db:
                 db.add(
-                    _event(
+                    new_event(
                         EventType.LOGIN_FAILED,
                         now,
                         client,
@@ -259,7 +246,7 @@ class AuthService:
                 if user is not None:
                     user.password_hash = new_hash
             db.add(
-                _event(
+                new_event(
                     EventType.LOGIN_SUCCEEDED, now, client, user_id=row.id, session_id=session.id
                 )
             )
@@ -313,7 +300,7 @@ class AuthService:
                 session.last_ip = client.ip
                 session.last_user_agent = client.user_agent
                 db.add(
-                    _event(
+                    new_event(
                         EventType.REFRESH,
                         now,
                         client,
@@ -346,7 +333,7 @@ class AuthService:
         session.revoked_at = now
         session.revoked_reason = "reuse_detected"
         db.add(
-            _event(
+            new_event(
                 EventType.REFRESH_REUSE_DETECTED,
                 now,
                 client,
@@ -377,7 +364,7 @@ class AuthService:
             session.revoked_at = now
             session.revoked_reason = "logout"
             db.add(
-                _event(
+                new_event(
                     EventType.LOGOUT, now, client, user_id=session.user_id, session_id=session.id
                 )
             )
@@ -389,7 +376,7 @@ class AuthService:
         """Signature and claims only (no database): raises TokenError."""
         return self.access.verify(token)
 
-    async def authenticate(self, token: str) -> User:
+    async def authenticate(self, token: str) -> Principal:
         """A valid access token whose session is still alive and whose user is enabled."""
         claims = self.access.verify(token)
         now = self.clock()
@@ -406,4 +393,102 @@ class AuthService:
         if user.id != claims.sub:
             raise TokenError("session does not belong to the subject")
         self._check_alive(session, user, now)
-        return _user(user)
+        return Principal(user=_user(user), session_id=session.id)
+
+    # -- the signed-in user's own sessions, password and events ------------------------------
+
+    async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
+        """The caller's live sessions, newest first, the caller's own marked ``current``."""
+        return await live_sessions(
+            self.db, principal.user.id, self.clock(), current=principal.session_id
+        )
+
+    async def revoke_session(
+        self, principal: Principal, session_id: str, client: ClientInfo
+    ) -> bool:
+        """End one of the caller's sessions; False if the caller has no such live session."""
+        now = self.clock()
+        async with self.db.write() as db:
+            ended = await end_sessions(db, principal.user.id, now, "revoked", only=session_id)
+            if ended:
+                db.add(
+                    new_event(
+                        EventType.SESSION_REVOKED,
+                        now,
+                        client,
+                        user_id=principal.user.id,
+                        session_id=session_id,
+                        detail={"by": "user"},
+                    )
+                )
+        return bool(ended)
+
+    async def logout_all(
+        self, principal: Principal, client: ClientInfo, *, keep_current: bool = False
+    ) -> int:
+        """End every session of the caller (or all but the current one); return how many."""
+        now = self.clock()
+        keep = principal.session_id if keep_current else None
+        async with self.db.write() as db:
+            ended = await end_sessions(db, principal.user.id, now, "logout_all", keep=keep)
+            db.add(
+                new_event(
+                    EventType.LOGOUT_ALL,
+                    now,
+                    client,
+                    user_id=principal.user.id,
+                    session_id=principal.session_id,
+                    detail={"ended": len(ended), "kept_current": keep_current},
+                )
+            )
+        return len(ended)
+
+    async def change_password(
+        self, principal: Principal, current: str, new: str, client: ClientInfo
+    ) -> None:
+        """Check the current password, apply the policy, rehash, and end every other session."""
+        new = normalize_password(new)
+        self.policy.check(new, email=principal.user.email)
+        async with self.db.read() as db:
+            row = await db.get(UserRow, principal.user.id)
+        ok, _ = await asyncio.to_thread(
+            self.hasher.verify, normalize_password(current), row.password_hash if row else None
+        )
+        now = self.clock()
+        if row is None or not ok:
+            async with self.db.write() as db:
+                db.add(
+                    new_event(
+                        EventType.LOGIN_FAILED,
+                        now,
+                        client,
+                        user_id=principal.user.id,
+                        session_id=principal.session_id,
+                        detail={"reason": "bad_current_password"},
+                    )
+                )
+            raise AuthenticationError("the current password is incorrect")
+        password_hash = await asyncio.to_thread(self.hasher.hash, new)
+        async with self.db.write() as db:
+            user = await db.get(UserRow, principal.user.id, with_for_update=True)
+            if user is None:
+                raise AuthenticationError("the current password is incorrect")
+            user.password_hash = password_hash
+            user.password_changed_at = now
+            ended = await end_sessions(
+                db, user.id, now, "password_changed", keep=principal.session_id
+            )
+            db.add(
+                new_event(
+                    EventType.PASSWORD_CHANGED,
+                    now,
+                    client,
+                    user_id=user.id,
+                    session_id=principal.session_id,
+                    detail={"sessions_ended": len(ended)},
+                )
+            )
+
+    async def recent_events(self, user_id: str, limit: int = 50) -> list[EventInfo]:
+        """The user's own security events, newest first."""
+        return await events_page(self.db, user_id=user_id, limit=limit)

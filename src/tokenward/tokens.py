@@ -115,6 +115,8 @@ class AccessTokenCodec:
         if claims["iat"] > time.time() + self.leeway:
             raise TokenError("issued in the future")
         aud = claims.get("aud")
+        if self.audience is None and aud is not None:
+            raise TokenError("token has an audience; this server expects none")
         return AccessClaims(
             sub=claims["sub"],
             sid=claims["sid"],

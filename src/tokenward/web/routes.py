@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import OAuth2PasswordBearer
-from starlette.exceptions import HTTPException
 
 from tokenward.exceptions import AuthenticationError, TokenError
-from tokenward.service import AuthService, ClientInfo, IssuedTokens
-from tokenward.tokens import MAX_TOKEN_LENGTH
-from tokenward.users import User
+from tokenward.service import AuthService, IssuedTokens
+from tokenward.web.deps import NO_STORE, PROBLEM_RESPONSE, Client, CurrentUser, Service
 from tokenward.web.problems import PROBLEM_JSON
 from tokenward.web.schemas import (
     Credentials,
@@ -26,52 +23,8 @@ __all__ = ["router"]
 
 router = APIRouter()
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_PROBLEM: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
-_bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
-
-def get_service(request: Request) -> AuthService:
-    service: AuthService = request.app.state.service
-    return service
-
-
-Service = Annotated[AuthService, Depends(get_service)]
-
-
-def client_info(request: Request) -> ClientInfo:
-    return ClientInfo(
-        ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
-
-
-Client = Annotated[ClientInfo, Depends(client_info)]
-
-
-def _bearer_challenge(error: bool) -> HTTPException:
-    # RFC 6750 3.1: no error code when the request carried no credentials at all.
-    value = 'Bearer realm="tokenward"' + (', error="invalid_token"' if error else "")
-    detail = "invalid_token" if error else "authentication required"
-    return HTTPException(401, detail, headers={"WWW-Authenticate": value})
-
-
-async def current_user(
-    request: Request, service: Service, token: Annotated[str | None, Depends(_bearer)]
-) -> User:
-    """The user behind a valid access token whose session is alive (the protected route)."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise _bearer_challenge(error=False)
-    if token is None or len(header) > MAX_TOKEN_LENGTH + 16:
-        raise _bearer_challenge(error=True)
-    try:
-        return await service.authenticate(token)
-    except TokenError:
-        raise _bearer_challenge(error=True) from None
-
-
-def _token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
+def token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
     body = TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
     response = JSONResponse(body.model_dump(), headers=NO_STORE)
     settings = service.settings
@@ -87,7 +40,7 @@ def _token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
     return response
 
 
-def _clear_cookie(service: AuthService, response: Response) -> None:
+def clear_cookie(service: AuthService, response: Response) -> None:
     settings = service.settings
     response.delete_cookie(
         settings.refresh_cookie_name,
@@ -102,20 +55,24 @@ def _clear_cookie(service: AuthService, response: Response) -> None:
     "/auth/register",
     status_code=201,
     response_model=UserResponse,
-    responses={409: _PROBLEM, 422: _PROBLEM},
+    responses={409: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
 )
 async def register(body: Credentials, service: Service) -> UserResponse:
     user = await service.register(body.email, body.password)
     return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
 
 
-@router.post("/auth/login", response_model=TokenResponse, responses={401: _PROBLEM, 422: _PROBLEM})
+@router.post(
+    "/auth/login",
+    response_model=TokenResponse,
+    responses={401: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+)
 async def login(body: Credentials, service: Service, client: Client) -> JSONResponse:
     issued = await service.login(body.email, body.password, client)
-    return _token_response(service, issued)
+    return token_response(service, issued)
 
 
-@router.post("/auth/refresh", response_model=TokenResponse, responses={401: _PROBLEM})
+@router.post("/auth/refresh", response_model=TokenResponse, responses={401: PROBLEM_RESPONSE})
 async def refresh(request: Request, service: Service, client: Client) -> Response:
     token = request.cookies.get(service.settings.refresh_cookie_name)
     try:
@@ -134,9 +91,9 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
             media_type=PROBLEM_JSON,
             headers=NO_STORE,
         )
-        _clear_cookie(service, response)
+        clear_cookie(service, response)
         return response
-    return _token_response(service, issued)
+    return token_response(service, issued)
 
 
 @router.post("/auth/logout", status_code=204)
@@ -145,12 +102,13 @@ async def logout(request: Request, service: Service, client: Client) -> Response
     if token:
         await service.logout(token, client)
     response = Response(status_code=204)
-    _clear_cookie(service, response)
+    clear_cookie(service, response)
     return response
 
 
-@router.get("/auth/me", response_model=UserResponse, responses={401: _PROBLEM})
-async def me(user: Annotated[User, Depends(current_user)]) -> UserResponse:
+@router.get("/auth/me", response_model=UserResponse, responses={401: PROBLEM_RESPONSE})
+async def me(principal: CurrentUser) -> UserResponse:
+    user = principal.user
     return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
 
 

@@ -1,0 +1,162 @@
+"""Queries shared by the service and admin layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tokenward.audit import ClientInfo, EventType
+from tokenward.devices import device_label
+from tokenward.store.db import Database
+from tokenward.store.models import EventRow, SessionRow, UserRow
+
+__all__ = [
+    "EventInfo",
+    "SessionInfo",
+    "end_sessions",
+    "events_page",
+    "live_sessions",
+    "new_event",
+    "user_by_email",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A live session as its user (or an operator) sees it."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    device: str
+    ip: str | None
+    current: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    id: int
+    at: datetime
+    type: str
+    user_id: str | None
+    session_id: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any] | None
+
+
+def new_event(
+    kind: EventType,
+    now: datetime,
+    client: ClientInfo | None = None,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> EventRow:
+    client = client or ClientInfo()
+    return EventRow(
+        at=now,
+        type=kind.value,
+        user_id=user_id,
+        session_id=session_id,
+        ip=client.ip,
+        user_agent=client.user_agent,
+        detail=detail,
+    )
+
+
+async def user_by_email(db: AsyncSession, email: str) -> UserRow | None:
+    result = await db.execute(select(UserRow).where(UserRow.email == email))
+    return result.scalar_one_or_none()
+
+
+async def end_sessions(
+    db: AsyncSession,
+    user_id: str,
+    now: datetime,
+    reason: str,
+    *,
+    only: str | None = None,
+    keep: str | None = None,
+) -> list[str]:
+    """Revoke the user's live sessions (``only`` one, or all but ``keep``); return their ids."""
+    query = (
+        update(SessionRow)
+        .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+        .returning(SessionRow.id)
+    )
+    if only is not None:
+        query = query.where(SessionRow.id == only)
+    if keep is not None:
+        query = query.where(SessionRow.id != keep)
+    result = await db.execute(query, execution_options={"synchronize_session": False})
+    return list(result.scalars())
+
+
+async def live_sessions(
+    database: Database, user_id: str, now: datetime, *, current: str | None = None
+) -> list[SessionInfo]:
+    """The user's sessions that are neither revoked nor expired, newest first."""
+    query = (
+        select(SessionRow)
+        .where(
+            SessionRow.user_id == user_id,
+            SessionRow.revoked_at.is_(None),
+            SessionRow.expires_at > now,
+            SessionRow.max_expires_at > now,
+        )
+        .order_by(SessionRow.created_at.desc())
+    )
+    async with database.read() as db:
+        rows = (await db.execute(query)).scalars().all()
+    return [
+        SessionInfo(
+            id=row.id,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=min(row.expires_at, row.max_expires_at),
+            device=device_label(row.last_user_agent),
+            ip=row.last_ip,
+            current=row.id == current,
+        )
+        for row in rows
+    ]
+
+
+async def events_page(
+    database: Database,
+    *,
+    user_id: str | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> list[EventInfo]:
+    """Events newest first; with ``after_id``, only newer ones, oldest first (for following)."""
+    query = select(EventRow)
+    if user_id is not None:
+        query = query.where(EventRow.user_id == user_id)
+    if after_id is not None:
+        query = query.where(EventRow.id > after_id).order_by(EventRow.id.asc())
+    else:
+        query = query.order_by(EventRow.id.desc())
+    async with database.read() as db:
+        rows = (await db.execute(query.limit(limit))).scalars().all()
+    return [
+        EventInfo(
+            id=row.id,
+            at=row.at,
+            type=row.type,
+            user_id=row.user_id,
+            session_id=row.session_id,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            detail=row.detail,
+        )
+        for row in rows
+    ]

@@ -1,0 +1,103 @@
+"""The signed-in user's own account: sessions, logout everywhere, password, events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from tokenward.passwords import PASSWORD_MAX_LENGTH
+from tokenward.web.deps import PROBLEM_RESPONSE, Client, CurrentUser, Service
+from tokenward.web.routes import clear_cookie
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/auth", responses={401: PROBLEM_RESPONSE})
+
+
+class SessionOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    device: str
+    ip: str | None
+    current: bool
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    type: str
+    session_id: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any] | None
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8)
+    new_password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8)
+
+
+@router.get("/sessions", response_model=SessionList)
+async def list_sessions(principal: CurrentUser, service: Service) -> SessionList:
+    sessions = await service.list_sessions(principal)
+    return SessionList(
+        sessions=[SessionOut.model_validate(s, from_attributes=True) for s in sessions]
+    )
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses={404: PROBLEM_RESPONSE})
+async def revoke_session(
+    session_id: str, principal: CurrentUser, service: Service, client: Client
+) -> Response:
+    # Someone else's session answers exactly like one that does not exist: 404, never 403.
+    if not await service.revoke_session(principal, session_id, client):
+        raise HTTPException(404, "no such session")
+    return Response(status_code=204)
+
+
+@router.post("/logout-all", status_code=204)
+async def logout_all(principal: CurrentUser, service: Service, client: Client) -> Response:
+    await service.logout_all(principal, client)
+    response = Response(status_code=204)
+    clear_cookie(service, response)
+    return response
+
+
+@router.post("/logout-others", status_code=204)
+async def logout_others(principal: CurrentUser, service: Service, client: Client) -> Response:
+    await service.logout_all(principal, client, keep_current=True)
+    return Response(status_code=204)
+
+
+@router.post("/password", status_code=204, responses={422: PROBLEM_RESPONSE})
+async def change_password(
+    body: PasswordChange, principal: CurrentUser, service: Service, client: Client
+) -> Response:
+    await service.change_password(principal, body.current_password, body.new_password, client)
+    return Response(status_code=204)
+
+
+@router.get("/events", response_model=EventList)
+async def recent_events(
+    principal: CurrentUser,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> EventList:
+    events = await service.recent_events(principal.user.id, limit)
+    return EventList(events=[EventOut.model_validate(e, from_attributes=True) for e in events])
