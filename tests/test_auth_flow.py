@@ -6,9 +6,9 @@ from typing import Any
 
 import jwt
 import pytest
+from conftest import COOKIE, PASSWORD, Api, refresh_cookie
 from sqlalchemy import func, select
 
-from conftest import COOKIE, PASSWORD, Api, refresh_cookie
 from tokenward.store import SessionRow, UserRow
 
 PROBLEM = "application/problem+json"
@@ -21,7 +21,7 @@ async def count(service: Any, model: Any) -> int:
 
 async def test_register_returns_the_normalised_user(api: Api) -> None:
     """Email is trimmed, NFKC-normalised and lower-cased; the password is never echoed."""
-    response = await api.register("  Ａda@Example.COM ")
+    response = await api.register("  \uff21da@Example.COM ")  # fullwidth A: NFKC makes it A
     assert response.status_code == 201
     body = response.json()
     assert body["email"] == "ada@example.com"

@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Api, FakeClock, refresh_cookie
 from sqlalchemy import select
 
 import tokenward.service
-from conftest import Api, FakeClock, refresh_cookie
 from tokenward.audit import EventType
 from tokenward.store import EventRow, SessionRow
 

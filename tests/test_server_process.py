@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-
 from conftest import PASSWORD
 
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")

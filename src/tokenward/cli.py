@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from tokenward.config import Settings, load_settings
-from tokenward.exceptions import ConfigError
+from tokenward.exceptions import ConfigError, TokenwardError
 from tokenward.store import Database
+
+if TYPE_CHECKING:
+    from tokenward.admin import Admin
+    from tokenward.store.queries import EventInfo, SessionInfo
 
 __all__ = ["app", "main"]
 
@@ -20,8 +29,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+sessions_app = typer.Typer(help="See and end users' sessions.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
+app.add_typer(sessions_app, name="sessions")
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -105,6 +118,150 @@ def users_import(
             raise typer.Exit(1)
 
     asyncio.run(run())
+
+
+def _with_admin(action: Callable[[Admin], Awaitable[T]]) -> T:
+    """Open the service, run one operator action, close; a tokenward error exits 1."""
+    from tokenward.admin import Admin
+    from tokenward.service import AuthService
+
+    settings = _settings()
+
+    async def run() -> T:
+        service = await AuthService.open(settings)
+        try:
+            return await action(Admin(service))
+        finally:
+            await service.close()
+
+    try:
+        return asyncio.run(run())
+    except TokenwardError as exc:
+        typer.echo(f"tokenward: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc.__class__.__name__
+        typer.echo(f"tokenward: database error: {reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Email = Annotated[str, typer.Argument(help="The user's email address.")]
+
+
+@users_app.command("create")
+def users_create(
+    email: Email,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user (the password policy applies)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = _with_admin(lambda admin: admin.service.register(email, password, by_operator=True))
+    typer.echo(f"created user {user.email} ({user.id})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their number of live sessions."""
+    users = _with_admin(lambda admin: admin.list_users())
+    for user in users:
+        state = "disabled" if user.disabled else "active"
+        typer.echo(
+            f"{user.email}\t{user.id}\t{state}\t{user.live_sessions} live sessions\t"
+            f"created {_when(user.created_at)}"
+        )
+    typer.echo(f"{len(users)} users")
+
+
+@users_app.command("disable")
+def users_disable(email: Email) -> None:
+    """Disable a user: every session ends at once and login is refused."""
+    ended = _with_admin(lambda admin: admin.set_disabled(email, True))
+    typer.echo(f"disabled {email.strip()}; ended {ended} sessions")
+
+
+@users_app.command("enable")
+def users_enable(email: Email) -> None:
+    """Enable a disabled user again."""
+    _with_admin(lambda admin: admin.set_disabled(email, False))
+    typer.echo(f"enabled {email.strip()}")
+
+
+def _session_line(session: SessionInfo) -> str:
+    return (
+        f"{session.id}\t{session.device}\t{session.ip or '-'}\t"
+        f"created {_when(session.created_at)}\tlast used {_when(session.last_used_at)}\t"
+        f"expires {_when(session.expires_at)}"
+    )
+
+
+@sessions_app.command("list")
+def sessions_list(email: Email) -> None:
+    """List a user's live sessions."""
+    sessions = _with_admin(lambda admin: admin.sessions(email))
+    for session in sessions:
+        typer.echo(_session_line(session))
+    typer.echo(f"{len(sessions)} live sessions")
+
+
+@sessions_app.command("revoke")
+def sessions_revoke(
+    email: Email,
+    session: Annotated[str | None, typer.Option(help="End only this session.")] = None,
+) -> None:
+    """End a user's sessions (all of them, or one with --session)."""
+    ended = _with_admin(lambda admin: admin.revoke(email, session))
+    if session is not None and not ended:
+        typer.echo(f"tokenward: {email.strip()} has no live session {session}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {ended} sessions of {email.strip()}")
+
+
+def _event_line(event: EventInfo) -> str:
+    detail = json.dumps(event.detail, separators=(",", ":")) if event.detail else "-"
+    return (
+        f"{_when(event.at)}\t{event.type}\tuser={event.user_id or '-'}\t"
+        f"session={event.session_id or '-'}\tip={event.ip or '-'}\t"
+        f"ua={event.user_agent or '-'}\t{detail}"
+    )
+
+
+@app.command()
+def events(
+    user: Annotated[str | None, typer.Option(help="Only this user's events (email).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    follow: Annotated[bool, typer.Option(help="Keep printing new events as they come.")] = False,
+) -> None:
+    """Show security events, oldest of the last LIMIT first."""
+
+    async def show(admin: Admin) -> None:
+        recent = list(reversed(await admin.events(user, limit=limit)))
+        for event in recent:
+            typer.echo(_event_line(event))
+        last = recent[-1].id if recent else 0
+        while follow:
+            await asyncio.sleep(1)
+            for event in await admin.events(user, after_id=last, limit=1000):
+                typer.echo(_event_line(event))
+                last = event.id
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_admin(show)
+
+
+@db_app.command("prune")
+def db_prune() -> None:
+    """Delete sessions ended over a day ago and events past TOKENWARD_EVENT_RETENTION."""
+    report = _with_admin(lambda admin: admin.prune())
+    typer.echo(f"pruned {report.sessions} sessions and {report.events} events")
 
 
 def main() -> None:

@@ -73,8 +73,11 @@ class AccessTokenCodec:
             claims["aud"] = self.audience
         return jwt.encode(claims, self.key.private_key, self.key.alg, headers=self._headers)
 
-    def verify(self, token: str) -> AccessClaims:
-        """Return the claims of a valid token; raise :class:`TokenError` for anything else."""
+    def verify(self, token: str, *, now: float | None = None) -> AccessClaims:
+        """Return the claims of a valid token; raise :class:`TokenError` for anything else.
+
+        Time claims are checked against ``now`` (default: the system clock), with the leeway.
+        """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("token missing or too long")
         try:
@@ -87,9 +90,16 @@ class AccessTokenCodec:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": list(_REQUIRED_CLAIMS), "verify_aud": bool(self.audience)},
+                options={
+                    "require": list(_REQUIRED_CLAIMS),
+                    "verify_aud": bool(self.audience),
+                    # Checked in _typed against the caller's clock, strictly typed.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-            return self._typed(claims)
+            return self._typed(claims, time.time() if now is None else now)
         except TokenError:
             raise
         except Exception as exc:  # PyJWT raises TypeError/ValueError on some malformed claims
@@ -105,15 +115,18 @@ class AccessTokenCodec:
         if _FORBIDDEN_HEADERS.intersection(header):
             raise TokenError("forbidden header parameter")
 
-    def _typed(self, claims: dict[str, Any]) -> AccessClaims:
+    def _typed(self, claims: dict[str, Any], now: float) -> AccessClaims:
         for name in ("sub", "sid", "jti", "iss"):
             if not isinstance(claims[name], str) or not claims[name]:
                 raise TokenError(f"claim {name} must be a non-empty string")
-        for name in ("iat", "exp"):
-            if not isinstance(claims[name], int) or isinstance(claims[name], bool):
+        for name in ("iat", "exp", "nbf"):
+            value = claims.get(name, 0)
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise TokenError(f"claim {name} must be an integer")
-        if claims["iat"] > time.time() + self.leeway:
-            raise TokenError("issued in the future")
+        if claims["exp"] <= now - self.leeway:
+            raise TokenError("expired")
+        if claims["iat"] > now + self.leeway or claims.get("nbf", 0) > now + self.leeway:
+            raise TokenError("not valid yet")
         aud = claims.get("aud")
         if self.audience is None and aud is not None:
             raise TokenError("token has an audience; this server expects none")
