@@ -164,7 +164,7 @@ def users_create(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = _with_admin(lambda admin: admin.service.register(email, password, by_operator=True))
+    user = _with_admin(lambda admin: admin.service.register(email, password))
     typer.echo(f"created user {user.email} ({user.id})")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from limits import parse
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenward.exceptions import ConfigError
 
@@ -38,6 +40,27 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _rate_limit(value: object) -> str:
+    text = str(value).strip()
+    try:
+        parse(text)
+    except ValueError:
+        raise ValueError("expected a rate such as 10/minute or 10/15 minutes") from None
+    return text
+
+
+def _comma_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(part).strip() for part in value)
+    raise ValueError("expected a comma-separated list")
+
+
+RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -73,6 +96,26 @@ class Settings(BaseSettings):
     """Security events older than this are pruned."""
     prune_interval: Duration = timedelta(hours=1)
     """How often the server prunes ended sessions and old events."""
+    rate_limits: bool = True
+    """Turn every rate limit off (benchmarks, soak tests): never in production."""
+    redis_url: str | None = None
+    """``redis://host:port/db``: rate limits shared by every instance (else in-process)."""
+    rate_limit_login_failures_account_ip: RateLimitText = "10/15 minutes"
+    """Failed logins (and password checks) per account and client IP."""
+    rate_limit_login_failures_account: RateLimitText = "100/hour"
+    """Failed logins per account from any IP (a distributed guess at one account)."""
+    rate_limit_login_ip: RateLimitText = "60/minute"
+    """Every login attempt per client IP (the per-IP ceiling, also for /auth/token)."""
+    rate_limit_register_ip: RateLimitText = "20/hour"
+    """Registrations per client IP."""
+    rate_limit_refresh_ip: RateLimitText = "600/minute"
+    """Refreshes per client IP."""
+    rate_limit_refresh_session: RateLimitText = "30/minute"
+    """Refreshes per session."""
+    trusted_proxies: CommaList = ()
+    """Addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
+    allowed_origins: CommaList = ()
+    """Front-end origins (besides this server's own) allowed to use the cookie endpoints."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
 
@@ -84,7 +127,24 @@ class Settings(BaseSettings):
                 raise ValueError("hs256_secret: HS256 needs a secret of at least 32 bytes")
         if self.refresh_reuse_interval >= self.refresh_ttl:
             raise ValueError("refresh_reuse_interval: must be shorter than refresh_ttl")
+        for proxy in self.trusted_proxies:
+            try:
+                ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {proxy!r} is not an address or network"
+                ) from None
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+                raise ValueError(
+                    f"allowed_origins: {origin!r} is not an origin like https://a.example"
+                )
         if self.env == "production":
+            if "issuer" not in self.model_fields_set:
+                raise ValueError(
+                    "issuer: production needs TOKENWARD_ISSUER (this server's https URL)"
+                )
             url = urlsplit(self.issuer)
             local = url.hostname in {"localhost", "127.0.0.1", "::1"}
             if url.scheme != "https" and not (url.scheme == "http" and local):

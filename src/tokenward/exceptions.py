@@ -63,5 +63,13 @@ class EmailTakenError(TokenwardError):
     """An account with this (normalised) email already exists."""
 
 
+class RateLimitedError(TokenwardError):
+    """Too many requests for one of the rate limits; try again in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 class UnknownUserError(TokenwardError):
     """No user has this email."""

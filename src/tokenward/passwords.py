@@ -44,17 +44,20 @@ class PasswordPolicy:
     min_length: int = 15
     max_length: int = PASSWORD_MAX_LENGTH
 
-    def check(self, password: str, *, email: str = "") -> None:
-        """Raise :class:`PasswordPolicyError` naming the first rule ``password`` breaks."""
-        length = len(password)
-        if length < self.min_length:
-            raise PasswordPolicyError(
-                "password_too_short", f"password must be at least {self.min_length} characters"
-            )
-        if length > self.max_length:
+    def check_length_cap(self, password: str) -> None:
+        """Refuse an over-long password before anything hashes it (no hash-cost DoS)."""
+        if len(password) > self.max_length:
             raise PasswordPolicyError(
                 "password_too_long", f"password must be at most {self.max_length} characters"
             )
+
+    def check(self, password: str, *, email: str = "") -> None:
+        """Raise :class:`PasswordPolicyError` naming the first rule ``password`` breaks."""
+        if len(password) < self.min_length:
+            raise PasswordPolicyError(
+                "password_too_short", f"password must be at least {self.min_length} characters"
+            )
+        self.check_length_cap(password)
         folded = password.casefold()
         if folded in _blocklist() or len(set(folded)) < 4:
             raise PasswordPolicyError(

@@ -7,6 +7,7 @@ operation, and knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +24,14 @@ from tokenward.exceptions import (
     AuthenticationError,
     EmailTakenError,
     InvalidEmailError,
+    RateLimitedError,
     RefreshTokenReusedError,
     SessionEndedError,
     TokenError,
 )
 from tokenward.keys import SigningKey, load_or_create_refresh_secret, load_signing_key
 from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_password
+from tokenward.ratelimit import Limit, RateLimiter
 from tokenward.refresh import RefreshTokenCodec, Rotation, decide_rotation
 from tokenward.store import Database, SessionRow, UserRow
 from tokenward.store.queries import (
@@ -41,7 +44,7 @@ from tokenward.store.queries import (
     user_by_email,
 )
 from tokenward.tokens import AccessTokenCodec
-from tokenward.users import User, normalize_email
+from tokenward.users import User, account_key, normalize_email
 
 __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
 
@@ -108,6 +111,7 @@ class AuthService:
             ttl=settings.access_ttl,
         )
         self.refresh_tokens = RefreshTokenCodec(refresh_secret)
+        self.limits = RateLimiter(settings)
 
     @classmethod
     async def open(
@@ -134,8 +138,13 @@ class AuthService:
 
     # -- users -------------------------------------------------------------------------------
 
-    async def register(self, email: str, password: str, *, by_operator: bool = False) -> User:
-        """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError."""
+    async def register(self, email: str, password: str, client: ClientInfo | None = None) -> User:
+        """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError.
+
+        ``client`` is the HTTP caller (rate-limited per IP); None means an operator.
+        """
+        if client is not None:
+            await self.limits.hit(Limit.REGISTER_IP, client.ip or "unknown")
         email = normalize_email(email)
         password = normalize_password(password)
         self.policy.check(password, email=email)
@@ -154,8 +163,8 @@ class AuthService:
         try:
             async with self.db.write() as db:
                 db.add(row)
-                kind = EventType.USER_CREATED if by_operator else EventType.USER_REGISTERED
-                db.add(new_event(kind, now, user_id=row.id))
+                kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
+                db.add(new_event(kind, now, client, user_id=row.id))
         except IntegrityError:
             raise EmailTakenError("an account with this email already exists") from None
         return _user(row)
@@ -198,8 +207,18 @@ class AuthService:
     # -- sessions ----------------------------------------------------------------------------
 
     async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
-        """Check the password and start a session. Raises AuthenticationError, one for all."""
+        """Check the password and start a session. Raises AuthenticationError, one for all.
+
+        Raises RateLimitedError, before any verification, when the client IP or the account is
+        over its limit; PasswordPolicyError (password_too_long) before hashing a huge input.
+        """
         password = normalize_password(password)
+        account = account_key(email)
+        ip = client.ip or "unknown"
+        await self.limits.hit(Limit.LOGIN_IP, ip)
+        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
+        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT, account)
+        self.policy.check_length_cap(password)
         try:
             email = normalize_email(email)
         except InvalidEmailError:
@@ -214,6 +233,7 @@ class AuthService:
         )
         now = self.clock()
         if row is None or not ok or row.disabled_at is not None:
+            await self._count_failure(account, ip)
             async with self.db.write() as db:
                 db.add(
                     new_event(
@@ -225,6 +245,7 @@ class AuthService:
                     )
                 )
             raise AuthenticationError("email or password is incorrect")
+        await self.limits.clear(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
         session = SessionRow(
             id=str(uuid.uuid4()),
             user_id=row.id,
@@ -252,6 +273,12 @@ class AuthService:
             )
         return self._issue(session, now)
 
+    async def _count_failure(self, account: str, ip: str) -> None:
+        # The limits were checked before verifying; a race past them still answers 401.
+        with contextlib.suppress(RateLimitedError):
+            await self.limits.hit(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
+            await self.limits.hit(Limit.LOGIN_FAILURES_ACCOUNT, account)
+
     def _issue(self, session: SessionRow, now: datetime) -> IssuedTokens:
         return IssuedTokens(
             access_token=self.access.issue(
@@ -270,7 +297,9 @@ class AuthService:
         Raises RefreshTokenReusedError (after ending the session) for an older predecessor,
         SessionEndedError for an ended session, TokenError for anything unknown or malformed.
         """
+        await self.limits.hit(Limit.REFRESH_IP, client.ip or "unknown")
         presented = self.refresh_tokens.parse(refresh_token)
+        await self.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
         now = self.clock()
         reused = False
         async with self.db.write() as db:
@@ -444,14 +473,20 @@ class AuthService:
     ) -> None:
         """Check the current password, apply the policy, rehash, and end every other session."""
         new = normalize_password(new)
+        current = normalize_password(current)
+        account, ip = principal.user.email, client.ip or "unknown"
+        # The same failure counter as login: a stolen access token cannot brute-force it.
+        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
+        self.policy.check_length_cap(current)
         self.policy.check(new, email=principal.user.email)
         async with self.db.read() as db:
             row = await db.get(UserRow, principal.user.id)
         ok, _ = await asyncio.to_thread(
-            self.hasher.verify, normalize_password(current), row.password_hash if row else None
+            self.hasher.verify, current, row.password_hash if row else None
         )
         now = self.clock()
         if row is None or not ok:
+            await self._count_failure(account, ip)
             async with self.db.write() as db:
                 db.add(
                     new_event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import jwt
+from jwt.utils import base64url_decode
 
 from tokenward.exceptions import TokenError
 from tokenward.keys import SigningKey
@@ -24,6 +26,13 @@ _ACCESS_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # Headers that would let the token choose its own key or demand extensions (RFC 8725 3.1, 3.10).
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"})
 _REQUIRED_CLAIMS = ("iss", "sub", "iat", "exp", "jti", "sid")
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise TokenError("duplicate member name")
+    return dict(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +90,7 @@ class AccessTokenCodec:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("token missing or too long")
         try:
-            header = jwt.get_unverified_header(token)
+            header = self._strict_segments(token)
             self._check_header(header)
             claims = jwt.decode(
                 token,
@@ -104,6 +113,24 @@ class AccessTokenCodec:
             raise
         except Exception as exc:  # PyJWT raises TypeError/ValueError on some malformed claims
             raise TokenError(f"{type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _strict_segments(token: str) -> dict[str, Any]:
+        """Parse header and payload strictly (JSON objects, no duplicate names: RFC 7515 5.2).
+
+        PyJWT would silently keep the last of two duplicate names; two readers of one token
+        could then disagree about its claims. Returns the header.
+        """
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenError("not a compact JWS")
+        decoded = []
+        for segment in parts[:2]:
+            value = json.loads(base64url_decode(segment), object_pairs_hook=_unique_names)
+            if not isinstance(value, dict):
+                raise TokenError("header and payload must be JSON objects")
+            decoded.append(value)
+        return decoded[0]
 
     def _check_header(self, header: dict[str, Any]) -> None:
         if header.get("alg") != self.key.alg:

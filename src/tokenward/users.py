@@ -10,7 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from tokenward.exceptions import InvalidEmailError
 
-__all__ = ["MAX_EMAIL_LENGTH", "User", "normalize_email"]
+__all__ = ["MAX_EMAIL_LENGTH", "User", "account_key", "normalize_email"]
 
 MAX_EMAIL_LENGTH = 254
 """RFC 5321's limit on a forward path, less the angle brackets."""
@@ -33,3 +33,14 @@ def normalize_email(email: str) -> str:
     except EmailNotValidError:
         raise InvalidEmailError("email is not a valid address") from None
     return normalized.lower()
+
+
+def account_key(email: str) -> str:
+    """The key rate limits count an account under: its normalised email, valid or not.
+
+    So that ``Ada@Example.com`` and `` ada@example.com `` share one counter.
+    """
+    try:
+        return normalize_email(email)
+    except InvalidEmailError:
+        return unicodedata.normalize("NFKC", email).strip().lower()[: MAX_EMAIL_LENGTH + 1]

@@ -9,14 +9,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
 from tokenward import __version__
 from tokenward.admin import Admin
+from tokenward.clientip import ProxyTrust
 from tokenward.config import Settings, load_settings
 from tokenward.passwords import PasswordHasher
 from tokenward.service import AuthService, Clock, utcnow
 from tokenward.web import account, routes
 from tokenward.web.problems import install_problem_handlers
+from tokenward.web.security import RequestGuard, html_script_hashes
 
 __all__ = ["create_app", "prune_forever"]
 
@@ -66,8 +71,48 @@ def create_app(
         version=__version__,
         summary="Short-lived JWT access tokens and rotating refresh tokens.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.state.settings = settings
+    app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
     install_problem_handlers(app)
     app.include_router(routes.router)
     app.include_router(account.router)
+    docs_csp = _install_docs(app)
+    if settings.allowed_origins:
+        # Credentialed CORS for the listed front-ends only; no wildcard, ever.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(RequestGuard, hsts=settings.production, html_csp={"/docs": docs_csp})
     return app
+
+
+def _install_docs(app: FastAPI) -> str:
+    """Swagger UI at /docs under a CSP that allows its CDN and its one inline script only."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    page_bytes = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title="tokenward API",
+        oauth2_redirect_url=None,
+        init_oauth={"usePkceWithAuthorizationCodeGrant": False},
+    ).body
+    page = bytes(page_bytes).decode()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    cdn = "https://cdn.jsdelivr.net"
+    scripts = " ".join(html_script_hashes(page))
+    return (
+        f"default-src 'none'; script-src {cdn} {scripts}; style-src {cdn}; "
+        "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )

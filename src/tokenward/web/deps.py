@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from starlette.exceptions import HTTPException
 
 from tokenward.audit import ClientInfo
+from tokenward.clientip import ProxyTrust
+from tokenward.config import Settings
 from tokenward.exceptions import TokenError
 from tokenward.service import AuthService, Principal
 from tokenward.tokens import MAX_TOKEN_LENGTH
 from tokenward.web.problems import PROBLEM_JSON
+from tokenward.web.security import is_allowed_origin
 
-__all__ = ["NO_STORE", "PROBLEM_RESPONSE", "Client", "CurrentUser", "Service"]
+__all__ = ["NO_STORE", "PROBLEM_RESPONSE", "Client", "CurrentUser", "SameOrigin", "Service"]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 PROBLEM_RESPONSE: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
@@ -30,13 +34,32 @@ Service = Annotated[AuthService, Depends(get_service)]
 
 
 def client_info(request: Request) -> ClientInfo:
+    """The caller's IP (through trusted proxies only) and User-Agent."""
+    proxies: ProxyTrust = request.app.state.proxy_trust
+    peer = request.client.host if request.client else None
     return ClientInfo(
-        ip=request.client.host if request.client else None,
+        ip=proxies.client_ip(peer, request.headers.getlist("x-forwarded-for")),
         user_agent=request.headers.get("user-agent"),
     )
 
 
 Client = Annotated[ClientInfo, Depends(client_info)]
+
+
+def same_origin(request: Request) -> None:
+    """CSRF defence for the endpoints a cookie authorises (or sets): see is_allowed_origin."""
+    settings: Settings = request.app.state.settings
+    issuer = urlsplit(settings.issuer)
+    if not is_allowed_origin(
+        request,
+        request.app.state.proxy_trust,
+        settings.allowed_origins,
+        public=f"{issuer.scheme}://{issuer.netloc}",
+    ):
+        raise HTTPException(403, "cross-origin request refused")
+
+
+SameOrigin = Depends(same_origin)
 
 
 def _bearer_challenge(error: bool) -> HTTPException:
@@ -53,7 +76,7 @@ async def current_user(
     header = request.headers.get("authorization")
     if header is None:
         raise _bearer_challenge(error=False)
-    if token is None or len(header) > MAX_TOKEN_LENGTH + 16:
+    if len(header) > MAX_TOKEN_LENGTH + len("Bearer ") or token is None:
         raise _bearer_challenge(error=True)
     try:
         return await service.authenticate(token)

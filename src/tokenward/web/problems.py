@@ -15,6 +15,7 @@ from tokenward.exceptions import (
     EmailTakenError,
     InvalidEmailError,
     PasswordPolicyError,
+    RateLimitedError,
     TokenError,
 )
 
@@ -64,7 +65,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        code = {
+            401: "invalid-token",
+            403: "cross-origin-request",
+            404: "not-found",
+            405: "method-not-allowed",
+        }.get(exc.status_code, "http-error")
         return problem(
             exc.status_code,
             code,
@@ -95,6 +101,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         # One answer for every reason (no oracle); the reason goes to the log, never the client.
         _log.info("refresh token refused: %s", type(exc).__name__)
         return problem(401, "invalid-token", "Invalid token", "the token is invalid or has expired")
+
+    @app.exception_handler(RateLimitedError)
+    async def _too_many(_: Request, exc: RateLimitedError) -> JSONResponse:
+        return problem(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"try again in {exc.retry_after} seconds",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

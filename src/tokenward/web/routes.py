@@ -9,7 +9,14 @@ from fastapi.responses import JSONResponse
 
 from tokenward.exceptions import AuthenticationError, TokenError
 from tokenward.service import AuthService, IssuedTokens
-from tokenward.web.deps import NO_STORE, PROBLEM_RESPONSE, Client, CurrentUser, Service
+from tokenward.web.deps import (
+    NO_STORE,
+    PROBLEM_RESPONSE,
+    Client,
+    CurrentUser,
+    SameOrigin,
+    Service,
+)
 from tokenward.web.problems import PROBLEM_JSON
 from tokenward.web.schemas import (
     Credentials,
@@ -57,22 +64,28 @@ def clear_cookie(service: AuthService, response: Response) -> None:
     response_model=UserResponse,
     responses={409: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
 )
-async def register(body: Credentials, service: Service) -> UserResponse:
-    user = await service.register(body.email, body.password)
+async def register(body: Credentials, service: Service, client: Client) -> UserResponse:
+    user = await service.register(body.email, body.password, client)
     return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
 
 
 @router.post(
     "/auth/login",
     response_model=TokenResponse,
-    responses={401: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+    responses={401: PROBLEM_RESPONSE, 403: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+    dependencies=[SameOrigin],
 )
 async def login(body: Credentials, service: Service, client: Client) -> JSONResponse:
     issued = await service.login(body.email, body.password, client)
     return token_response(service, issued)
 
 
-@router.post("/auth/refresh", response_model=TokenResponse, responses={401: PROBLEM_RESPONSE})
+@router.post(
+    "/auth/refresh",
+    response_model=TokenResponse,
+    responses={401: PROBLEM_RESPONSE, 403: PROBLEM_RESPONSE},
+    dependencies=[SameOrigin],
+)
 async def refresh(request: Request, service: Service, client: Client) -> Response:
     token = request.cookies.get(service.settings.refresh_cookie_name)
     try:
@@ -96,7 +109,9 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
     return token_response(service, issued)
 
 
-@router.post("/auth/logout", status_code=204)
+@router.post(
+    "/auth/logout", status_code=204, responses={403: PROBLEM_RESPONSE}, dependencies=[SameOrigin]
+)
 async def logout(request: Request, service: Service, client: Client) -> Response:
     token = request.cookies.get(service.settings.refresh_cookie_name)
     if token:
