@@ -763,3 +763,27 @@ class TestWithAudience:
         """A validly signed token for another audience is refused."""
         claims = victim.claims(aud=aud)
         await assert_token_refused(victim, victim.sign(claims=claims), claims)
+
+
+# -- duplicate member names (RFC 7515 5.2, RFC 8259 4) ---------------------------------------------
+
+
+def _raw_jws(victim: Victim, header_json: str, payload_json: str) -> str:
+    header_segment = b64url(header_json.encode())
+    payload_segment = b64url(payload_json.encode())
+    signature = es256_signature(victim.key, f"{header_segment}.{payload_segment}")
+    return compact(header_segment, payload_segment, signature)
+
+
+async def test_duplicate_claim_names_are_refused(victim: Victim) -> None:
+    """Two readers could disagree on which one counts: refused even when both agree."""
+    claims = victim.claims()
+    body = json.dumps(claims)[:-1] + f', "sub": "{victim.user_id}"}}'
+    token = _raw_jws(victim, json.dumps(victim.header()), body)
+    await assert_token_refused(victim, token)
+
+
+async def test_duplicate_header_names_are_refused(victim: Victim) -> None:
+    header = json.dumps(victim.header())[:-1] + ', "typ": "at+jwt"}'
+    token = _raw_jws(victim, header, json.dumps(victim.claims()))
+    await assert_token_refused(victim, token)

@@ -108,3 +108,35 @@ def test_production_cookie_is_secure_and_prefixed(tmp_path: Path) -> None:
         assert cookie.startswith("__Secure-tw_refresh=twr_")
         assert "; Secure" in cookie
         assert "HttpOnly" in cookie
+
+
+def test_forwarded_headers_from_loopback_are_not_believed_by_default(tmp_path: Path) -> None:
+    """No proxy is trusted by default, loopback included (uvicorn's own handling is off)."""
+    with serving(tmp_path / "data") as (base, _), httpx.Client(base_url=base) as client:
+        client.post("/auth/register", json={"email": "ada@example.com", "password": PASSWORD})
+        login = client.post(
+            "/auth/login",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers={
+                "X-Forwarded-For": "1.2.3.4",
+                "X-Real-IP": "1.2.3.4",
+                "Forwarded": "for=1.2.3.4",
+            },
+        )
+        access = login.json()["access_token"]
+        sessions = client.get("/auth/sessions", headers={"Authorization": f"Bearer {access}"})
+        assert [s["ip"] for s in sessions.json()["sessions"]] == ["127.0.0.1"]
+
+
+def test_trusted_loopback_proxy_passes_the_client_address(tmp_path: Path) -> None:
+    env = {"TOKENWARD_TRUSTED_PROXIES": "127.0.0.1"}
+    with serving(tmp_path / "data", **env) as (base, _), httpx.Client(base_url=base) as client:
+        client.post("/auth/register", json={"email": "ada@example.com", "password": PASSWORD})
+        login = client.post(
+            "/auth/login",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.9"},
+        )
+        access = login.json()["access_token"]
+        sessions = client.get("/auth/sessions", headers={"Authorization": f"Bearer {access}"})
+        assert [s["ip"] for s in sessions.json()["sessions"]] == ["198.51.100.9"]
