@@ -80,9 +80,12 @@ def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> 
     assert PASSWORD not in server_log
     assert refresh_token not in server_log
     assert access not in server_log
-    key_file = data_dir / "keys" / "signing-es256.pem"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE((data_dir / "keys" / "refresh.key").stat().st_mode) == 0o600
+    # The server secret (signing keys are encrypted under it in the database) is private.
+    secret_file = data_dir / "keys" / "secret.key"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "keys").stat().st_mode) == 0o700
+    database = (data_dir / "tokenward.db").read_bytes()
+    assert b"PRIVATE KEY" not in database
 
     with serving(data_dir) as (base, _), httpx.Client(base_url=base) as client:
         assert client.get("/.well-known/jwks.json").json()["keys"][0]["kid"] == kid

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select
 
 from tokenward.audit import EventType
-from tokenward.exceptions import InvalidEmailError, UnknownUserError
+from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
 from tokenward.service import AuthService
 from tokenward.store import EventRow, SessionRow, UserRow
 from tokenward.store.queries import (
@@ -22,7 +22,7 @@ from tokenward.store.queries import (
 )
 from tokenward.users import normalize_email
 
-__all__ = ["Admin", "PruneReport", "UserSummary"]
+__all__ = ["Admin", "KeyInfo", "PruneReport", "UserSummary"]
 
 ENDED_SESSION_GRACE = timedelta(days=1)
 """How long an ended session's row is kept (a replay in that window is still recognised)."""
@@ -35,6 +35,15 @@ class UserSummary:
     created_at: datetime
     disabled: bool
     live_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    kid: str
+    alg: str
+    state: str
+    activates_at: datetime
+    retired_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,41 @@ class Admin:
     ) -> list[EventInfo]:
         user_id = (await self._user(email)).id if email else None
         return await events_page(self.db, user_id=user_id, after_id=after_id, limit=limit)
+
+    async def keys(self) -> list[KeyInfo]:
+        now = self.service.clock()
+        keyring = await self.service.keys.keyring()
+        return [
+            KeyInfo(key.kid, key.alg, keyring.state(key, now), key.activates_at, key.retired_at)
+            for key in keyring.keys
+        ]
+
+    async def rotate_key(self, *, immediately: bool = False) -> KeyInfo:
+        """A new signing key: published now, signing after the JWKS cache lifetime."""
+        if self.service.settings.signing_alg == "HS256":
+            raise KeyRotationError("HS256 uses TOKENWARD_HS256_SECRET: there is no key to rotate")
+        key = await self.service.keys.rotate(self.service.clock(), immediately=immediately)
+        return KeyInfo(key.kid, key.alg, "upcoming", key.activates_at, None)
+
+    async def retire_key(self, kid: str) -> None:
+        """Withdraw a key at once: tokens it signed stop verifying (a compromised key)."""
+        now = self.service.clock()
+        keyring = await self.service.keys.keyring()
+        if keyring.has_signer(now) and keyring.signer(now).kid == kid:
+            successors = [
+                k
+                for k in keyring.keys
+                if k.kid != kid
+                and k.retired_at is None
+                and k.alg == keyring.alg
+                and k.activates_at <= now
+            ]
+            if not successors:
+                raise KeyRotationError(
+                    f"{kid} is the only signing key: run `keys rotate --now` first"
+                )
+        if not await self.service.keys.retire(kid, now):
+            raise KeyRotationError(f"no key {kid!r} to retire")
 
     async def prune(self) -> PruneReport:
         """Delete sessions ended more than a day ago and events past their retention."""

@@ -30,6 +30,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 sessions_app = typer.Typer(help="See and end users' sessions.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys: list, rotate, retire.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(sessions_app, name="sessions")
@@ -255,6 +257,34 @@ def events(
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_admin(show)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List signing keys and their state (upcoming, signing, verifying, expired, retired)."""
+    for key in _with_admin(lambda admin: admin.keys()):
+        retired = f"\tretired {_when(key.retired_at)}" if key.retired_at else ""
+        typer.echo(
+            f"{key.kid}\t{key.alg}\t{key.state}\tactive from {_when(key.activates_at)}{retired}"
+        )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    now: Annotated[
+        bool, typer.Option("--now", help="Sign with it at once (skips the JWKS cache wait).")
+    ] = False,
+) -> None:
+    """Make a new key: published now, signing once every cached JWKS holds it."""
+    key = _with_admin(lambda admin: admin.rotate_key(immediately=now))
+    typer.echo(f"new key {key.kid} ({key.alg}) signs from {_when(key.activates_at)}")
+
+
+@keys_app.command("retire")
+def keys_retire(kid: Annotated[str, typer.Argument(help="The key id (kid).")]) -> None:
+    """Withdraw a key at once (compromise): tokens it signed stop verifying."""
+    _with_admin(lambda admin: admin.retire_key(kid))
+    typer.echo(f"retired key {kid}")
 
 
 @db_app.command("prune")

@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     """Absolute lifetime of a session, whatever its activity."""
     signing_alg: SigningAlg = "ES256"
     """JWS algorithm of access tokens."""
+    secret_key: SecretStr | None = None
+    """The server secret (at least 32 bytes), the same on every instance; default: a file made
+    on first start in ``<data_dir>/keys/secret.key``. Refresh tokens and the encryption of
+    signing keys at rest derive from it."""
+    key_rotation: Duration | None = None
+    """Rotate the signing key automatically this often (e.g. ``30d``); off by default."""
+    jwks_max_age: Duration = timedelta(minutes=5)
+    """JWKS cache lifetime; a new key is published this long before it signs."""
+    key_reload_interval: Duration = timedelta(seconds=30)
+    """How often an instance rereads the keys (rotations by the CLI or other instances)."""
     hs256_secret: SecretStr | None = None
     """The shared secret when ``signing_alg`` is HS256 (at least 32 bytes)."""
     event_retention: Duration = timedelta(days=90)
@@ -125,6 +135,8 @@ class Settings(BaseSettings):
             secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
             if len(secret.encode()) < 32:
                 raise ValueError("hs256_secret: HS256 needs a secret of at least 32 bytes")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value().encode()) < 32:
+            raise ValueError("secret_key: must be at least 32 bytes")
         if self.refresh_reuse_interval >= self.refresh_ttl:
             raise ValueError("refresh_reuse_interval: must be shorter than refresh_ttl")
         for proxy in self.trusted_proxies:

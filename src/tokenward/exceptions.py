@@ -73,3 +73,7 @@ class RateLimitedError(TokenwardError):
 
 class UnknownUserError(TokenwardError):
     """No user has this email."""
+
+
+class KeyRotationError(TokenwardError):
+    """A key operation was refused (unknown key, or it would leave nothing to sign with)."""

@@ -1,14 +1,23 @@
-"""Signing keys: made once, kept on disk (mode 0600), published as a JWKS (RFC 7517)."""
+"""Signing keys and their schedule: made, published before they sign, kept until unneeded.
+
+A key's life (RFC 7517 JWKS; rotation without logging anyone out):
+
+    upcoming   published in the JWKS, not signing yet (activates_at in the future), so that
+               every verifier's cached JWKS already holds it when it starts to sign
+    signing    the newest activated key of the configured algorithm
+    verifying  superseded, still published until the last token it signed has expired
+    gone       no longer published (or retired by hand: its tokens stop verifying at once)
+
+Everything here is pure: the store keeps the keys, this module decides what they are.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-import os
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -16,9 +25,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.algorithms import get_default_algorithms
 
-from tokenward.config import Settings, SigningAlg
+from tokenward.config import SigningAlg
 
-__all__ = ["SigningKey", "jwk_thumbprint", "load_or_create_refresh_secret", "load_signing_key"]
+__all__ = [
+    "Keyring",
+    "SigningKey",
+    "generate_private_pem",
+    "hs256_key",
+    "jwk_thumbprint",
+    "load_key",
+]
 
 # RFC 7638 section 3.2: the members that make a key's thumbprint, per key type.
 _THUMBPRINT_MEMBERS = {
@@ -28,15 +44,20 @@ _THUMBPRINT_MEMBERS = {
 }
 
 
+_DAWN = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class SigningKey:
-    """One key that signs access tokens. ``public_jwk`` is None for HS256 (nothing to publish)."""
+    """One key. ``public_jwk`` is None for HS256 (nothing to publish)."""
 
     kid: str
     alg: SigningAlg
-    private_key: Any  # a cryptography private key object, or the HMAC secret as bytes
-    verify_key: Any  # the matching public key object, or the same HMAC secret
+    private_key: Any = field(repr=False)  # a cryptography private key, or the HMAC secret
+    verify_key: Any = field(repr=False)  # the matching public key, or the same HMAC secret
     public_jwk: dict[str, str] | None = field(default=None, repr=False)
+    activates_at: datetime = _DAWN
+    retired_at: datetime | None = None
 
 
 def jwk_thumbprint(jwk: dict[str, str]) -> str:
@@ -51,56 +72,113 @@ def _generate(alg: SigningAlg) -> PrivateKeyTypes:
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(f"{alg} keys are not generated (HS256 uses TOKENWARD_HS256_SECRET)")
 
 
-def _write_private(path: Path, data: bytes) -> bytes:
-    """Create ``path`` with mode 0600 unless another process won the race; return what is there."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return data
+def generate_private_pem(alg: SigningAlg) -> bytes:
+    return _generate(alg).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
-def _asymmetric_key(alg: SigningAlg, path: Path) -> SigningKey:
-    if path.exists():
-        pem = path.read_bytes()
-    else:
-        fresh = _generate(alg).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        pem = _write_private(path, fresh)
-    private_key = serialization.load_pem_private_key(pem, password=None)
+def load_key(
+    alg: SigningAlg,
+    private_pem: bytes,
+    *,
+    activates_at: datetime,
+    retired_at: datetime | None = None,
+) -> SigningKey:
+    """A key object (with its public JWK and thumbprint kid) from a PKCS#8 PEM."""
+    private_key = serialization.load_pem_private_key(private_pem, password=None)
     public_key = private_key.public_key()
-    algorithm = get_default_algorithms()[alg]
-    jwk: dict[str, str] = json.loads(algorithm.to_jwk(public_key))
+    jwk: dict[str, str] = json.loads(get_default_algorithms()[alg].to_jwk(public_key))
     kid = jwk_thumbprint(jwk)
     jwk.update(kid=kid, alg=alg, use="sig")
-    return SigningKey(kid, alg, private_key, public_key, jwk)
+    return SigningKey(kid, alg, private_key, public_key, jwk, activates_at, retired_at)
 
 
-def load_signing_key(settings: Settings) -> SigningKey:
-    """The key access tokens are signed with; generated on first start and then kept."""
-    if settings.signing_alg == "HS256":
-        assert settings.hs256_secret is not None  # noqa: S101 - enforced by Settings
-        secret = settings.hs256_secret.get_secret_value().encode()
-        kid = "hs256-" + hashlib.sha256(b"tokenward-kid:" + secret).hexdigest()[:16]
-        return SigningKey(kid, "HS256", secret, secret, None)
-    path = settings.data_dir / "keys" / f"signing-{settings.signing_alg.lower()}.pem"
-    return _asymmetric_key(settings.signing_alg, path)
+def hs256_key(secret: bytes) -> SigningKey:
+    kid = "hs256-" + hashlib.sha256(b"tokenward-kid:" + secret).hexdigest()[:16]
+    return SigningKey(kid, "HS256", secret, secret, None)
 
 
-def load_or_create_refresh_secret(settings: Settings) -> bytes:
-    """The HMAC key that refresh tokens are computed with (32 random bytes, mode 0600)."""
-    path = settings.data_dir / "keys" / "refresh.key"
-    if path.exists():
-        return path.read_bytes()
-    return _write_private(path, secrets.token_bytes(32))
+class Keyring:
+    """All keys and the rules for which one signs and which ones are published."""
+
+    def __init__(self, keys: list[SigningKey], *, alg: SigningAlg, token_lifetime: timedelta):
+        self.alg = alg
+        # A superseded key stays published this long: its last token's lifetime (with leeway).
+        self.token_lifetime = token_lifetime
+        self.keys = sorted(keys, key=lambda k: (k.activates_at, k.kid))
+        self._by_kid = {key.kid: key for key in self.keys}
+
+    def signer(self, now: datetime) -> SigningKey:
+        """The newest activated, unretired key of the configured algorithm."""
+        for key in reversed(self.keys):
+            if key.alg == self.alg and key.retired_at is None and _active(key, now):
+                return key
+        raise LookupError(f"no {self.alg} key is active")
+
+    def has_signer(self, now: datetime) -> bool:
+        try:
+            self.signer(now)
+        except LookupError:
+            return False
+        return True
+
+    def _superseded_at(self, key: SigningKey, now: datetime) -> datetime | None:
+        """When a newer signer took over from ``key`` (None while ``key`` still signs)."""
+        newer = [
+            k.activates_at
+            for k in self.keys
+            if k.alg == self.alg
+            and k.retired_at is None
+            and k.activates_at > key.activates_at
+            and k.activates_at <= now
+        ]
+        if newer:
+            return min(newer)
+        if key.alg == self.alg:
+            return None
+        # The configured algorithm changed: the key stopped signing when the new signer began.
+        return self.signer(now).activates_at if self.has_signer(now) else now
+
+    def state(self, key: SigningKey, now: datetime) -> str:
+        if key.retired_at is not None:
+            return "retired"
+        if not _active(key, now):
+            return "upcoming"
+        superseded = self._superseded_at(key, now)
+        if superseded is None:
+            return "signing"
+        if now < superseded + self.token_lifetime:
+            return "verifying"
+        return "expired"
+
+    def published(self, now: datetime) -> list[SigningKey]:
+        """Keys a verifier needs now or soon: upcoming, signing and still verifying."""
+        return [
+            key
+            for key in self.keys
+            if key.public_jwk is not None
+            and self.state(key, now) in {"upcoming", "signing", "verifying"}
+        ]
+
+    def verify_key(self, kid: str, now: datetime) -> SigningKey | None:
+        """The key for a presented token's kid, if tokens signed by it may still be valid."""
+        key = self._by_kid.get(kid)
+        if key is None or self.state(key, now) not in {"signing", "verifying"}:
+            return None
+        return key
+
+    def newest(self) -> SigningKey | None:
+        matching = [k for k in self.keys if k.alg == self.alg and k.retired_at is None]
+        return matching[-1] if matching else None
+
+
+def _active(key: SigningKey, now: datetime) -> bool:
+    return key.activates_at <= now

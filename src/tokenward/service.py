@@ -29,11 +29,13 @@ from tokenward.exceptions import (
     SessionEndedError,
     TokenError,
 )
-from tokenward.keys import SigningKey, load_or_create_refresh_secret, load_signing_key
+from tokenward.keys import Keyring, SigningKey
+from tokenward.masterkey import MasterKey
 from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_password
 from tokenward.ratelimit import Limit, RateLimiter
 from tokenward.refresh import RefreshTokenCodec, Rotation, decide_rotation
 from tokenward.store import Database, SessionRow, UserRow
+from tokenward.store.keys import KeyStore
 from tokenward.store.queries import (
     EventInfo,
     SessionInfo,
@@ -93,19 +95,20 @@ class AuthService:
         settings: Settings,
         db: Database,
         *,
-        signing_key: SigningKey,
+        keys: KeyStore,
+        keyring: Keyring,
         refresh_secret: bytes,
         hasher: PasswordHasher | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.signing_key = signing_key
+        self.keys = keys
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
         self.policy = PasswordPolicy(min_length=settings.password_min_length)
         self.access = AccessTokenCodec(
-            signing_key,
+            keyring,
             issuer=settings.issuer,
             audience=settings.audience,
             ttl=settings.access_ttl,
@@ -124,17 +127,42 @@ class AuthService:
         """Load (or make) the keys, connect, and bring the schema up to date."""
         db = Database(settings.sqlalchemy_url)
         await db.migrate()
+        master = MasterKey.load(settings)
+        keys = KeyStore(db, master, settings)
         return cls(
             settings,
             db,
-            signing_key=load_signing_key(settings),
-            refresh_secret=load_or_create_refresh_secret(settings),
+            keys=keys,
+            keyring=await keys.ensure_signer(clock()),
+            refresh_secret=master.refresh_mac_key(),
             hasher=hasher,
             clock=clock,
         )
 
     async def close(self) -> None:
         await self.db.dispose()
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key that signs access tokens now."""
+        return self.access.keyring.signer(self.clock())
+
+    def published_keys(self) -> list[dict[str, str]]:
+        """The public JWKs verifiers need now or soon (RFC 7517 key set members)."""
+        return [
+            key.public_jwk
+            for key in self.access.keyring.published(self.clock())
+            if key.public_jwk is not None
+        ]
+
+    async def reload_keys(self) -> None:
+        """Pick up keys rotated or retired by another instance or the CLI."""
+        now = self.clock()
+        if await self.keys.due_for_rotation(now):
+            await self.keys.rotate(now)
+        self.access.keyring = await self.keys.ensure_signer(now)
 
     # -- users -------------------------------------------------------------------------------
 

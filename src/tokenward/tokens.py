@@ -6,14 +6,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 from jwt.utils import base64url_decode
 
 from tokenward.exceptions import TokenError
-from tokenward.keys import SigningKey
+from tokenward.keys import Keyring, SigningKey
 
 __all__ = ["LEEWAY_SECONDS", "MAX_TOKEN_LENGTH", "AccessClaims", "AccessTokenCodec"]
 
@@ -49,27 +49,30 @@ class AccessClaims:
 
 
 class AccessTokenCodec:
-    """Issues and verifies access tokens with one key, one algorithm, one issuer."""
+    """Issues and verifies access tokens for one issuer with a keyring.
+
+    ``keyring`` is replaced whole when the keys are reloaded (an atomic reference swap).
+    """
 
     def __init__(
         self,
-        key: SigningKey,
+        keyring: Keyring,
         *,
         issuer: str,
         audience: str | None,
         ttl: timedelta,
         leeway: int = LEEWAY_SECONDS,
     ) -> None:
-        self.key = key
+        self.keyring = keyring
         self.issuer = issuer
         self.audience = audience
         self.ttl_seconds = int(ttl.total_seconds())
         self.leeway = leeway
-        self._headers = {"kid": key.kid, "typ": "at+jwt"}
 
     def issue(self, *, user_id: str, session_id: str, now: float | None = None) -> str:
         """Sign a new access token for ``user_id`` in session ``session_id``."""
         issued_at = int(time.time() if now is None else now)
+        key = self.keyring.signer(datetime.fromtimestamp(issued_at, UTC))
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": user_id,
@@ -80,7 +83,8 @@ class AccessTokenCodec:
         }
         if self.audience is not None:
             claims["aud"] = self.audience
-        return jwt.encode(claims, self.key.private_key, self.key.alg, headers=self._headers)
+        headers = {"kid": key.kid, "typ": "at+jwt"}
+        return jwt.encode(claims, key.private_key, key.alg, headers=headers)
 
     def verify(self, token: str, *, now: float | None = None) -> AccessClaims:
         """Return the claims of a valid token; raise :class:`TokenError` for anything else.
@@ -89,13 +93,14 @@ class AccessTokenCodec:
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("token missing or too long")
+        moment = time.time() if now is None else now
         try:
             header = self._strict_segments(token)
-            self._check_header(header)
+            key = self._key_for(header, moment)
             claims = jwt.decode(
                 token,
-                self.key.verify_key,
-                algorithms=[self.key.alg],
+                key.verify_key,
+                algorithms=[key.alg],
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
@@ -108,7 +113,7 @@ class AccessTokenCodec:
                     "verify_iat": False,
                 },
             )
-            return self._typed(claims, time.time() if now is None else now)
+            return self._typed(claims, moment)
         except TokenError:
             raise
         except Exception as exc:  # PyJWT raises TypeError/ValueError on some malformed claims
@@ -132,15 +137,23 @@ class AccessTokenCodec:
             decoded.append(value)
         return decoded[0]
 
-    def _check_header(self, header: dict[str, Any]) -> None:
-        if header.get("alg") != self.key.alg:
+    def _key_for(self, header: dict[str, Any], now: float) -> SigningKey:
+        """The key the header names, pinned to that key's own algorithm."""
+        kid = header.get("kid")
+        key = (
+            self.keyring.verify_key(kid, datetime.fromtimestamp(now, UTC))
+            if isinstance(kid, str)
+            else None
+        )
+        if key is None:
+            raise TokenError("unknown kid")
+        if header.get("alg") != key.alg:
             raise TokenError("unexpected alg")
         if str(header.get("typ", "")).lower() not in _ACCESS_TYPES:
             raise TokenError("not an access token (typ)")
-        if header.get("kid") != self.key.kid:
-            raise TokenError("unknown kid")
         if _FORBIDDEN_HEADERS.intersection(header):
             raise TokenError("forbidden header parameter")
+        return key
 
     def _typed(self, claims: dict[str, Any], now: float) -> AccessClaims:
         for name in ("sub", "sid", "jti", "iss"):

@@ -1,6 +1,21 @@
 """Persistence: SQLAlchemy 2 models, the database handle and Alembic migrations."""
 
 from tokenward.store.db import Database
-from tokenward.store.models import Base, EventRow, SessionRow, UserRow
+from tokenward.store.models import (
+    Base,
+    ClientRow,
+    EventRow,
+    SessionRow,
+    SigningKeyRow,
+    UserRow,
+)
 
-__all__ = ["Base", "Database", "EventRow", "SessionRow", "UserRow"]
+__all__ = [
+    "Base",
+    "ClientRow",
+    "Database",
+    "EventRow",
+    "SessionRow",
+    "SigningKeyRow",
+    "UserRow",
+]

@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "EventRow", "SessionRow", "UTCDateTime", "UserRow"]
+__all__ = [
+    "Base",
+    "ClientRow",
+    "EventRow",
+    "SessionRow",
+    "SigningKeyRow",
+    "UTCDateTime",
+    "UserRow",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,7 +72,7 @@ class SessionRow(Base):
     """Idle timeout: pushed out by each rotation, never past ``max_expires_at``."""
     max_expires_at: Mapped[datetime]
     """Absolute end of the session."""
-    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     created_ip: Mapped[str | None] = mapped_column(String(45), default=None)
     created_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
@@ -86,3 +94,29 @@ class EventRow(Base):
     ip: Mapped[str | None] = mapped_column(String(45), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class SigningKeyRow(Base):
+    """A signing key; the private key is encrypted under the server secret (Fernet)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    private_key: Mapped[str] = mapped_column(Text)
+    """Fernet token of the PKCS#8 PEM."""
+    created_at: Mapped[datetime]
+    activates_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ClientRow(Base):
+    """A resource server allowed to introspect, revoke and read the revocation feed."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of a 256-bit random secret: a slow hash adds nothing to that much entropy."""
+    created_at: Mapped[datetime]

@@ -23,7 +23,7 @@ from tokenward.web import account, routes
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
-__all__ = ["create_app", "prune_forever"]
+__all__ = ["create_app", "prune_forever", "reload_keys_forever"]
 
 _log = logging.getLogger("tokenward")
 
@@ -39,6 +39,16 @@ async def prune_forever(service: AuthService) -> None:
         except Exception as exc:  # the next round tries again; the server stays up
             _log.warning("pruning failed: %s", type(exc).__name__)
         await asyncio.sleep(service.settings.prune_interval.total_seconds())
+
+
+async def reload_keys_forever(service: AuthService) -> None:
+    """Follow rotations made elsewhere, and rotate when TOKENWARD_KEY_ROTATION says so."""
+    while True:
+        await asyncio.sleep(service.settings.key_reload_interval.total_seconds())
+        try:
+            await service.reload_keys()
+        except Exception as exc:  # keep the keys we have; the next round tries again
+            _log.warning("reloading keys failed: %s", type(exc).__name__)
 
 
 def create_app(
@@ -57,13 +67,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await AuthService.open(settings, clock=clock, hasher=hasher)
         app.state.service = service
-        housekeeping = asyncio.create_task(prune_forever(service))
+        tasks = [
+            asyncio.create_task(prune_forever(service)),
+            asyncio.create_task(reload_keys_forever(service)),
+        ]
         try:
             yield
         finally:
-            housekeeping.cancel()
+            for task in tasks:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+                await asyncio.gather(*tasks)
             await service.close()
 
     app = FastAPI(

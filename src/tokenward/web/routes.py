@@ -177,9 +177,10 @@ async def token(
 
 @router.get("/.well-known/jwks.json", response_model=JWKSet)
 async def jwks(service: Service) -> JSONResponse:
-    jwk = service.signing_key.public_jwk
+    max_age = int(service.settings.jwks_max_age.total_seconds())
     return JSONResponse(
-        {"keys": [jwk] if jwk else []}, headers={"Cache-Control": "public, max-age=300"}
+        {"keys": service.published_keys()},
+        headers={"Cache-Control": f"public, max-age={max_age}"},
     )
 
 

@@ -1,0 +1,128 @@
+"""Key rotation: published before it signs, kept until its tokens expire, retired at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from conftest import Api, FakeClock, refresh_cookie
+
+from tokenward.admin import Admin
+from tokenward.exceptions import KeyRotationError
+
+TOKENWARD = str(Path(sys.executable).parent / "tokenward")
+
+
+async def published_kids(api: Api) -> list[str]:
+    response = await api.http.get("/.well-known/jwks.json")
+    return [key["kid"] for key in response.json()["keys"]]
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+async def test_rotation_publishes_first_signs_later_and_keeps_the_old_key(
+    api: Api, service: Any, clock: FakeClock
+) -> None:
+    """No token fails at any point of a rotation, and the old key leaves once unneeded."""
+    admin = Admin(service)
+    old_access, refresh = await api.signed_up()
+    old_kid = kid_of(old_access)
+    new = await admin.rotate_key()
+    await service.reload_keys()
+
+    # Published at once, not signing yet: verifiers caching the JWKS learn it first.
+    assert await published_kids(api) == [old_kid, new.kid]
+    response = await api.refresh(refresh)
+    assert kid_of(response.json()["access_token"]) == old_kid
+
+    clock.advance(service.settings.jwks_max_age.total_seconds() + 1)
+    response = await api.refresh(refresh_cookie(response))
+    new_access = response.json()["access_token"]
+    assert kid_of(new_access) == new.kid
+    # The old key still verifies the tokens it signed, until they expire.
+    assert (await api.me(old_access)).status_code == 200
+    assert (await api.me(new_access)).status_code == 200
+    assert set(await published_kids(api)) == {old_kid, new.kid}
+    states = {key.kid: key.state for key in await admin.keys()}
+    assert states == {old_kid: "verifying", new.kid: "signing"}
+
+    # Once every token the old key signed has expired (TTL + leeway), it leaves the JWKS.
+    clock.advance(service.settings.access_ttl.total_seconds() + 31)
+    assert await published_kids(api) == [new.kid]
+    assert {key.kid: key.state for key in await admin.keys()}[old_kid] == "expired"
+
+
+async def test_retire_withdraws_a_key_at_once(api: Api, service: Any, clock: FakeClock) -> None:
+    """A compromised key: gone from the JWKS, its tokens refused, the new key signs."""
+    admin = Admin(service)
+    old_access, refresh = await api.signed_up()
+    old_kid = kid_of(old_access)
+    new = await admin.rotate_key(immediately=True)
+    await admin.retire_key(old_kid)
+    await service.reload_keys()
+    assert await published_kids(api) == [new.kid]
+    assert (await api.me(old_access)).status_code == 401
+    response = await api.refresh(refresh)
+    assert kid_of(response.json()["access_token"]) == new.kid
+    assert (await api.me(response.json()["access_token"])).status_code == 200
+
+
+async def test_the_only_signing_key_cannot_be_retired(service: Any) -> None:
+    admin = Admin(service)
+    [key] = await admin.keys()
+    with pytest.raises(KeyRotationError, match="only signing key"):
+        await admin.retire_key(key.kid)
+    with pytest.raises(KeyRotationError, match="no key"):
+        await admin.retire_key("nope")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"key_rotation": "1d"}])
+async def test_automatic_rotation(api: Api, service: Any, clock: FakeClock) -> None:
+    """TOKENWARD_KEY_ROTATION: the key reload makes a new key once the newest is too old."""
+    access, _ = await api.signed_up()
+    clock.advance(86400 + 1)
+    await service.reload_keys()
+    kids = await published_kids(api)
+    assert len(kids) == 2
+    assert kids[0] == kid_of(access)
+    await service.reload_keys()
+    assert len(await published_kids(api)) == 2  # once, not on every reload
+
+
+def test_keys_cli(tmp_path: Path) -> None:
+    """keys list / rotate / retire through the console script."""
+    env = {**os.environ, "TOKENWARD_DATA_DIR": str(tmp_path / "data")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TOKENWARD, "keys", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    first = run("list")
+    assert first.returncode == 0, first.stderr
+    [line] = first.stdout.splitlines()
+    old_kid, alg, state = line.split("\t")[:3]
+    assert (alg, state) == ("ES256", "signing")
+    rotated = run("rotate")
+    assert rotated.returncode == 0
+    assert rotated.stdout.startswith("new key ")
+    states = [row.split("\t")[2] for row in run("list").stdout.splitlines()]
+    assert states == ["signing", "upcoming"]
+    refused = run("retire", old_kid)
+    assert refused.returncode == 1
+    assert "only signing key" in refused.stderr
+    assert run("rotate", "--now").returncode == 0
+    assert run("retire", old_kid).stdout.strip() == f"retired key {old_kid}"
+    assert "retired" in run("list").stdout.splitlines()[0]
