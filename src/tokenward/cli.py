@@ -32,6 +32,8 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 sessions_app = typer.Typer(help="See and end users' sessions.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys: list, rotate, retire.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+clients_app = typer.Typer(help="Resource-server credentials.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(sessions_app, name="sessions")
@@ -285,6 +287,39 @@ def keys_retire(kid: Annotated[str, typer.Argument(help="The key id (kid).")]) -
     """Withdraw a key at once (compromise): tokens it signed stop verifying."""
     _with_admin(lambda admin: admin.retire_key(kid))
     typer.echo(f"retired key {kid}")
+
+
+@clients_app.command("create")
+def clients_create(name: Annotated[str, typer.Argument(help="A name to recognise it by.")]) -> None:
+    """Credentials for a resource server (introspection, revocation, the revocation feed)."""
+    from tokenward.clients import ClientService
+
+    client, secret = _with_admin(lambda admin: ClientService(admin.service).create(name))
+    typer.echo(f"client_id={client.id}")
+    typer.echo(f"client_secret={secret}")
+    typer.echo("The secret is shown once; tokenward keeps only its hash.", err=True)
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List resource-server clients (never their secrets)."""
+    from tokenward.clients import ClientService
+
+    clients = _with_admin(lambda admin: ClientService(admin.service).list())
+    for client in clients:
+        typer.echo(f"{client.id}\t{client.name}\tcreated {_when(client.created_at)}")
+    typer.echo(f"{len(clients)} clients")
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: Annotated[str, typer.Argument(help="The client_id.")]) -> None:
+    """Delete a client: its credentials stop working at once."""
+    from tokenward.clients import ClientService
+
+    if not _with_admin(lambda admin: ClientService(admin.service).delete(client_id)):
+        typer.echo(f"tokenward: no client {client_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted client {client_id}")
 
 
 @db_app.command("prune")

@@ -336,7 +336,7 @@ class AuthService:
             if session is None:
                 raise TokenError("unknown session")
             user = await db.get(UserRow, session.user_id)
-            self._check_alive(session, user, now)
+            self.check_alive(session, user, now)
             decision = decide_rotation(
                 presented=presented.generation,
                 current=session.generation,
@@ -370,7 +370,8 @@ class AuthService:
             raise RefreshTokenReusedError("refresh token reused; session ended")
         return self._issue(session, now)
 
-    def _check_alive(self, session: SessionRow, user: UserRow | None, now: datetime) -> None:
+    def check_alive(self, session: SessionRow, user: UserRow | None, now: datetime) -> None:
+        """Raise SessionEndedError unless the session is live and its user enabled."""
         if session.revoked_at is not None:
             raise SessionEndedError("session revoked")
         if now >= session.expires_at or now >= session.max_expires_at:
@@ -445,7 +446,7 @@ class AuthService:
         session, user = found
         if user.id != claims.sub:
             raise TokenError("session does not belong to the subject")
-        self._check_alive(session, user, now)
+        self.check_alive(session, user, now)
         return Principal(user=_user(user), session_id=session.id)
 
     # -- the signed-in user's own sessions, password and events ------------------------------

@@ -8,18 +8,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from tokenward import __version__
 from tokenward.admin import Admin
 from tokenward.clientip import ProxyTrust
+from tokenward.clients import ClientService
 from tokenward.config import Settings, load_settings
 from tokenward.passwords import PasswordHasher
 from tokenward.service import AuthService, Clock, utcnow
-from tokenward.web import account, routes
+from tokenward.web import account, oauth, routes
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
@@ -67,6 +68,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await AuthService.open(settings, clock=clock, hasher=hasher)
         app.state.service = service
+        app.state.clients = ClientService(service)
         tasks = [
             asyncio.create_task(prune_forever(service)),
             asyncio.create_task(reload_keys_forever(service)),
@@ -93,6 +95,12 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(routes.router)
     app.include_router(account.router)
+    app.include_router(oauth.router)
+
+    @app.exception_handler(oauth.InvalidClientError)
+    async def _invalid_client(_: Request, _exc: oauth.InvalidClientError) -> JSONResponse:
+        return oauth.invalid_client_response()
+
     docs_csp = _install_docs(app)
     if settings.allowed_origins:
         # Credentialed CORS for the listed front-ends only; no wildcard, ever.
