@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -72,10 +72,12 @@ async def revoke_session(
 
 
 @router.post("/logout-all", status_code=204)
-async def logout_all(principal: CurrentUser, service: Service, client: Client) -> Response:
+async def logout_all(
+    request: Request, principal: CurrentUser, service: Service, client: Client
+) -> Response:
     await service.logout_all(principal, client)
     response = Response(status_code=204)
-    clear_cookie(service, response)
+    clear_cookie(request, service, response)
     return response
 
 

@@ -31,7 +31,13 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-def token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
+def cookie_path(request: Request) -> str:
+    """``/auth``, below the mount point when tokenward is embedded in another app."""
+    root_path: str = request.scope.get("root_path", "")
+    return root_path.rstrip("/") + "/auth"
+
+
+def token_response(request: Request, service: AuthService, issued: IssuedTokens) -> JSONResponse:
     body = TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
     response = JSONResponse(body.model_dump(), headers=NO_STORE)
     settings = service.settings
@@ -39,7 +45,7 @@ def token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
         settings.refresh_cookie_name,
         issued.refresh_token,
         max_age=issued.refresh_expires_in,
-        path="/auth",
+        path=cookie_path(request),
         secure=settings.production,
         httponly=True,
         samesite="strict",
@@ -47,11 +53,11 @@ def token_response(service: AuthService, issued: IssuedTokens) -> JSONResponse:
     return response
 
 
-def clear_cookie(service: AuthService, response: Response) -> None:
+def clear_cookie(request: Request, service: AuthService, response: Response) -> None:
     settings = service.settings
     response.delete_cookie(
         settings.refresh_cookie_name,
-        path="/auth",
+        path=cookie_path(request),
         secure=settings.production,
         httponly=True,
         samesite="strict",
@@ -75,9 +81,11 @@ async def register(body: Credentials, service: Service, client: Client) -> UserR
     responses={401: PROBLEM_RESPONSE, 403: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
     dependencies=[SameOrigin],
 )
-async def login(body: Credentials, service: Service, client: Client) -> JSONResponse:
+async def login(
+    request: Request, body: Credentials, service: Service, client: Client
+) -> JSONResponse:
     issued = await service.login(body.email, body.password, client)
-    return token_response(service, issued)
+    return token_response(request, service, issued)
 
 
 @router.post(
@@ -104,9 +112,9 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
             media_type=PROBLEM_JSON,
             headers=NO_STORE,
         )
-        clear_cookie(service, response)
+        clear_cookie(request, service, response)
         return response
-    return token_response(service, issued)
+    return token_response(request, service, issued)
 
 
 @router.post(
@@ -117,7 +125,7 @@ async def logout(request: Request, service: Service, client: Client) -> Response
     if token:
         await service.logout(token, client)
     response = Response(status_code=204)
-    clear_cookie(service, response)
+    clear_cookie(request, service, response)
     return response
 
 

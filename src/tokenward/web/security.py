@@ -137,7 +137,8 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
     def _with_headers(self, scope: Scope, send: Send) -> Send:
-        path: str = scope["path"]
+        # The path below the mount point, when tokenward is embedded in another app.
+        path: str = scope["path"].removeprefix(scope.get("root_path", ""))
         csp = self.html_csp.get(path, _API_CSP)
         auth_path = path.startswith("/auth/")
 
