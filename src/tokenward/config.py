@@ -152,6 +152,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"allowed_origins: {origin!r} is not an origin like https://a.example"
                 )
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in {
+            "redis",
+            "rediss",
+            "unix",
+        }:
+            raise ValueError("redis_url: expected redis://host:port/db or rediss://...")
         if self.env == "production":
             if "issuer" not in self.model_fields_set:
                 raise ValueError(

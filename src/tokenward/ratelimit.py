@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage as AsyncStorage
@@ -20,7 +20,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from tokenward.config import Settings
-from tokenward.exceptions import RateLimitedError
+from tokenward.exceptions import ConfigError, RateLimitedError
 
 __all__ = ["Limit", "RateLimiter"]
 
@@ -47,11 +47,22 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits
+        self._pool: Any = None
         if settings.redis_url:
+            try:
+                from redis.asyncio import ConnectionPool
+            except ModuleNotFoundError:
+                raise ConfigError(
+                    "TOKENWARD_REDIS_URL needs the redis driver: pip install 'tokenward[redis]'"
+                ) from None
+
+            # Our own pool, so that close() can release its connections at shutdown.
+            self._pool = ConnectionPool.from_url(settings.redis_url)
             storage = storage_from_string(
                 "async+" + settings.redis_url,
                 implementation="redispy",
                 key_prefix="tokenward-limits",
+                connection_pool=self._pool,
             )
         else:
             storage = storage_from_string("async+memory://")
@@ -90,3 +101,7 @@ class RateLimiter:
 
     async def healthy(self) -> bool:
         return bool(await self._storage.check())
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()

@@ -140,6 +140,7 @@ class AuthService:
         )
 
     async def close(self) -> None:
+        await self.limits.close()
         await self.db.dispose()
 
     # -- keys --------------------------------------------------------------------------------
