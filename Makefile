@@ -21,8 +21,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/tokenward serve --host 127.0.0.1 --port 8000
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy

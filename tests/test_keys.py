@@ -42,7 +42,9 @@ async def test_rotation_publishes_first_signs_later_and_keeps_the_old_key(
     response = await api.refresh(refresh)
     assert kid_of(response.json()["access_token"]) == old_kid
 
-    clock.advance(service.settings.jwks_max_age.total_seconds() + 1)
+    clock.advance(
+        (service.settings.jwks_max_age + service.settings.key_reload_interval).total_seconds() + 1
+    )
     response = await api.refresh(refresh_cookie(response))
     new_access = response.json()["access_token"]
     assert kid_of(new_access) == new.kid

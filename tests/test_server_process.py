@@ -26,9 +26,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(data_dir: Path, **env: str) -> Iterator[tuple[str, Path]]:
+def serving(data_dir: Path, port: int | None = None, **env: str) -> Iterator[tuple[str, Path]]:
     """Run the console script until the block ends; yield its base URL and log file."""
-    port = free_port()
+    port = port or free_port()
     log = data_dir.parent / f"serve-{port}.log"
     environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
     with log.open("wb") as output:

@@ -51,6 +51,10 @@ class KeyStore:
 
     def _new_row(self, now: datetime, activates_at: datetime) -> tuple[SigningKeyRow, SigningKey]:
         # Whole seconds: tokens carry whole-second iat, and a key must be active at its own iat.
+        # A key due now rounds down (active at once); a key due later rounds up, so that the
+        # wait which publishes it ahead is never shortened.
+        if activates_at.microsecond and activates_at > now:
+            activates_at = activates_at.replace(microsecond=0) + timedelta(seconds=1)
         activates_at = activates_at.replace(microsecond=0)
         pem = generate_private_pem(self.settings.signing_alg)
         key = load_key(self.settings.signing_alg, pem, activates_at=activates_at)
@@ -89,8 +93,15 @@ class KeyStore:
         return await self.keyring()
 
     async def rotate(self, now: datetime, *, immediately: bool = False) -> SigningKey:
-        """A new key, published now and signing once every cached JWKS has it."""
-        delay = timedelta(0) if immediately else self.settings.jwks_max_age
+        """A new key, published now and signing once every cached JWKS has it.
+
+        The wait covers the instances' key reload (when they start publishing it) plus the
+        JWKS cache lifetime (when every verifier's cached copy holds it).
+        """
+        settings = self.settings
+        delay = (
+            timedelta(0) if immediately else settings.jwks_max_age + settings.key_reload_interval
+        )
         return await self.create(now, activates_at=now + delay)
 
     async def retire(self, kid: str, now: datetime) -> bool:

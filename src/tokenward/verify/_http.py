@@ -1,0 +1,76 @@
+"""HTTP answers to a refused request, framework-free (RFC 6750 3 and 3.1)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tokenward.verify._errors import VerificationError, VerifierUnavailableError
+
+__all__ = [
+    "Denial",
+    "bearer_token",
+    "challenge",
+    "insufficient_scope",
+    "missing_credentials",
+    "refused",
+]
+
+_log = logging.getLogger("tokenward.verify")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer`` header (maybe empty); None without one.
+
+    Another scheme (``Basic ...``) counts as no credentials, as RFC 6750 3.1 says.
+    """
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def challenge(realm: str, error: str | None = None, scope: Iterable[str] = ()) -> str:
+    """A ``WWW-Authenticate: Bearer`` challenge with the realm, an error code and scopes."""
+    parts = [f"realm={_quoted(realm)}"]
+    if error is not None:
+        parts.append(f"error={_quoted(error)}")
+    scopes = " ".join(scope)
+    if scopes:
+        parts.append(f"scope={_quoted(scopes)}")
+    return "Bearer " + ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A status, its headers and a short body detail that says nothing about the token."""
+
+    status: int
+    headers: dict[str, str]
+    detail: str
+
+
+def missing_credentials(realm: str) -> Denial:
+    """No Bearer credentials at all: 401 with a challenge and no error code (RFC 6750 3.1)."""
+    return Denial(401, {"WWW-Authenticate": challenge(realm)}, "not authenticated")
+
+
+def refused(error: VerificationError, realm: str) -> Denial:
+    """401 ``invalid_token`` for a refused token; 503 when tokenward could not be asked."""
+    _log.debug("token refused: %s", error)
+    if isinstance(error, VerifierUnavailableError):
+        return Denial(503, {"Retry-After": "5"}, "token verification unavailable")
+    return Denial(401, {"WWW-Authenticate": challenge(realm, "invalid_token")}, "invalid token")
+
+
+def insufficient_scope(realm: str, scopes: Iterable[str] = ()) -> Denial:
+    """403 ``insufficient_scope``, naming the scopes the resource needs."""
+    header = challenge(realm, "insufficient_scope", scopes)
+    return Denial(403, {"WWW-Authenticate": header}, "insufficient scope")

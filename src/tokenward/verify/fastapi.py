@@ -1,0 +1,103 @@
+"""FastAPI glue: ``Depends(verifier)`` gives the claims; ``require_scopes``/``require_roles``.
+
+    from typing import Annotated
+    from fastapi import Depends, FastAPI
+    from tokenward.verify import Claims, Verifier
+    from tokenward.verify.fastapi import require_scopes
+
+    verifier = Verifier(issuer="https://auth.example.com")
+
+    @app.get("/me")
+    async def me(user: Annotated[Claims, Depends(verifier)]) -> dict[str, str]: ...
+
+    @app.post("/notes")
+    async def add(user: Annotated[Claims, Depends(require_scopes(verifier, "notes:write"))]): ...
+
+No credentials: 401 ``WWW-Authenticate: Bearer realm="api"`` (no error code, RFC 6750 3.1);
+a refused token: 401 with ``error="invalid_token"``; a missing scope or role: 403 with
+``error="insufficient_scope"``; tokenward unreachable (see ``on_stale``): 503.
+"""
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from tokenward.verify._claims import Claims
+from tokenward.verify._errors import VerificationError
+from tokenward.verify._http import (
+    Denial,
+    bearer_token,
+    insufficient_scope,
+    missing_credentials,
+    refused,
+)
+from tokenward.verify._verifier import Verifier
+
+__all__ = ["authenticate", "dependency_signature", "require_roles", "require_scopes"]
+
+# Declared for OpenAPI only (the docs' "Authorize" button); the header is read below, since
+# HTTPBearer cannot tell "no credentials" from "malformed credentials".
+_BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A tokenward access token (RFC 9068 at+jwt).",
+)
+
+
+def dependency_signature() -> inspect.Signature:
+    """The signature FastAPI sees for ``Depends(verifier)``."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                "connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
+            ),
+            inspect.Parameter(
+                "credentials",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=Security(_BEARER),
+                annotation=HTTPAuthorizationCredentials | None,
+            ),
+        ],
+        return_annotation=Claims,
+    )
+
+
+def _http_error(denial: Denial) -> HTTPException:
+    return HTTPException(denial.status, denial.detail, headers=denial.headers)
+
+
+async def authenticate(verifier: Verifier, connection: HTTPConnection) -> Claims:
+    """The claims of the request's Bearer token, or the HTTPException to answer with."""
+    token = bearer_token(connection.headers.get("authorization"))
+    if token is None:
+        raise _http_error(missing_credentials(verifier.realm))
+    try:
+        return await verifier.averify(token)
+    except VerificationError as exc:
+        raise _http_error(refused(exc, verifier.realm)) from None
+
+
+def require_scopes(verifier: Verifier, *scopes: str) -> Callable[..., Awaitable[Claims]]:
+    """A dependency giving the claims when the token grants every one of ``scopes``; 403 if not."""
+
+    async def dependency(claims: Annotated[Claims, Depends(verifier)]) -> Claims:
+        if not claims.has_scopes(*scopes):
+            raise _http_error(insufficient_scope(verifier.realm, scopes))
+        return claims
+
+    return dependency
+
+
+def require_roles(verifier: Verifier, *roles: str) -> Callable[..., Awaitable[Claims]]:
+    """A dependency giving the claims when the token carries every one of ``roles``; 403 if not."""
+
+    async def dependency(claims: Annotated[Claims, Depends(verifier)]) -> Claims:
+        if not claims.has_roles(*roles):
+            raise _http_error(insufficient_scope(verifier.realm))
+        return claims
+
+    return dependency

@@ -1,0 +1,85 @@
+"""Flask glue: ``@require_token(verifier, scopes=[...])`` puts the claims in ``flask.g.claims``.
+
+    from tokenward.verify.flask import require_token
+
+    @app.get("/me")
+    @require_token(verifier)
+    def me():
+        return {"sub": g.claims.sub}
+
+Refusals as in the other glue: 401 with a Bearer challenge (``error="invalid_token"`` unless
+no credentials were sent), 403 ``insufficient_scope`` for a missing scope or role, 503 when
+tokenward cannot be asked. Flask views are synchronous: this uses ``verifier.verify``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
+
+from flask import Response, g, jsonify, request
+
+from tokenward.verify._claims import Claims
+from tokenward.verify._errors import VerificationError
+from tokenward.verify._http import (
+    Denial,
+    bearer_token,
+    insufficient_scope,
+    missing_credentials,
+    refused,
+)
+from tokenward.verify._verifier import Verifier
+
+__all__ = ["current_claims", "require_token"]
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def _response(denial: Denial) -> Response:
+    response = jsonify(detail=denial.detail)
+    response.status_code = denial.status
+    response.headers.update(denial.headers)
+    return response
+
+
+def _authorize(verifier: Verifier, scopes: tuple[str, ...], roles: tuple[str, ...]) -> Any:
+    """The claims of the request's token, or the Response refusing it."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        return _response(missing_credentials(verifier.realm))
+    try:
+        claims = verifier.verify(token)
+    except VerificationError as exc:
+        return _response(refused(exc, verifier.realm))
+    if not claims.has_scopes(*scopes) or not claims.has_roles(*roles):
+        return _response(insufficient_scope(verifier.realm, scopes))
+    return claims
+
+
+def require_token(
+    verifier: Verifier, *, scopes: Iterable[str] = (), roles: Iterable[str] = ()
+) -> Callable[[View], View]:
+    """A view decorator: the view runs only for a valid token holding ``scopes`` and ``roles``."""
+    needed_scopes, needed_roles = tuple(scopes), tuple(roles)
+
+    def decorator(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            outcome = _authorize(verifier, needed_scopes, needed_roles)
+            if isinstance(outcome, Response):
+                return outcome
+            g.claims = outcome
+            return view(*args, **kwargs)
+
+        return cast(View, wrapper)
+
+    return decorator
+
+
+def current_claims() -> Claims:
+    """The claims ``require_token`` stored for this request (``LookupError`` outside one)."""
+    claims = g.get("claims")
+    if not isinstance(claims, Claims):
+        raise LookupError("no verified token in this request: decorate the view with require_token")
+    return claims

@@ -1,0 +1,150 @@
+"""examples/fastapi_app.py in-process, its verifier fed by a real tokenward's JWKS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from tokenward.verify import Verifier
+
+from .corpus import ISSUER, NOW, Forger
+from .support import FakeClock, Login, Tokenward, free_port, load_example
+from .test_verifier_server import flip_signature_byte
+
+EXAMPLE = load_example("fastapi_app")
+FORGER = Forger()
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notes") as client:
+            yield client
+
+
+@pytest.fixture
+async def api(tokenward: Tokenward) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(EXAMPLE.create_app(Verifier(tokenward.issuer))) as client:
+        yield client
+
+
+@pytest.fixture
+async def local_api() -> AsyncIterator[httpx.AsyncClient]:
+    """The same app trusting a local key, for tokens with scopes and roles (tokenward issues
+    neither yet)."""
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+    async with serving(EXAMPLE.create_app(verifier)) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_real_token_reaches_the_route(api: httpx.AsyncClient, alice: Login) -> None:
+    """Depends(verifier) hands the route the claims of tokenward's token."""
+    response = await api.get("/me", headers=bearer(alice.access_token))
+    assert response.status_code == 200
+    assert response.json() == {"sub": alice.claims["sub"], "sid": alice.claims["sid"], "scope": []}
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic YWxpY2U6cHc=", "Token abc"])
+async def test_no_bearer_credentials_get_a_challenge_without_error(
+    api: httpx.AsyncClient, authorization: str | None
+) -> None:
+    """No Bearer credentials: 401 `Bearer realm="api"`, no error code (RFC 6750 3.1)."""
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await api.get("/me", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "tampered", "refresh-token"])
+async def test_a_bad_token_gets_invalid_token(
+    api: httpx.AsyncClient, alice: Login, kind: str
+) -> None:
+    """Any refused token: 401 with error="invalid_token"; the answer says nothing of it."""
+    token = {
+        "garbage": "not-a-jwt",
+        "empty": "",
+        "tampered": flip_signature_byte(alice.access_token),
+        "refresh-token": alice.refresh_token,
+    }[kind]
+    response = await api.get("/me", headers={"Authorization": f"Bearer {token}".strip()})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    assert response.json() == {"detail": "invalid token"}
+    if token:
+        assert token not in response.text
+
+
+async def test_a_missing_scope_is_403_insufficient_scope(
+    api: httpx.AsyncClient, alice: Login
+) -> None:
+    """tokenward's tokens carry no scope: /notes answers 403 naming the scope it needs."""
+    response = await api.get("/notes", headers=bearer(alice.access_token))
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", scope="notes:read"'
+    )
+
+
+async def test_public_routes_need_no_token(api: httpx.AsyncClient) -> None:
+    """/healthz is open, and the lifespan warmed the verifier up."""
+    response = await api.get("/healthz")
+    assert response.json() == {"ok": True, "verifier_ready": True}
+
+
+async def test_openapi_declares_the_bearer_scheme(api: httpx.AsyncClient) -> None:
+    """The docs' Authorize button works: HTTP bearer security on protected operations."""
+    spec = (await api.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert any(s.get("scheme") == "bearer" for s in schemes.values())
+    assert spec["paths"]["/me"]["get"]["security"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "claims", "status"),
+    [
+        ("/notes", "GET", {"scope": "notes:read notes:write"}, 200),
+        ("/notes", "GET", {"scope": "notes:write"}, 403),
+        ("/notes", "DELETE", {"roles": ["admin"]}, 200),
+        ("/notes", "DELETE", {"roles": ["editor"], "scope": "notes:read"}, 403),
+    ],
+)
+async def test_scopes_and_roles(
+    local_api: httpx.AsyncClient, path: str, method: str, claims: dict[str, Any], status: int
+) -> None:
+    """require_scopes and require_roles let through exactly the tokens that hold them."""
+    token = FORGER.sign(claims=FORGER.claims(**claims))
+    response = await local_api.request(method, path, headers=bearer(token))
+    assert response.status_code == status
+    if status == 403:
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+async def test_tokenward_unreachable_is_503_not_401() -> None:
+    """No key set could be fetched: 503 with Retry-After, so clients do not drop their token."""
+    verifier = Verifier(f"http://127.0.0.1:{free_port()}", http_timeout=1)
+    async with serving(EXAMPLE.create_app(verifier)) as client:
+        response = await client.get("/me", headers=bearer(FORGER.sign()))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_the_module_app_reads_its_issuer_from_the_environment(
+    tokenward: Tokenward, alice: Login, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`uvicorn fastapi_app:app` with TOKENWARD_ISSUER set: the shipped app as it runs."""
+    monkeypatch.setenv("TOKENWARD_ISSUER", tokenward.issuer)
+    module = load_example("fastapi_app")
+    async with serving(module.app) as client:
+        response = await client.get("/me", headers=bearer(alice.access_token))
+    assert response.status_code == 200

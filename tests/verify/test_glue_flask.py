@@ -1,0 +1,89 @@
+"""examples/flask_app.py through Flask's test client, keys from a real tokenward."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tokenward.verify import Verifier
+from tokenward.verify.flask import current_claims, require_token
+
+from .corpus import ISSUER, NOW, Forger
+from .support import FakeClock, Login, Tokenward, load_example
+from .test_glue_fastapi import bearer
+from .test_verifier_server import flip_signature_byte
+
+EXAMPLE = load_example("flask_app")
+FORGER = Forger()
+
+
+@pytest.fixture
+def api(tokenward: Tokenward) -> Iterator[Any]:
+    with Verifier(tokenward.issuer) as verifier:
+        yield EXAMPLE.create_app(verifier).test_client()
+
+
+def test_a_real_token_puts_the_claims_in_g(api: Any, alice: Login) -> None:
+    """@require_token(verifier): the view sees g.claims of tokenward's token."""
+    response = api.get("/me", headers=bearer(alice.access_token))
+    assert response.status_code == 200
+    assert response.get_json() == {"sub": alice.claims["sub"], "sid": alice.claims["sid"]}
+
+
+def test_refusals(api: Any, alice: Login) -> None:
+    """401 without error for no credentials, invalid_token for a bad one, 403 for no scope."""
+    missing = api.get("/me")
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    tampered = flip_signature_byte(alice.access_token)
+    refused = api.get("/me", headers=bearer(tampered))
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    assert tampered not in refused.get_data(as_text=True)
+    forbidden = api.get("/notes", headers=bearer(alice.access_token))
+    assert forbidden.status_code == 403
+    assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
+    assert api.get("/healthz").get_json() == {"ok": True, "verifier_ready": True}
+
+
+@pytest.mark.parametrize(
+    ("method", "claims", "status"),
+    [
+        ("GET", {"scope": "notes:read"}, 200),
+        ("GET", {}, 403),
+        ("DELETE", {"roles": ["admin"]}, 200),
+        ("DELETE", {"roles": []}, 403),
+    ],
+)
+def test_scopes_and_roles(method: str, claims: dict[str, Any], status: int) -> None:
+    """scopes= and roles= of require_token let through exactly the tokens holding them."""
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+    client = EXAMPLE.create_app(verifier).test_client()
+    token = FORGER.sign(claims=FORGER.claims(**claims))
+    assert client.open("/notes", method=method, headers=bearer(token)).status_code == status
+
+
+def test_current_claims_outside_a_guarded_view() -> None:
+    """current_claims() in an unguarded view is a LookupError, never someone else's claims."""
+    app = Flask(__name__)
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+
+    @app.get("/open")
+    def open_view() -> str:
+        try:
+            current_claims()
+        except LookupError:
+            return "none"
+        return "some"
+
+    @app.get("/guarded")
+    @require_token(verifier)
+    def guarded() -> str:
+        return current_claims().sub
+
+    client = app.test_client()
+    assert client.get("/open").get_data(as_text=True) == "none"
+    assert client.get("/guarded", headers=bearer(FORGER.sign())).get_data(as_text=True) == "user-1"

@@ -1,0 +1,112 @@
+"""examples/starlette_app.py in-process (the ASGI middleware), keys from a real tokenward."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+
+from tokenward.verify import Verifier
+from tokenward.verify.starlette import BearerAuthMiddleware
+
+from .corpus import ISSUER, NOW, Forger
+from .support import FakeClock, Login, Tokenward, load_example
+from .test_glue_fastapi import bearer, serving
+from .test_verifier_server import flip_signature_byte
+
+EXAMPLE = load_example("starlette_app")
+FORGER = Forger()
+
+
+@pytest.fixture
+async def api(tokenward: Tokenward) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(EXAMPLE.create_app(Verifier(tokenward.issuer))) as client:
+        yield client
+
+
+async def test_the_claims_are_in_request_state(api: httpx.AsyncClient, alice: Login) -> None:
+    """A real token passes; the route reads request.state.claims."""
+    response = await api.get("/me", headers=bearer(alice.access_token))
+    assert response.status_code == 200
+    assert response.json() == {"sub": alice.claims["sub"], "sid": alice.claims["sid"]}
+
+
+async def test_refusals(api: httpx.AsyncClient, alice: Login) -> None:
+    """No credentials: 401 without error; a tampered token: 401 invalid_token; no scope: 403."""
+    missing = await api.get("/me")
+    assert (missing.status_code, missing.headers["www-authenticate"]) == (401, 'Bearer realm="api"')
+    tampered = flip_signature_byte(alice.access_token)
+    refused = await api.get("/me", headers=bearer(tampered))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    assert tampered not in refused.text
+    forbidden = await api.get("/notes", headers=bearer(alice.access_token))
+    assert forbidden.status_code == 403
+    assert 'scope="notes:read"' in forbidden.headers["www-authenticate"]
+
+
+async def test_public_paths_pass_untouched(api: httpx.AsyncClient) -> None:
+    """/healthz is listed as public: no token needed."""
+    assert (await api.get("/healthz")).json() == {"ok": True, "verifier_ready": True}
+
+
+async def test_a_scoped_token_reaches_the_notes() -> None:
+    """With a token holding notes:read (local key), /notes answers."""
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+    async with serving(EXAMPLE.create_app(verifier)) as client:
+        token = FORGER.sign(claims=FORGER.claims(scope="notes:read"))
+        response = await client.get("/notes", headers=bearer(token))
+    assert response.json() == {"owner": "user-1", "notes": ["buy milk"]}
+
+
+def test_prefix_public_paths() -> None:
+    """A public path ending in * is a prefix; others match exactly."""
+    middleware = BearerAuthMiddleware(
+        EXAMPLE.create_app(Verifier(ISSUER, key=FORGER.key.public_key())),
+        Verifier(ISSUER, key=FORGER.key.public_key()),
+        public_paths=["/docs*", "/healthz"],
+    )
+    assert middleware.is_public("/docs") and middleware.is_public("/docs/oauth2-redirect")
+    assert middleware.is_public("/healthz") and not middleware.is_public("/healthz/x")
+
+
+async def test_websockets_go_through_the_middleware_too(tokenward: Tokenward, alice: Login) -> None:
+    """A WebSocket handshake with a valid token reaches the app with the claims in its state;
+    without one it is closed with 1008 (policy violation) before the app sees it."""
+    seen: list[Any] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["state"]["claims"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async with Verifier(tokenward.issuer) as verifier:
+        middleware = BearerAuthMiddleware(app, verifier)
+        for headers in ([(b"authorization", f"Bearer {alice.access_token}".encode())], []):
+            sent: list[MutableMapping[str, Any]] = []
+
+            async def send(message: MutableMapping[str, Any], sent: list[Any] = sent) -> None:
+                sent.append(message)
+
+            scope = {"type": "websocket", "path": "/ws", "headers": headers}
+            await middleware(scope, receive, send)
+            if headers:
+                assert sent == [] and seen[0].sub == alice.claims["sub"]
+            else:
+                assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert len(seen) == 1
+
+
+async def test_lifespan_and_other_scopes_pass_through() -> None:
+    """Only http and websocket scopes are checked."""
+    calls: list[str] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        calls.append(scope["type"])
+
+    middleware = BearerAuthMiddleware(app, Verifier(ISSUER, key=FORGER.key.public_key()))
+    await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    assert calls == ["lifespan"]
