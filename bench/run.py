@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 import httpx
 import login_timing
+import verifier as verifier_bench
 from login_timing import LoginTiming
 
 REPO = Path(__file__).resolve().parent.parent
@@ -720,6 +721,7 @@ def write_report(
     options: Options,
     plan: Sequence[Scenario],
     timing: LoginTiming,
+    verifier_table: str,
 ) -> None:
     names = [s.key for s in plan]
     servers = [TOKENWARD, EXPRESS, EXPRESS_TUNED]
@@ -775,6 +777,14 @@ def write_report(
         "",
         timing.markdown(),
         "",
+        "## Verifier: tokenward.verify per token vs the raw signature check",
+        "",
+        "In-process, pinned to the server core, after the HTTP scenarios "
+        "(`bench/verifier.py`, also runnable alone): the floor is `cryptography`'s ECDSA "
+        "P-256 verify on the same key and message.",
+        "",
+        verifier_table,
+        "",
         "Raw per-run numbers: bench/.work/last-run.json; wrk output: bench/.work/logs/wrk.log.",
         "",
     ]
@@ -820,7 +830,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [run for scenario in plan for run in run_scenario(scenario, servers, options)]
         log("login timing: unknown email vs wrong password")
         timing = login_timing.measure(servers[0].base_url)
-    write_report(runs, facts, options, plan, timing)
+    log("verifier: per-token cost vs the raw signature check")
+    os.sched_setaffinity(0, {int(SERVER_CORE)})
+    verifier_table = verifier_bench.measure()
+    write_report(runs, facts, options, plan, timing, verifier_table)
     log(f"\nwrote {RESULTS.relative_to(REPO)}")
     problems = [p for r in runs for p in r.problems]
     if problems:

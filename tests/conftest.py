@@ -24,6 +24,9 @@ PASSWORD = "a long enough passphrase 7"
 # real-process tests use the production parameters.
 FAST_HASHER = PasswordHasher(Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1))
 COOKIE = "tw_refresh"
+# asgi-lifespan gives up after 5 s by default and leaves the app's lifespan task behind; a
+# loaded CI machine can be that slow to migrate a fresh database.
+LIFESPAN_TIMEOUT = 120
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +119,9 @@ def refresh_cookie(response: httpx.Response) -> str:
 @pytest.fixture
 async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[Any]:
     application = create_app(settings, clock=clock, hasher=FAST_HASHER)
-    async with LifespanManager(application):
+    async with LifespanManager(
+        application, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
+    ):
         yield application
 
 

@@ -25,7 +25,7 @@ import bcrypt
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import Api, make_settings
+from conftest import LIFESPAN_TIMEOUT, Api, make_settings
 from pwdlib import PasswordHash
 from sqlalchemy import func, select
 
@@ -142,7 +142,9 @@ def imported(tmp_path: Path, legacy: LegacyHashes) -> Imported:
 async def running(data_dir: Path) -> AsyncIterator[tuple[Api, Any]]:
     """The app on ``data_dir``, in-process, with the production hasher: (api, service)."""
     app = create_app(make_settings(data_dir))
-    async with LifespanManager(app):
+    async with LifespanManager(
+        app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
+    ):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
         jar = httpx.Cookies()
         jar.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))

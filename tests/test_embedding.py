@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, PASSWORD, make_settings, refresh_cookie
+from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings, refresh_cookie
 from fastapi import Depends, FastAPI
 
 from tokenward.service import Principal
@@ -41,7 +41,9 @@ async def test_embedded_tokenward_serves_under_its_mount_and_guards_host_routes(
     tmp_path: Path,
 ) -> None:
     app = host_app(tmp_path / "data")
-    async with LifespanManager(app):
+    async with LifespanManager(
+        app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
+    ):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://host") as client:
             credentials = {"email": "ada@example.com", "password": PASSWORD}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, PASSWORD, make_settings
+from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
 
 from tokenward.web import create_app
 
@@ -25,7 +25,11 @@ async def two_instances(tmp_path: Path, redis_url: str) -> AsyncIterator[list[ht
             app = create_app(
                 make_settings(tmp_path / name, redis_url=redis_url), hasher=FAST_HASHER
             )
-            await stack.enter_async_context(LifespanManager(app))
+            await stack.enter_async_context(
+                LifespanManager(
+                    app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
+                )
+            )
             transport = httpx.ASGITransport(app=app, client=("198.51.100.77", 1234))
             client = httpx.AsyncClient(transport=transport, base_url=f"http://{name}")
             clients.append(await stack.enter_async_context(client))

@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 import httpx
 import jwt
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, PASSWORD, Api, FakeClock, make_settings, refresh_cookie
+from conftest import (
+    FAST_HASHER,
+    LIFESPAN_TIMEOUT,
+    PASSWORD,
+    Api,
+    FakeClock,
+    make_settings,
+    refresh_cookie,
+)
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -126,7 +134,9 @@ class SessionModel(RuleBasedStateMachine):
     async def _start(self) -> httpx.AsyncClient:
         settings = make_settings(self.data_dir, rate_limits=False)  # limits are not the contract
         app = create_app(settings, clock=self.clock, hasher=FAST_HASHER)
-        self.manager = LifespanManager(app)
+        self.manager = LifespanManager(
+            app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
+        )
         await self.manager.__aenter__()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"

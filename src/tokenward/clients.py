@@ -133,8 +133,8 @@ class ClientService:
             "jti": claims.jti,
             "username": principal.user.email,
         }
-        if claims.aud is not None:
-            answer["aud"] = claims.aud
+        if claims.aud:
+            answer["aud"] = claims.aud[0] if len(claims.aud) == 1 else list(claims.aud)
         return answer
 
     async def _introspect_refresh(self, token: str) -> dict[str, Any] | None:

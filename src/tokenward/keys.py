@@ -175,10 +175,6 @@ class Keyring:
             return None
         return key
 
-    def newest(self) -> SigningKey | None:
-        matching = [k for k in self.keys if k.alg == self.alg and k.retired_at is None]
-        return matching[-1] if matching else None
-
 
 def _active(key: SigningKey, now: datetime) -> bool:
     return key.activates_at <= now

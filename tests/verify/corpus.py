@@ -142,8 +142,9 @@ class Case:
     make: Callable[[Forger], str]
     reason: str | None
     audience: str | None = None
-    stricter_than_server: bool = False
-    """The library refuses a token that tokenward's own codec (today) accepts, on purpose."""
+    stricter_than_pyjwt: bool = False
+    """Refused on purpose though PyJWT's own decoding (the server's before it called the core)
+    accepts it."""
 
 
 def _flip(signature: bytes) -> bytes:
@@ -255,7 +256,7 @@ def _cases() -> list[Case]:
                 b64json(f.header()), b64url(json.dumps(f.claims()).encode("utf-16"))
             ),
             "malformed",
-            stricter_than_server=True,  # JWT claims are UTF-8 (RFC 7519 7.2)
+            stricter_than_pyjwt=True,  # JWT claims are UTF-8 (RFC 7519 7.2)
         )
     )
     cases.append(

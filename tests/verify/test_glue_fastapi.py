@@ -22,7 +22,7 @@ FORGER = Forger()
 
 @asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(app):
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=120):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notes") as client:
             yield client

@@ -66,6 +66,8 @@ class FakeFeed:
             return httpx.Response(401, json={"title": "unknown client"})
         if self.page_override is not None:
             return httpx.Response(200, json=self.page_override)
+        if not request.url.params.get("after", "0").isdigit():
+            return httpx.Response(400, json={"error": "invalid_request"})
         after = int(request.url.params.get("after", "0"))
         newer = [(seq, sid, at) for seq, sid, at in self.entries if seq > after]
         return httpx.Response(
@@ -289,6 +291,29 @@ def test_an_off_contract_page_is_refused_whole(
         assert verifier.revocations.failures == 1
 
 
+def test_a_refused_cursor_starts_over_instead_of_failing_forever(
+    feed: FakeFeed, clock: FakeClock, alice: Login, bob: Login
+) -> None:
+    """tokenward answers 400 for a cursor it cannot read (as the real server does): the next
+    poll asks without one, gets the whole window again, and nothing is missed."""
+    with feed_verifier(feed, clock) as verifier:
+        verifier.verify(alice.access_token)
+        assert verifier.revocations is not None
+        verifier.revocations.cursor = "from-an-older-tokenward"
+        feed.revoke(bob.claims["sid"])
+        clock.advance(3)
+        verifier.verify(alice.access_token)  # 400: counted as a failed poll
+        assert verifier.revocations.cursor is None
+        clock.advance(3)
+        with pytest.raises(RevokedTokenError):
+            verifier.verify(bob.access_token)
+    assert [poll.url.params.get("after") for poll in feed.polls] == [
+        None,
+        "from-an-older-tokenward",
+        None,
+    ]
+
+
 def test_sessions_are_forgotten_once_their_tokens_are_dead(
     feed: FakeFeed, clock: FakeClock, alice: Login
 ) -> None:
@@ -416,3 +441,25 @@ def test_a_real_feed_with_the_sync_verifier(tokenward: Tokenward) -> None:
         assert verifier.revocations is not None
         assert verifier.revocations.cursor
         assert verifier.ready
+
+
+def test_the_real_feed_refuses_a_foreign_cursor_and_the_client_starts_over(
+    tokenward: Tokenward, alice: Login
+) -> None:
+    """The real server's 400 for an unreadable cursor: the next poll goes without one."""
+    client_id, client_secret = _client_credentials(tokenward)
+    with Verifier(
+        tokenward.issuer,
+        revocation_url=f"{tokenward.base}/auth/revocations",
+        client_id=client_id,
+        client_secret=client_secret,
+        revocation_bound=0.4,
+    ) as verifier:
+        verifier.verify(alice.access_token)
+        assert verifier.revocations is not None
+        verifier.revocations.cursor = "not-a-tokenward-cursor"
+        for _ in range(2):
+            time.sleep(0.25)
+            verifier.verify(alice.access_token)
+        assert verifier.revocations.failures == 0
+        assert verifier.revocations.cursor not in (None, "not-a-tokenward-cursor")

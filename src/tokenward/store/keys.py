@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tokenward.config import Settings, SigningAlg
 from tokenward.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
@@ -117,5 +117,14 @@ class KeyStore:
         every = self.settings.key_rotation
         if every is None or self.settings.signing_alg == "HS256":
             return False
-        newest = (await self.keyring()).newest()
-        return newest is None or newest.activates_at + every <= now
+        # By creation time: the very first key is active since the epoch, but is not that old.
+        async with self.db.read() as db:
+            newest = (
+                await db.execute(
+                    select(func.max(SigningKeyRow.created_at)).where(
+                        SigningKeyRow.alg == self.settings.signing_alg,
+                        SigningKeyRow.retired_at.is_(None),
+                    )
+                )
+            ).scalar_one_or_none()
+        return newest is None or newest + every <= now

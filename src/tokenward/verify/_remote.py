@@ -267,6 +267,12 @@ class RemoteRevocations:
     def _take(self, response: httpx.Response) -> None:
         if response.status_code == 401:
             raise ValueError("the feed refused client_id/client_secret (HTTP 401)")
+        if response.status_code == 400 and self.feed.cursor is not None:
+            # tokenward no longer knows the cursor: start over from the whole window (no
+            # `after`), which repeats what is known and misses nothing; retrying the same
+            # cursor would fail forever.
+            self.feed.cursor = None
+            raise ValueError("the feed refused the cursor (HTTP 400); asking from the start")
         page = parse_feed_page(_json_body(response, "revocation feed"))
         recovering = self.feed.failures > 0 or self._stale_warned
         self.feed.succeeded(page, now=self._clock.monotonic(), wall=self._clock.time())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -24,32 +24,33 @@ from tokenward.web import account, oauth, routes
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
-__all__ = ["create_app", "prune_forever", "reload_keys_forever"]
+__all__ = ["create_app"]
 
 _log = logging.getLogger("tokenward")
 
 
-async def prune_forever(service: AuthService) -> None:
-    """Keep tables bounded by live sessions: prune on start, then every prune_interval."""
-    admin = Admin(service)
-    while True:
+async def _every(
+    seconds: float, work: Callable[[], Awaitable[None]], stopping: asyncio.Event, what: str
+) -> None:
+    """Run ``work`` now and then every ``seconds`` until ``stopping`` is set.
+
+    Shutdown sets the event instead of cancelling the task, so that a database operation in
+    flight finishes and returns its connection rather than being cut off half-way.
+    """
+    while not stopping.is_set():
         try:
-            report = await admin.prune()
-            if report.sessions or report.events:
-                _log.info("pruned %d sessions and %d events", report.sessions, report.events)
+            await work()
         except Exception as exc:  # the next round tries again; the server stays up
-            _log.warning("pruning failed: %s", type(exc).__name__)
-        await asyncio.sleep(service.settings.prune_interval.total_seconds())
+            _log.warning("%s failed: %s", what, type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
 
 
-async def reload_keys_forever(service: AuthService) -> None:
-    """Follow rotations made elsewhere, and rotate when TOKENWARD_KEY_ROTATION says so."""
-    while True:
-        await asyncio.sleep(service.settings.key_reload_interval.total_seconds())
-        try:
-            await service.reload_keys()
-        except Exception as exc:  # keep the keys we have; the next round tries again
-            _log.warning("reloading keys failed: %s", type(exc).__name__)
+async def _prune(service: AuthService) -> None:
+    """Keep tables bounded by live sessions."""
+    report = await Admin(service).prune()
+    if report.sessions or report.events:
+        _log.info("pruned %d sessions and %d events", report.sessions, report.events)
 
 
 def create_app(
@@ -69,17 +70,31 @@ def create_app(
         service = await AuthService.open(settings, clock=clock, hasher=hasher)
         app.state.service = service
         app.state.clients = ClientService(service)
+        stopping = asyncio.Event()
         tasks = [
-            asyncio.create_task(prune_forever(service)),
-            asyncio.create_task(reload_keys_forever(service)),
+            asyncio.create_task(
+                _every(
+                    settings.prune_interval.total_seconds(),
+                    lambda: _prune(service),
+                    stopping,
+                    "pruning",
+                )
+            ),
+            # Follows rotations made elsewhere, and rotates when TOKENWARD_KEY_ROTATION says so.
+            asyncio.create_task(
+                _every(
+                    settings.key_reload_interval.total_seconds(),
+                    service.reload_keys,
+                    stopping,
+                    "reloading keys",
+                )
+            ),
         ]
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks)
+            stopping.set()
+            await asyncio.gather(*tasks)
             await service.close()
 
     app = FastAPI(
