@@ -99,9 +99,6 @@ class RateLimiter:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimitedError(retry_after)
 
-    async def healthy(self) -> bool:
-        return bool(await self._storage.check())
-
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()

@@ -45,7 +45,7 @@ from tokenward.store.queries import (
     new_event,
     user_by_email,
 )
-from tokenward.tokens import AccessTokenCodec
+from tokenward.tokens import AccessTokenCodec, Claims
 from tokenward.users import User, account_key, normalize_email
 
 __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
@@ -73,6 +73,7 @@ class Principal:
 
     user: User
     session_id: str
+    claims: Claims
 
 
 @dataclass
@@ -448,7 +449,7 @@ class AuthService:
         if user.id != claims.sub:
             raise TokenError("session does not belong to the subject")
         self.check_alive(session, user, now)
-        return Principal(user=_user(user), session_id=session.id)
+        return Principal(user=_user(user), session_id=session.id, claims=claims)
 
     # -- the signed-in user's own sessions, password and events ------------------------------
 
