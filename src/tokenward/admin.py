@@ -11,6 +11,7 @@ from tokenward.audit import EventType
 from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
 from tokenward.service import AuthService
 from tokenward.store import EventRow, SessionRow, UserRow
+from tokenward.store.db import NO_KEY_UPDATE
 from tokenward.store.queries import (
     EventInfo,
     SessionInfo,
@@ -99,7 +100,7 @@ class Admin:
         row = await self._user(email)
         now = self.service.clock()
         async with self.db.write() as db:
-            user = await db.get(UserRow, row.id, with_for_update=True)
+            user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
             assert user is not None  # noqa: S101 - users are never deleted
             user.disabled_at = now if disabled else None
             ended = await end_sessions(db, user.id, now, "user_disabled") if disabled else []

@@ -15,7 +15,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenward.config import Settings, load_settings
-from tokenward.exceptions import ConfigError, TokenwardError
+from tokenward.exceptions import ConfigError, TokenwardError, UnavailableError
 from tokenward.store import Database
 
 if TYPE_CHECKING:
@@ -53,16 +53,22 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (share the database and keys).")
+    ] = 1,
 ) -> None:
     """Run the HTTP service (uvicorn, uvloop, httptools)."""
     import uvicorn
 
-    _settings()  # fail fast, with one line, before uvicorn starts
+    settings = _settings()  # fail fast, with one line, before uvicorn starts
+    # Migrate, make the master secret and the first key once, here, before any worker runs.
+    _run(lambda: _open_and_close(settings))
     uvicorn.run(
         "tokenward.web.app:create_app",
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         # Forwarded headers are tokenward's business (trusted proxies), never uvicorn's default.
@@ -70,6 +76,30 @@ def serve(
         server_header=False,
         log_level="info",
     )
+
+
+async def _open_and_close(settings: Settings) -> None:
+    from tokenward.service import AuthService
+
+    service = await AuthService.open(settings)
+    await service.close()
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run one async operation; a tokenward or database error exits 1 with one line."""
+
+    async def run() -> T:
+        return await make()
+
+    try:
+        return asyncio.run(run())
+    except TokenwardError as exc:
+        typer.echo(f"tokenward: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc.__class__.__name__
+        typer.echo(f"tokenward: database error: {reason}", err=True)
+        raise typer.Exit(1) from None
 
 
 @db_app.command("upgrade")
@@ -84,8 +114,53 @@ def db_upgrade() -> None:
         finally:
             await database.dispose()
 
-    asyncio.run(run())
+    _run(run)
     typer.echo("database is up to date")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Check that the database (and Redis, when configured) answer and migrations are current.
+
+    Exits 0 when all is well, 1 with one line per problem otherwise.
+    """
+    from tokenward.ratelimit import RateLimiter
+
+    settings = _settings()
+
+    async def run() -> list[str]:
+        problems: list[str] = []
+        database = Database(settings.sqlalchemy_url)
+        try:
+            current, head = await database.revision()
+        except UnavailableError as exc:
+            problems.append(str(exc))
+        else:
+            if current == head:
+                typer.echo(f"database ok: migrations current ({head})")
+            else:
+                problems.append(
+                    f"database at migration {current or 'none'}, this version needs {head}: "
+                    "run tokenward db upgrade"
+                )
+        finally:
+            await database.dispose()
+        if settings.redis_url:
+            limiter = RateLimiter(settings)
+            try:
+                await limiter.ping()
+                typer.echo("redis ok")
+            except UnavailableError as exc:
+                problems.append(str(exc))
+            finally:
+                await limiter.close()
+        return problems
+
+    problems = _run(run)
+    for problem in problems:
+        typer.echo(f"tokenward: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @users_app.command("import")
@@ -121,7 +196,7 @@ def users_import(
         if report.rejected:
             raise typer.Exit(1)
 
-    asyncio.run(run())
+    _run(run)
 
 
 def _with_admin(action: Callable[[Admin], Awaitable[T]]) -> T:
@@ -138,15 +213,7 @@ def _with_admin(action: Callable[[Admin], Awaitable[T]]) -> T:
         finally:
             await service.close()
 
-    try:
-        return asyncio.run(run())
-    except TokenwardError as exc:
-        typer.echo(f"tokenward: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc.__class__.__name__
-        typer.echo(f"tokenward: database error: {reason}", err=True)
-        raise typer.Exit(1) from None
+    return _run(run)
 
 
 def _when(moment: datetime) -> str:

@@ -155,9 +155,18 @@ class Settings(BaseSettings):
         if self.redis_url is not None and urlsplit(self.redis_url).scheme not in {
             "redis",
             "rediss",
-            "unix",
         }:
             raise ValueError("redis_url: expected redis://host:port/db or rediss://...")
+        shared_database = self.database_url is not None and not self.database_url.startswith(
+            "sqlite"
+        )
+        if shared_database and self.secret_key is None:
+            # Signing keys in a shared database are encrypted under it, and refresh tokens are
+            # MACed with it: a per-machine secret file would split the instances.
+            raise ValueError(
+                "secret_key: a shared database needs TOKENWARD_SECRET_KEY, the same on every "
+                "instance"
+            )
         if self.env == "production":
             if "issuer" not in self.model_fields_set:
                 raise ValueError(

@@ -10,7 +10,10 @@ TokenwardError
 ├── PasswordPolicyError         a new password breaks a rule; carries the rule's name
 ├── InvalidEmailError           an email address that is not one
 ├── EmailTakenError             registration of an email that already has an account
-└── UnknownUserError            an operator named a user that does not exist
+├── UnknownUserError            an operator named a user that does not exist
+├── KeyRotationError            a key operation was refused
+├── SchemaVersionError          the database was migrated by a newer tokenward
+└── UnavailableError            the database or Redis cannot be reached (or stays busy)
 """
 
 from __future__ import annotations
@@ -77,3 +80,20 @@ class UnknownUserError(TokenwardError):
 
 class KeyRotationError(TokenwardError):
     """A key operation was refused (unknown key, or it would leave nothing to sign with)."""
+
+
+class UnavailableError(TokenwardError):
+    """A backing service (``dependency``: "database" or "redis") is unreachable or busy.
+
+    Transient by nature: the request changed nothing and may be retried; the web layer answers
+    503 with Retry-After.
+    """
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable ({reason})")
+        self.dependency = dependency
+        self.reason = reason
+
+
+class SchemaVersionError(TokenwardError):
+    """The database is at a migration this version does not ship (a newer tokenward made it)."""

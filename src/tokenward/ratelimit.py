@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, cast
@@ -20,9 +22,11 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from tokenward.config import Settings
-from tokenward.exceptions import ConfigError, RateLimitedError
+from tokenward.exceptions import ConfigError, RateLimitedError, UnavailableError
 
-__all__ = ["Limit", "RateLimiter"]
+__all__ = ["REDIS_TIMEOUT", "Limit", "RateLimiter"]
+
+REDIS_TIMEOUT = 2.0
 
 
 class Limit(Enum):
@@ -56,8 +60,13 @@ class RateLimiter:
                     "TOKENWARD_REDIS_URL needs the redis driver: pip install 'tokenward[redis]'"
                 ) from None
 
-            # Our own pool, so that close() can release its connections at shutdown.
-            self._pool = ConnectionPool.from_url(settings.redis_url)
+            # Our own pool, so that close() can release its connections at shutdown. Short
+            # timeouts: a Redis that is gone must give a quick 503, not a hung request.
+            self._pool = ConnectionPool.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+            )
             storage = storage_from_string(
                 "async+" + settings.redis_url,
                 implementation="redispy",
@@ -78,7 +87,9 @@ class RateLimiter:
         if not self.enabled:
             return
         rule = self._rules[limit]
-        if not await self._limiter.test(rule.item, rule.prefix, *key):
+        async with self._storage_errors():
+            allowed = await self._limiter.test(rule.item, rule.prefix, *key)
+        if not allowed:
             await self._refuse(rule, key)
 
     async def hit(self, limit: Limit, *key: str) -> None:
@@ -86,16 +97,41 @@ class RateLimiter:
         if not self.enabled:
             return
         rule = self._rules[limit]
-        if not await self._limiter.hit(rule.item, rule.prefix, *key):
+        async with self._storage_errors():
+            allowed = await self._limiter.hit(rule.item, rule.prefix, *key)
+        if not allowed:
             await self._refuse(rule, key)
 
     async def clear(self, limit: Limit, *key: str) -> None:
         if self.enabled:
             rule = self._rules[limit]
-            await self._limiter.clear(rule.item, rule.prefix, *key)
+            async with self._storage_errors():
+                await self._limiter.clear(rule.item, rule.prefix, *key)
+
+    async def ping(self) -> None:
+        """Raise :class:`UnavailableError` unless the shared store (Redis) answers."""
+        if self._pool is None:
+            return
+        async with self._storage_errors():
+            if not await self._storage.check():
+                raise ConnectionError("no answer to PING")
+
+    @asynccontextmanager
+    async def _storage_errors(self) -> AsyncIterator[None]:
+        # Fail closed: without its counters the limiter cannot say yes, so the request gets a
+        # 503 (and changes nothing) rather than slipping past the limit.
+        try:
+            yield
+        except RateLimitedError:
+            raise
+        except Exception as error:
+            if self._pool is None:
+                raise
+            raise UnavailableError("redis", type(error).__name__) from error
 
     async def _refuse(self, rule: _Rule, key: tuple[str, ...]) -> None:
-        stats = await self._limiter.get_window_stats(rule.item, rule.prefix, *key)
+        async with self._storage_errors():
+            stats = await self._limiter.get_window_stats(rule.item, rule.prefix, *key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimitedError(retry_after)
 

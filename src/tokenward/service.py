@@ -28,6 +28,7 @@ from tokenward.exceptions import (
     RefreshTokenReusedError,
     SessionEndedError,
     TokenError,
+    UnavailableError,
 )
 from tokenward.keys import Keyring, SigningKey
 from tokenward.masterkey import MasterKey
@@ -35,6 +36,7 @@ from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_passwo
 from tokenward.ratelimit import Limit, RateLimiter
 from tokenward.refresh import RefreshTokenCodec, Rotation, decide_rotation
 from tokenward.store import Database, SessionRow, UserRow
+from tokenward.store.db import NO_KEY_UPDATE, retry_conflicts
 from tokenward.store.keys import KeyStore
 from tokenward.store.queries import (
     EventInfo,
@@ -51,6 +53,7 @@ from tokenward.users import User, account_key, normalize_email
 __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
 
 Clock = Callable[[], datetime]
+READINESS_TIMEOUT = 3.0
 
 
 def utcnow() -> datetime:
@@ -127,18 +130,37 @@ class AuthService:
     ) -> AuthService:
         """Load (or make) the keys, connect, and bring the schema up to date."""
         db = Database(settings.sqlalchemy_url)
-        await db.migrate()
-        master = MasterKey.load(settings)
-        keys = KeyStore(db, master, settings)
+        try:
+            await db.migrate()
+            master = MasterKey.load(settings)
+            keys = KeyStore(db, master, settings)
+            keyring = await keys.ensure_signer(clock())
+        except BaseException:
+            await db.dispose()  # no connection outlives a failed start
+            raise
         return cls(
             settings,
             db,
             keys=keys,
-            keyring=await keys.ensure_signer(clock()),
+            keyring=keyring,
             refresh_secret=master.refresh_mac_key(),
             hasher=hasher,
             clock=clock,
         )
+
+    async def readiness(self) -> dict[str, str]:
+        """``{"database": "ok"|"unavailable", ["redis": ...]}``, each check bounded in time."""
+        checks = {"database": self.db.ping()}
+        if self.settings.redis_url:
+            checks["redis"] = self.limits.ping()
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check, READINESS_TIMEOUT)
+                results[name] = "ok"
+            except (UnavailableError, TimeoutError):
+                results[name] = "unavailable"
+        return results
 
     async def close(self) -> None:
         await self.limits.close()
@@ -162,12 +184,12 @@ class AuthService:
     async def reload_keys(self) -> None:
         """Pick up keys rotated or retired by another instance or the CLI."""
         now = self.clock()
-        if await self.keys.due_for_rotation(now):
-            await self.keys.rotate(now)
+        await self.keys.rotate_if_due(now)
         self.access.keyring = await self.keys.ensure_signer(now)
 
     # -- users -------------------------------------------------------------------------------
 
+    @retry_conflicts
     async def register(self, email: str, password: str, client: ClientInfo | None = None) -> User:
         """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError.
 
@@ -236,6 +258,7 @@ class AuthService:
 
     # -- sessions ----------------------------------------------------------------------------
 
+    @retry_conflicts
     async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
         """Check the password and start a session. Raises AuthenticationError, one for all.
 
@@ -321,6 +344,7 @@ class AuthService:
             user_id=session.user_id,
         )
 
+    @retry_conflicts
     async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
         """Rotate: the current token gets a successor; a recent predecessor gets the same one.
 
@@ -408,6 +432,7 @@ class AuthService:
             )
         )
 
+    @retry_conflicts
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
         """End the session the token belongs to. Returns False when there was nothing to end."""
         try:
@@ -459,6 +484,7 @@ class AuthService:
             self.db, principal.user.id, self.clock(), current=principal.session_id
         )
 
+    @retry_conflicts
     async def revoke_session(
         self, principal: Principal, session_id: str, client: ClientInfo
     ) -> bool:
@@ -479,6 +505,7 @@ class AuthService:
                 )
         return bool(ended)
 
+    @retry_conflicts
     async def logout_all(
         self, principal: Principal, client: ClientInfo, *, keep_current: bool = False
     ) -> int:
@@ -499,6 +526,7 @@ class AuthService:
             )
         return len(ended)
 
+    @retry_conflicts
     async def change_password(
         self, principal: Principal, current: str, new: str, client: ClientInfo
     ) -> None:
@@ -532,7 +560,7 @@ class AuthService:
             raise AuthenticationError("the current password is incorrect")
         password_hash = await asyncio.to_thread(self.hasher.hash, new)
         async with self.db.write() as db:
-            user = await db.get(UserRow, principal.user.id, with_for_update=True)
+            user = await db.get(UserRow, principal.user.id, with_for_update=NO_KEY_UPDATE)
             if user is None:
                 raise AuthenticationError("the current password is incorrect")
             user.password_hash = password_hash

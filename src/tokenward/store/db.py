@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import functools
+import logging
+import zlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,7 +25,81 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["Database", "alembic_config"]
+from tokenward.exceptions import SchemaVersionError, UnavailableError
+
+__all__ = ["NO_KEY_UPDATE", "Database", "RetryableConflict", "alembic_config", "retry_conflicts"]
+
+# Row lock for changing a user: FOR NO KEY UPDATE does not block the key-share locks that
+# inserting a session or an event takes on the user row, so it cannot deadlock with them.
+NO_KEY_UPDATE = {"key_share": True}
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+# Classes that mean the server is out of reach or going away: connection exception,
+# insufficient resources, operator intervention (shutdown, "the database system is starting").
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+# How long a connection attempt or a pooled-connection wait may take before a 503.
+CONNECT_TIMEOUT = 5.0
+RETRY_ATTEMPTS = 4
+
+
+class RetryableConflict(Exception):  # noqa: N818 - a signal to retry, not an error
+    """The database rolled the transaction back and asked for it to be run again."""
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    code = getattr(error.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def _translate(error: BaseException) -> BaseException:
+    """The exception to raise instead of a driver's, or ``error`` itself when it is ours."""
+    if isinstance(error, IntegrityError):
+        return error
+    if isinstance(error, DBAPIError):
+        code = _sqlstate(error) or ""
+        message = str(error.orig)
+        if code in _RETRY_SQLSTATES or "database is locked" in message:
+            return RetryableConflict(code or "locked")
+        if (
+            error.connection_invalidated
+            or code.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
+            or error.__class__.__name__ in {"OperationalError", "InterfaceError"}
+        ):
+            return UnavailableError("database", code or error.__class__.__name__)
+        return error
+    if isinstance(error, PoolTimeoutError):
+        return UnavailableError("database", "no free connection")
+    if isinstance(error, (OSError, TimeoutError)):
+        return UnavailableError("database", error.__class__.__name__)
+    return error
+
+
+def retry_conflicts(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run an operation again when the database rolled it back as a conflict (bounded).
+
+    Safe because each decorated operation is one transaction that either committed or left
+    nothing behind. After the last attempt the caller gets :class:`UnavailableError` (503).
+    """
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(RETRY_ATTEMPTS):
+            try:
+                return await method(*args, **kwargs)
+            except RetryableConflict as conflict:
+                logger.info("retrying %s after a conflict (%s)", method.__name__, conflict)
+                await asyncio.sleep(0.01 * 2**attempt)
+        raise UnavailableError("database", "conflicts persisted")
+
+    return run
 
 
 def alembic_config(url: str) -> Config:
@@ -46,6 +126,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Driver errors that mean "busy" or "unreachable" become ours; the rest pass unchanged."""
+    try:
+        yield
+    except Exception as error:
+        translated = _translate(error)
+        if translated is error:
+            raise
+        raise translated from error
+
+
+def _refuse_unknown_revision(config: Config, connection: Connection) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if current is not None and current not in known:
+        raise SchemaVersionError(
+            f"the database is at migration {current}, which this version of tokenward does "
+            "not know: a newer version migrated it; run that version or restore a backup"
+        )
+
+
+def _lock_key(name: str) -> int:
+    # A stable 64-bit key per lock name (pg_advisory_xact_lock takes a bigint).
+    return int.from_bytes(zlib.crc32(b"tokenward:" + name.encode()).to_bytes(4, "big"), "big")
+
+
 class Database:
     """Two ways in: ``write()`` for transactions that change rows, ``read()`` for the rest.
 
@@ -63,7 +173,15 @@ class Database:
             self.write_engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=1, echo=echo)
             self.read_engine = self._sqlite_engine(url, "BEGIN", pool_size=4, echo=echo)
         else:
-            self.write_engine = create_async_engine(url, echo=echo, pool_pre_ping=True)
+            self.write_engine = create_async_engine(
+                url,
+                echo=echo,
+                pool_pre_ping=True,  # a connection the server dropped is replaced, not used
+                pool_size=10,
+                max_overflow=10,
+                pool_timeout=CONNECT_TIMEOUT * 2,
+                connect_args={"timeout": CONNECT_TIMEOUT},
+            )
             self.read_engine = self.write_engine
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -89,26 +207,70 @@ class Database:
         return engine
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits on success and rolls back on any exception."""
-        async with self._writer.begin() as session:
-            yield session
+    async def write(self, *, lock: str | None = None) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits on success and rolls back on any exception.
+
+        ``lock`` names a lock held until the end of the transaction, so that instances doing
+        the same singular job (making the first key, rotating it) take turns. SQLite's
+        ``BEGIN IMMEDIATE`` already serialises every write.
+        """
+        with _translated_errors():
+            async with self._writer.begin() as session:
+                if lock is not None and not self.is_sqlite:
+                    await session.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)}
+                    )
+                yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._reader() as session:
-            yield session
+        with _translated_errors():
+            async with self._reader() as session:
+                yield session
+
+    async def ping(self) -> None:
+        """One round trip; raises :class:`UnavailableError` when the database is out of reach."""
+        async with self.read() as db:
+            await db.execute(text("SELECT 1"))
 
     async def migrate(self) -> None:
-        """Apply every pending migration (idempotent)."""
+        """Apply every pending migration (idempotent; instances starting together take turns)."""
+        await self.run_alembic(lambda config: command.upgrade(config, "head"))
 
-        def _upgrade(connection: Connection) -> None:
+    async def run_alembic(self, operation: Callable[[Config], object]) -> None:
+        """Run an Alembic command on one connection, under the migration lock."""
+
+        def _run(connection: Connection) -> None:
             config = alembic_config(self.url)
+            _refuse_unknown_revision(config, connection)
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            operation(config)
 
-        async with self.write_engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+        with _translated_errors():
+            async with self.write_engine.begin() as connection:
+                if not self.is_sqlite:
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("migrate")}
+                    )
+                await connection.run_sync(_run)
+
+    async def revision(self) -> tuple[str | None, str]:
+        """(the database's migration revision, the newest one this code ships)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        def _current(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        with _translated_errors():
+            async with self.read_engine.connect() as connection:
+                current = await connection.run_sync(_current)
+                await connection.run_sync(
+                    lambda sync: _refuse_unknown_revision(alembic_config(self.url), sync)
+                )
+        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+        assert head is not None  # noqa: S101 - the package ships its migrations
+        return current, head
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.config import Settings, SigningAlg
+from tokenward.exceptions import ConfigError
 from tokenward.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
 from tokenward.masterkey import MasterKey
 from tokenward.store.db import Database
@@ -31,7 +34,13 @@ class KeyStore:
         return self.settings.access_ttl + timedelta(seconds=LEEWAY_SECONDS)
 
     def _decode(self, row: SigningKeyRow) -> SigningKey:
-        pem = self._fernet.decrypt(row.private_key.encode())
+        try:
+            pem = self._fernet.decrypt(row.private_key.encode())
+        except InvalidToken:
+            raise ConfigError(
+                "TOKENWARD_SECRET_KEY: the signing keys in the database were encrypted under a "
+                "different secret; every instance needs the same one"
+            ) from None
         alg: SigningAlg = row.alg  # type: ignore[assignment]
         return load_key(alg, pem, activates_at=row.activates_at, retired_at=row.retired_at)
 
@@ -78,8 +87,8 @@ class KeyStore:
         keyring = await self.keyring()
         if keyring.has_signer(now) or self.settings.signing_alg == "HS256":
             return keyring
-        async with self.db.write() as db:
-            # Checked again inside the write transaction: instances starting together agree.
+        async with self.db.write(lock="signing-keys") as db:
+            # Checked again under the lock: instances starting together make one key.
             rows = (await db.execute(select(SigningKeyRow))).scalars().all()
             current = Keyring(
                 [self._decode(row) for row in rows],
@@ -98,11 +107,13 @@ class KeyStore:
         The wait covers the instances' key reload (when they start publishing it) plus the
         JWKS cache lifetime (when every verifier's cached copy holds it).
         """
+        return await self.create(now, activates_at=now + self._rotation_delay(immediately))
+
+    def _rotation_delay(self, immediately: bool) -> timedelta:
         settings = self.settings
-        delay = (
-            timedelta(0) if immediately else settings.jwks_max_age + settings.key_reload_interval
-        )
-        return await self.create(now, activates_at=now + delay)
+        if immediately:
+            return timedelta(0)
+        return settings.jwks_max_age + settings.key_reload_interval
 
     async def retire(self, kid: str, now: datetime) -> bool:
         """Withdraw a key at once (its tokens stop verifying); False if unknown or retired."""
@@ -114,17 +125,36 @@ class KeyStore:
         return True
 
     async def due_for_rotation(self, now: datetime) -> bool:
-        every = self.settings.key_rotation
-        if every is None or self.settings.signing_alg == "HS256":
+        if not self._rotates:
             return False
-        # By creation time: the very first key is active since the epoch, but is not that old.
         async with self.db.read() as db:
-            newest = (
-                await db.execute(
-                    select(func.max(SigningKeyRow.created_at)).where(
-                        SigningKeyRow.alg == self.settings.signing_alg,
-                        SigningKeyRow.retired_at.is_(None),
-                    )
+            return await self._due(db, now)
+
+    async def rotate_if_due(self, now: datetime) -> SigningKey | None:
+        """The scheduled rotation; of instances that find it due together, one rotates."""
+        if not self._rotates or not await self.due_for_rotation(now):
+            return None
+        async with self.db.write(lock="signing-keys") as db:
+            if not await self._due(db, now):
+                return None  # another instance rotated first
+            row, key = self._new_row(now, now + self._rotation_delay(immediately=False))
+            db.add(row)
+        return key
+
+    @property
+    def _rotates(self) -> bool:
+        return self.settings.key_rotation is not None and self.settings.signing_alg != "HS256"
+
+    async def _due(self, db: AsyncSession, now: datetime) -> bool:
+        every = self.settings.key_rotation
+        assert every is not None  # noqa: S101 - checked by _rotates
+        # By creation time: the very first key is active since the epoch, but is not that old.
+        newest = (
+            await db.execute(
+                select(func.max(SigningKeyRow.created_at)).where(
+                    SigningKeyRow.alg == self.settings.signing_alg,
+                    SigningKeyRow.retired_at.is_(None),
                 )
-            ).scalar_one_or_none()
+            )
+        ).scalar_one_or_none()
         return newest is None or newest + every <= now

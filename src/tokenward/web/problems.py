@@ -17,11 +17,13 @@ from tokenward.exceptions import (
     PasswordPolicyError,
     RateLimitedError,
     TokenError,
+    UnavailableError,
 )
 
 __all__ = ["PROBLEM_JSON", "install_problem_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_UNAVAILABLE = 2
 _log = logging.getLogger("tokenward")
 
 # Stable problem types: clients branch on these, never on the human-readable text.
@@ -110,6 +112,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             "Too many requests",
             f"try again in {exc.retry_after} seconds",
             headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(UnavailableError)
+    async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
+        # Which dependency and why goes to the log; the client learns only when to come back.
+        _log.warning("%s", exc)
+        return problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "tokenward cannot reach its storage right now; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
         )
 
     @app.exception_handler(Exception)

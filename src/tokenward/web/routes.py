@@ -22,6 +22,7 @@ from tokenward.web.schemas import (
     Credentials,
     JWKSet,
     OAuthTokenResponse,
+    Readiness,
     TokenResponse,
     UserResponse,
 )
@@ -194,4 +195,21 @@ async def jwks(service: Service) -> JSONResponse:
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. Never touches the database."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "A dependency is unreachable", "model": Readiness}},
+)
+async def readyz(service: Service) -> JSONResponse:
+    """Readiness: the database (and Redis, when configured) answer; 503 until they do."""
+    checks = await service.readiness()
+    ready = all(state == "ok" for state in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )

@@ -43,3 +43,9 @@ class OAuthTokenResponse(TokenResponse):
 
 class JWKSet(BaseModel):
     keys: list[dict[str, str]]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Literal["ok", "unavailable"]]
+    """One entry per dependency: ``database``, and ``redis`` when configured."""
