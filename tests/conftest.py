@@ -1,7 +1,14 @@
-"""Shared fixtures: a real SQLite file per test, the ASGI app in-process, a controllable clock."""
+"""Shared fixtures: a real database per test, the ASGI app in-process, a controllable clock.
+
+``pytest`` runs on SQLite (a file per test). ``pytest --database=postgresql`` runs the same tests
+on a real PostgreSQL server and a real Redis server that the session starts: each test gets a
+fresh database, an empty Redis and a shared ``TOKENWARD_SECRET_KEY``, through the environment,
+so in-process apps, ``tokenward serve`` processes and CLI commands all use them.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pgcluster import PostgresCluster
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from tokenward.config import Settings
@@ -29,13 +37,109 @@ COOKIE = "tw_refresh"
 LIFESPAN_TIMEOUT = 120
 
 
+SHARED_SECRET = "test secret shared by every instance, 32+ bytes long"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="run the suite on SQLite files or on a real PostgreSQL + Redis started for it",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only: about SQLite itself, or no database at all; not run on PostgreSQL",
+    )
+    config.addinivalue_line(
+        "markers", "postgresql_only: about PostgreSQL itself; not collected on SQLite"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Deselected, not skipped: each of these tests belongs to the other database's run.
+    other = "postgresql_only" if config.getoption("database") == "sqlite" else "sqlite_only"
+    kept = [item for item in items if item.get_closest_marker(other) is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+def on_postgresql(config: pytest.Config) -> bool:
+    return config.getoption("database") == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """The session's PostgreSQL server (started on first use, on either run)."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+_database_numbers = itertools.count()
+
+
 @pytest.fixture(autouse=True)
-def _hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _hermetic_environment(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
     """No TOKENWARD_* variable or .env of the developer's leaks into a test."""
     for name in list(os.environ):
         if name.startswith("TOKENWARD_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    if not on_postgresql(request.config):
+        yield
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    redis_url: str = request.getfixturevalue("redis_url")
+    _fresh.cluster = cluster
+    url = new_database()
+    assert url is not None
+    _flush_redis(redis_url)
+    monkeypatch.setenv("TOKENWARD_DATABASE_URL", url)
+    monkeypatch.setenv("TOKENWARD_REDIS_URL", redis_url)
+    monkeypatch.setenv("TOKENWARD_SECRET_KEY", SHARED_SECRET)
+    yield
+    drop_database(url)
+
+
+class _Fresh:
+    cluster: PostgresCluster | None = None
+
+
+_fresh = _Fresh()
+
+
+def new_database() -> str | None:
+    """On the PostgreSQL run, the URL of a new empty database (None on SQLite).
+
+    For tests that need several clean starts within one test, such as hypothesis examples.
+    """
+    if _fresh.cluster is None:
+        return None
+    name = f"test_{next(_database_numbers)}"
+    _fresh.cluster.psql(f"CREATE DATABASE {name}")
+    return _fresh.cluster.url(name)
+
+
+def drop_database(url: str | None) -> None:
+    if url is not None and _fresh.cluster is not None:
+        _fresh.cluster.psql(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
 
 
 @dataclass

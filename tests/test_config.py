@@ -12,6 +12,9 @@ import pytest
 from tokenward.config import load_settings, parse_duration
 from tokenward.exceptions import ConfigError
 
+# Settings alone: the PostgreSQL run would repeat these unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")
 
 

@@ -128,3 +128,68 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert run("rotate", "--now").returncode == 0
     assert run("retire", old_kid).stdout.strip() == f"retired key {old_kid}"
     assert "retired" in run("list").stdout.splitlines()[0]
+
+
+async def test_an_instance_with_another_secret_refuses_to_start(tmp_path: Path) -> None:
+    """Instances must share TOKENWARD_SECRET_KEY; a mismatch is one clear line, not a crash."""
+    from conftest import make_settings
+
+    from tokenward.exceptions import ConfigError
+    from tokenward.service import AuthService
+
+    data_dir = tmp_path / "data"
+    first = await AuthService.open(make_settings(data_dir, secret_key="s" * 40))
+    await first.close()
+    with pytest.raises(ConfigError, match="encrypted under a different secret"):
+        await AuthService.open(make_settings(data_dir, secret_key="t" * 40))
+
+
+async def test_instances_starting_together_make_one_first_key(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from conftest import make_settings
+    from sqlalchemy import func, select
+
+    from tokenward.masterkey import MasterKey
+    from tokenward.store import Database, SigningKeyRow
+    from tokenward.store.keys import KeyStore
+
+    settings = make_settings(tmp_path / "data", secret_key="s" * 40)
+    database = Database(settings.sqlalchemy_url)
+    try:
+        await database.migrate()
+        stores = [KeyStore(database, MasterKey.load(settings), settings) for _ in range(8)]
+        now = datetime.now(UTC)
+        keyrings = await asyncio.gather(*(store.ensure_signer(now) for store in stores))
+        assert len({keyring.signer(now).kid for keyring in keyrings}) == 1
+        async with database.read() as db:
+            count = (await db.execute(select(func.count()).select_from(SigningKeyRow))).scalar()
+        assert count == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_scheduled_rotation_due_on_many_instances_happens_once(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import make_settings
+
+    from tokenward.masterkey import MasterKey
+    from tokenward.store import Database
+    from tokenward.store.keys import KeyStore
+
+    settings = make_settings(tmp_path / "data", secret_key="s" * 40, key_rotation="1d")
+    database = Database(settings.sqlalchemy_url)
+    try:
+        await database.migrate()
+        stores = [KeyStore(database, MasterKey.load(settings), settings) for _ in range(8)]
+        start = datetime.now(UTC)
+        await stores[0].ensure_signer(start)
+        later = start + timedelta(days=1, seconds=1)
+        rotated = await asyncio.gather(*(store.rotate_if_due(later) for store in stores))
+        assert len([key for key in rotated if key is not None]) == 1
+        assert len((await stores[0].keyring()).published(later)) == 2
+    finally:
+        await database.dispose()

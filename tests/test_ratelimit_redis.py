@@ -14,6 +14,10 @@ from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
 
 from tokenward.web import create_app
 
+# In-process instances with their own SQLite files; the PostgreSQL run shows the same sharing
+# with real processes on one database (test_scale_out.py).
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 async def two_instances(tmp_path: Path, redis_url: str) -> AsyncIterator[list[httpx.AsyncClient]]:

@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,14 +26,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(data_dir: Path, port: int | None = None, **env: str) -> Iterator[tuple[str, Path]]:
+def serving(
+    data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
+) -> Iterator[tuple[str, Path]]:
     """Run the console script until the block ends; yield its base URL and log file."""
     port = port or free_port()
     log = data_dir.parent / f"serve-{port}.log"
     environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -80,12 +82,13 @@ def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> 
     assert PASSWORD not in server_log
     assert refresh_token not in server_log
     assert access not in server_log
-    # The server secret (signing keys are encrypted under it in the database) is private.
-    secret_file = data_dir / "keys" / "secret.key"
-    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE((data_dir / "keys").stat().st_mode) == 0o700
-    database = (data_dir / "tokenward.db").read_bytes()
-    assert b"PRIVATE KEY" not in database
+    if "TOKENWARD_DATABASE_URL" not in os.environ:  # the default: SQLite and a secret file
+        # The server secret (signing keys are encrypted under it in the database) is private.
+        secret_file = data_dir / "keys" / "secret.key"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((data_dir / "keys").stat().st_mode) == 0o700
+        database = (data_dir / "tokenward.db").read_bytes()
+        assert b"PRIVATE KEY" not in database
 
     with serving(data_dir) as (base, _), httpx.Client(base_url=base) as client:
         assert client.get("/.well-known/jwks.json").json()["keys"][0]["kid"] == kid

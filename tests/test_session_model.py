@@ -24,7 +24,9 @@ from conftest import (
     PASSWORD,
     Api,
     FakeClock,
+    drop_database,
     make_settings,
+    new_database,
     refresh_cookie,
 )
 from hypothesis import HealthCheck, event, settings
@@ -121,6 +123,7 @@ class SessionModel(RuleBasedStateMachine):
         self.just_ended: list[ModelSession] = []
         self.checks = 0
         self.data_dir = Path(tempfile.mkdtemp(prefix="tokenward-model-"))
+        self.database_url = new_database()  # each example starts empty on PostgreSQL too
         self.runner = asyncio.Runner()
         self.manager: LifespanManager | None = None
         self.client: httpx.AsyncClient | None = None
@@ -132,7 +135,9 @@ class SessionModel(RuleBasedStateMachine):
         return self.runner.run(coroutine)
 
     async def _start(self) -> httpx.AsyncClient:
-        settings = make_settings(self.data_dir, rate_limits=False)  # limits are not the contract
+        database = {"database_url": self.database_url} if self.database_url else {}
+        # Limits are not the contract here.
+        settings = make_settings(self.data_dir, rate_limits=False, **database)
         app = create_app(settings, clock=self.clock, hasher=FAST_HASHER)
         self.manager = LifespanManager(
             app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
@@ -158,6 +163,7 @@ class SessionModel(RuleBasedStateMachine):
         finally:
             self.runner.close()
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            drop_database(self.database_url)
 
     def post(self, url: str, access: str, **kw: Any) -> httpx.Response:
         return self.run(self.api.http.post(url, headers=bearer(access), **kw))
