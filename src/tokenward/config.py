@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     """Addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
     allowed_origins: CommaList = ()
     """Front-end origins (besides this server's own) allowed to use the cookie endpoints."""
+    cookie_samesite: Literal["strict", "lax", "none"] = "strict"
+    """SameSite of the refresh cookie. ``none`` only for a front-end on another *site*; it is
+    always Secure and leans on the Origin check alone against CSRF (docs/browser.md)."""
+    demo_page: bool | None = None
+    """Serve the demo page at ``/``; default: on in development, off in production."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
 
@@ -167,6 +172,11 @@ class Settings(BaseSettings):
                 "secret_key: a shared database needs TOKENWARD_SECRET_KEY, the same on every "
                 "instance"
             )
+        if self.cookie_samesite == "none" and not self.allowed_origins:
+            raise ValueError(
+                "cookie_samesite: none is for front-ends on another site; list them in "
+                "TOKENWARD_ALLOWED_ORIGINS"
+            )
         if self.env == "production":
             if "issuer" not in self.model_fields_set:
                 raise ValueError(
@@ -181,6 +191,15 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def serves_demo(self) -> bool:
+        return self.demo_page if self.demo_page is not None else not self.production
+
+    @property
+    def secure_cookie(self) -> bool:
+        # SameSite=None is refused by browsers without Secure.
+        return self.production or self.cookie_samesite == "none"
 
     @property
     def sqlalchemy_url(self) -> str:

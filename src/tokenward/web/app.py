@@ -21,6 +21,7 @@ from tokenward.config import Settings, load_settings
 from tokenward.passwords import PasswordHasher
 from tokenward.service import AuthService, Clock, utcnow
 from tokenward.web import account, oauth, routes
+from tokenward.web.browser import install_browser_routes
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
@@ -127,7 +128,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(RequestGuard, hsts=settings.production, html_csp={"/docs": docs_csp})
+    page_csp = {"/docs": docs_csp, **install_browser_routes(app, demo=settings.serves_demo)}
+    app.add_middleware(RequestGuard, hsts=settings.production, html_csp=page_csp)
     return app
 
 

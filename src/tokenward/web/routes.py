@@ -47,9 +47,9 @@ def token_response(request: Request, service: AuthService, issued: IssuedTokens)
         issued.refresh_token,
         max_age=issued.refresh_expires_in,
         path=cookie_path(request),
-        secure=settings.production,
+        secure=settings.secure_cookie,
         httponly=True,
-        samesite="strict",
+        samesite=settings.cookie_samesite,
     )
     return response
 
@@ -59,9 +59,9 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     response.delete_cookie(
         settings.refresh_cookie_name,
         path=cookie_path(request),
-        secure=settings.production,
+        secure=settings.secure_cookie,
         httponly=True,
-        samesite="strict",
+        samesite=settings.cookie_samesite,
     )
 
 

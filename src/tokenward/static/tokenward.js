@@ -1,0 +1,411 @@
+// tokenward.js: the browser client for a tokenward server. One ES module, no dependencies.
+//
+// The access token lives only in this module's memory: never in localStorage, sessionStorage
+// or a readable cookie. The refresh token is the server's HttpOnly cookie, which scripts
+// cannot read. Refreshes are single-flight within a tab and across tabs (Web Locks, or a
+// BroadcastChannel fallback), and tabs share each new access token over a BroadcastChannel,
+// so N tabs send one refresh, not N.
+
+const CHANNEL = "tokenward";
+const LOCK = "tokenward-refresh";
+// A non-secret marker (a time, never a token) that tells a tab waiting for the refresh lock
+// that another tab has just refreshed, so it should expect the token by message.
+const REFRESHED_AT = "tokenward:refreshed-at";
+const PEER_WAIT_MS = 150;
+const RETRY_MS = 5000;
+
+/** An error answer from the server: RFC 9457 problem details. */
+export class TokenwardError extends Error {
+  constructor(status, problem = {}) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.name = "TokenwardError";
+    this.status = status;
+    this.type = problem.type || "about:blank";
+    this.title = problem.title || "";
+    this.rule = problem.rule;
+    this.problem = problem;
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function readMarker() {
+  try {
+    return Number(localStorage.getItem(REFRESHED_AT)) || 0;
+  } catch {
+    return 0; // storage disabled: tabs simply wait for messages a little longer
+  }
+}
+
+function writeMarker(time) {
+  try {
+    localStorage.setItem(REFRESHED_AT, String(time));
+  } catch {
+    /* storage disabled */
+  }
+}
+
+/**
+ * A tokenward client. Events (on the client itself, an EventTarget):
+ * - `signedin`: a token was obtained by login or by restoring the session (detail.how);
+ * - `signedout`: logout here or in another tab (detail.where: "here" | "other-tab");
+ * - `sessionended`: the server ended the session (revoked elsewhere, expired, password changed).
+ * - `token`: a new access token (detail.expiresAt); for displays, not for storing it.
+ */
+export class TokenwardClient extends EventTarget {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.baseUrl] the tokenward server, e.g. "https://auth.example.com";
+   *   default: this page's origin.
+   * @param {string[]} [options.tokenOrigins] other origins that may receive the access token
+   *   from fetch(); the server's origin is always included. Never send it anywhere else.
+   * @param {number} [options.refreshMarginSeconds] refresh this long before expiry; default
+   *   a fifth of the token's lifetime, at least 1 s and at most 60 s.
+   */
+  constructor(options = {}) {
+    super();
+    this.baseUrl = (options.baseUrl || globalThis.location.origin).replace(/\/+$/, "");
+    const serverOrigin = new URL(this.baseUrl, globalThis.location.href).origin;
+    this.tokenOrigins = new Set([serverOrigin, ...(options.tokenOrigins || [])]);
+    this.marginSeconds = options.refreshMarginSeconds;
+    this.refreshCount = 0; // refresh requests this tab sent, for tests and diagnostics
+    this._token = null; // { value, expiresAt } (expiresAt in ms since the epoch)
+    this._timer = null;
+    this._inflight = null;
+    this._started = null;
+    this._channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+    this._channel?.addEventListener("message", (event) => this._onMessage(event.data));
+    this._peerRefreshingUntil = 0;
+    this._onVisible = () => {
+      if (document.visibilityState === "visible" && this._token && this._dueSoon()) {
+        this.refresh({ stale: this._token.value }).catch(() => {});
+      }
+    };
+    globalThis.document?.addEventListener("visibilitychange", this._onVisible);
+  }
+
+  // -- state -------------------------------------------------------------------------------
+
+  /** True while this tab holds an access token that has not expired. */
+  get signedIn() {
+    return this._token !== null && this._token.expiresAt > Date.now();
+  }
+
+  /** When the current access token expires (ms since the epoch), or null. */
+  get expiresAt() {
+    return this._token ? this._token.expiresAt : null;
+  }
+
+  /**
+   * Restore the session once per page: take a fresh token from another tab, or refresh from
+   * the cookie. Resolves to true when signed in. Safe to call many times.
+   */
+  start() {
+    this._started ||= (async () => {
+      if (await this._askPeers()) return true;
+      try {
+        await this.refresh();
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    return this._started;
+  }
+
+  // -- account -----------------------------------------------------------------------------
+
+  async register(email, password) {
+    return this._json("POST", "/auth/register", { email, password });
+  }
+
+  async login(email, password) {
+    const body = await this._json("POST", "/auth/login", { email, password }, true);
+    this._started = Promise.resolve(true);
+    this._accept(body, "login");
+    return this.getUser();
+  }
+
+  /** End this browser's session on the server; every tab is signed out. */
+  async logout() {
+    try {
+      await this._send("POST", "/auth/logout", { credentials: "include" });
+    } finally {
+      this._signOut("here", true);
+    }
+  }
+
+  /** End every session of the user, on every device. */
+  async logoutAll() {
+    const response = await this.fetch(this._url("/auth/logout-all"), {
+      method: "POST",
+      credentials: "include", // so that the answer may clear the cookie, also cross-origin
+    });
+    if (!response.ok && response.status !== 401) throw await this._error(response);
+    this._signOut("here", true);
+  }
+
+  /** The signed-in user ({id, email, created_at}), or null when signed out. */
+  async getUser() {
+    if (!(await this.start()) && !this._token) return null;
+    const response = await this.fetch(this._url("/auth/me"));
+    if (response.status === 401) return null;
+    if (!response.ok) throw await this._error(response);
+    return response.json();
+  }
+
+  /** The user's live sessions, the current one marked `current: true`. */
+  async sessions() {
+    return (await this._authorized("GET", "/auth/sessions")).sessions;
+  }
+
+  /** End one session; ending the current one signs this browser out. */
+  async revokeSession(id) {
+    const current = (await this.sessions()).find((session) => session.current);
+    await this._authorized("DELETE", `/auth/sessions/${encodeURIComponent(id)}`);
+    if (current && current.id === id) this._signOut("here", true);
+  }
+
+  /** The user's recent security events, newest first. */
+  async events(limit = 20) {
+    return (await this._authorized("GET", `/auth/events?limit=${limit}`)).events;
+  }
+
+  // -- fetch with the access token ---------------------------------------------------------
+
+  /**
+   * fetch() with `Authorization: Bearer` for the server's origin and `tokenOrigins`. Refreshes
+   * first when the token is about to expire, and once more on a 401, then retries.
+   */
+  async fetch(input, init = {}) {
+    const request = new Request(input, init);
+    if (!this.tokenOrigins.has(new URL(request.url).origin)) return fetch(request);
+    await this.start();
+    if (this._token && this._dueSoon()) {
+      await this.refresh({ stale: this._token.value }).catch(() => {});
+    }
+    const used = this._token?.value;
+    const response = await fetch(this._withToken(request.clone(), used));
+    if (response.status !== 401 || !used) return response;
+    try {
+      await this.refresh({ stale: used });
+    } catch {
+      return response; // the session is over; `sessionended` has been dispatched
+    }
+    return fetch(this._withToken(request, this._token?.value));
+  }
+
+  // -- refresh -----------------------------------------------------------------------------
+
+  /**
+   * Get a new access token from the refresh cookie: one request at a time in this tab, and
+   * across tabs. `stale` names a token the caller saw refused: any other valid token will do.
+   */
+  refresh({ stale } = {}) {
+    this._inflight ||= this._refreshAcrossTabs(stale).finally(() => {
+      this._inflight = null;
+    });
+    return this._inflight;
+  }
+
+  async _refreshAcrossTabs(stale) {
+    const decidedAt = Date.now();
+    const work = async () => {
+      if (this._usable(stale)) return; // another tab's token arrived while we waited
+      if (readMarker() > decidedAt) {
+        // Another tab refreshed while we waited: its token is on the way.
+        await this._waitForToken(stale, 1000);
+        if (this._usable(stale)) return;
+      }
+      await this._refreshNow();
+    };
+    if (globalThis.navigator?.locks) {
+      await navigator.locks.request(LOCK, work);
+    } else {
+      // Fallback without Web Locks: announce, and let a tab that heard another's announcement
+      // wait for that tab's token. Two tabs announcing at once both refresh; the server's
+      // reuse interval gives them the same successor, so nothing is lost.
+      if (Date.now() < this._peerRefreshingUntil) {
+        await this._waitForToken(stale, 3000);
+        if (this._usable(stale)) return;
+      }
+      this._post({ type: "refreshing" });
+      await work();
+    }
+  }
+
+  async _refreshNow() {
+    this.refreshCount += 1;
+    const response = await this._send("POST", "/auth/refresh", { credentials: "include" });
+    if (response.status === 401) {
+      // The cookie is gone, expired or its session was ended: the session is over.
+      const wasSignedIn = this._token !== null;
+      this._clear();
+      if (wasSignedIn) {
+        this._post({ type: "ended" });
+        this.dispatchEvent(new CustomEvent("sessionended"));
+      }
+      throw await this._error(response);
+    }
+    if (!response.ok) {
+      // 429 or 503: keep what we have and try again shortly; the session is not over.
+      if (this._token) {
+        clearTimeout(this._timer);
+        const stale = this._token.value;
+        this._timer = setTimeout(() => this.refresh({ stale }).catch(() => {}), RETRY_MS);
+      }
+      throw await this._error(response);
+    }
+    const body = await response.json();
+    const wasSignedIn = this._token !== null;
+    this._accept(body, wasSignedIn ? null : "restore");
+    writeMarker(Date.now());
+  }
+
+  // -- internals ---------------------------------------------------------------------------
+
+  _accept(body, signedInHow) {
+    this._setToken({ value: body.access_token, expiresAt: Date.now() + body.expires_in * 1000 });
+    this._post({ type: "token", token: this._token });
+    if (signedInHow) this.dispatchEvent(new CustomEvent("signedin", { detail: { how: signedInHow } }));
+  }
+
+  _setToken(token) {
+    this._token = token;
+    clearTimeout(this._timer);
+    const lifetime = token.expiresAt - Date.now();
+    const margin =
+      this.marginSeconds !== undefined
+        ? this.marginSeconds * 1000
+        : Math.min(60_000, Math.max(1000, lifetime / 5));
+    const due = () => this.refresh({ stale: token.value }).catch(() => {});
+    this._timer = setTimeout(due, Math.max(0, lifetime - margin));
+    this.dispatchEvent(new CustomEvent("token", { detail: { expiresAt: token.expiresAt } }));
+  }
+
+  _clear() {
+    this._token = null;
+    clearTimeout(this._timer);
+    this._timer = null;
+  }
+
+  _signOut(where, tell) {
+    const wasSignedIn = this._token !== null;
+    this._clear();
+    this._started = Promise.resolve(false);
+    if (tell) this._post({ type: "signedout" });
+    if (wasSignedIn || where === "here") {
+      this.dispatchEvent(new CustomEvent("signedout", { detail: { where } }));
+    }
+  }
+
+  _dueSoon() {
+    const lifetimeLeft = this._token.expiresAt - Date.now();
+    return lifetimeLeft < 1000;
+  }
+
+  _usable(stale) {
+    return this.signedIn && this._token.value !== stale && !this._dueSoon();
+  }
+
+  async _waitForToken(stale, ms) {
+    const deadline = Date.now() + ms;
+    while (!this._usable(stale) && Date.now() < deadline) await sleep(20);
+  }
+
+  async _askPeers() {
+    if (!this._channel) return false;
+    this._post({ type: "who-has-a-token" });
+    await this._waitForToken(undefined, PEER_WAIT_MS);
+    if (this.signedIn) {
+      this.dispatchEvent(new CustomEvent("signedin", { detail: { how: "other-tab" } }));
+      return true;
+    }
+    return false;
+  }
+
+  _onMessage(message) {
+    switch (message?.type) {
+      case "token": {
+        const wasSignedOut = this._token === null;
+        if (wasSignedOut || message.token.expiresAt > this._token.expiresAt) {
+          this._setToken(message.token);
+        }
+        if (wasSignedOut && this._started) {
+          // Signed in by another tab (a tab still starting announces it itself).
+          this._started = Promise.resolve(true);
+          this.dispatchEvent(new CustomEvent("signedin", { detail: { how: "other-tab" } }));
+        }
+        break;
+      }
+      case "who-has-a-token":
+        if (this.signedIn && !this._dueSoon()) this._post({ type: "token", token: this._token });
+        break;
+      case "refreshing":
+        this._peerRefreshingUntil = Date.now() + 3000;
+        break;
+      case "signedout":
+        this._signOut("other-tab", false);
+        break;
+      case "ended":
+        if (this._token) {
+          this._clear();
+          this._started = Promise.resolve(false);
+          this.dispatchEvent(new CustomEvent("sessionended"));
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  _post(message) {
+    this._channel?.postMessage(message);
+  }
+
+  _url(path) {
+    return this.baseUrl + path;
+  }
+
+  _withToken(request, token) {
+    if (!token) return request;
+    const headers = new Headers(request.headers);
+    headers.set("Authorization", `Bearer ${token}`);
+    return new Request(request, { headers });
+  }
+
+  _send(method, path, init = {}) {
+    return fetch(this._url(path), { method, ...init });
+  }
+
+  async _json(method, path, body, withCookie = false) {
+    const response = await this._send(method, path, {
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: withCookie ? "include" : "same-origin",
+    });
+    if (!response.ok) throw await this._error(response);
+    return response.json();
+  }
+
+  async _authorized(method, path) {
+    const response = await this.fetch(this._url(path), { method });
+    if (!response.ok) throw await this._error(response);
+    return response.status === 204 ? null : response.json();
+  }
+
+  async _error(response) {
+    let problem = {};
+    try {
+      problem = await response.json();
+    } catch {
+      /* not JSON */
+    }
+    return new TokenwardError(response.status, problem);
+  }
+}
+
+/** A client for the server at `baseUrl` (default: this page's origin). */
+export function createClient(options) {
+  return new TokenwardClient(options);
+}
