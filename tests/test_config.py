@@ -104,3 +104,18 @@ def test_production_requires_https_issuer_but_allows_localhost() -> None:
         _env_file=None, env="production", issuer="http://localhost:8000"
     ).production
     assert load_settings(_env_file=None, env="production", issuer="https://auth.example").production
+
+
+def test_samesite_none_needs_listed_origins() -> None:
+    with pytest.raises(ConfigError, match="TOKENWARD_COOKIE_SAMESITE: none is for front-ends"):
+        load_settings(cookie_samesite="none")
+    assert load_settings(
+        cookie_samesite="none", allowed_origins="https://app.other.example"
+    ).secure_cookie
+
+
+def test_the_demo_page_defaults_on_in_development_only() -> None:
+    assert load_settings().serves_demo
+    production = {"env": "production", "issuer": "https://auth.example.com"}
+    assert not load_settings(**production).serves_demo
+    assert load_settings(**production, demo_page=True).serves_demo
