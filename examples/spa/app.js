@@ -1,0 +1,37 @@
+// A front-end on its own origin using tokenward.js from the tokenward server. The module is
+// also fine copied into the app's own bundle: it has no dependencies.
+const server = new URLSearchParams(location.search).get("server") || "http://localhost:8000";
+const { createClient } = await import(`${server}/static/tokenward.js`);
+const client = createClient({ baseUrl: server });
+
+const $ = (id) => document.getElementById(id);
+
+async function show() {
+  const user = await client.getUser();
+  $("signin").hidden = Boolean(user);
+  $("app").hidden = !user;
+  $("who").textContent = user ? user.email : "";
+  document.body.dataset.state = user ? "signed-in" : "signed-out";
+}
+
+$("signin").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await client.login($("email").value, $("password").value);
+  } catch (error) {
+    $("status").textContent = error.message;
+  }
+});
+$("register").addEventListener("click", async () => {
+  try {
+    await client.register($("email").value, $("password").value);
+    await client.login($("email").value, $("password").value);
+  } catch (error) {
+    $("status").textContent = error.message;
+  }
+});
+$("signout").addEventListener("click", () => client.logout());
+for (const name of ["signedin", "signedout", "sessionended"]) {
+  client.addEventListener(name, () => show());
+}
+await show();
