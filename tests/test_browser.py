@@ -59,7 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         "TOKENWARD_RATE_LIMITS": "false",
         "TOKENWARD_ISSUER": f"http://127.0.0.1:{port}",
     }
-    with serving(data_dir, port, **env) as (base, log):
+    with serving(data_dir, port, args=["--access-log"], **env) as (base, log):
         yield base, data_dir, log
 
 

@@ -196,3 +196,15 @@ async def test_prune_removes_ended_sessions_and_old_events(
     report = await Admin(service).prune()
     assert report.sessions == 1  # the live one expired long ago (7 days idle)
     assert report.events > 0
+
+
+async def test_a_session_ended_by_another_process_is_refused_at_once(
+    api: Api, data_dir: Path
+) -> None:
+    """However often /auth/me accepted a token, the next request after a revoke elsewhere
+    (here the operator's CLI, a separate process) is refused."""
+    access, _ = await api.signed_up("cached@example.com")
+    for _ in range(3):
+        assert (await api.me(access)).status_code == 200
+    ok(await acli(data_dir, "sessions", "revoke", "cached@example.com"))
+    assert (await api.me(access)).status_code == 401

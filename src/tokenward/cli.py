@@ -56,6 +56,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes (share the database and keys).")
     ] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (the reverse proxy usually does).")
+    ] = False,
 ) -> None:
     """Run the HTTP service (uvicorn, uvloop, httptools)."""
     import uvicorn
@@ -74,6 +77,7 @@ def serve(
         # Forwarded headers are tokenward's business (trusted proxies), never uvicorn's default.
         proxy_headers=False,
         server_header=False,
+        access_log=access_log,
         log_level="info",
     )
 

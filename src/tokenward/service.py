@@ -54,6 +54,8 @@ __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Princip
 
 Clock = Callable[[], datetime]
 READINESS_TIMEOUT = 3.0
+SESSION_CACHE_SIZE = 50_000
+"""Sessions remembered per process between commits (SQLite); the oldest go first."""
 
 
 def utcnow() -> datetime:
@@ -85,6 +87,34 @@ class ImportReport:
     skipped_existing: int = 0
     rejected: list[int] = field(default_factory=list)
     """1-based numbers of the records that were not valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionState:
+    """What authenticate needs of a session row and its user, as read at ``marker``."""
+
+    marker: int | None
+    session_id: str
+    user: User
+    revoked_at: datetime | None
+    expires_at: datetime
+    max_expires_at: datetime
+    user_disabled: bool
+
+
+def _check_alive(
+    revoked_at: datetime | None,
+    expires_at: datetime,
+    max_expires_at: datetime,
+    user_disabled: bool,
+    now: datetime,
+) -> None:
+    if revoked_at is not None:
+        raise SessionEndedError("session revoked")
+    if now >= expires_at or now >= max_expires_at:
+        raise SessionEndedError("session expired")
+    if user_disabled:
+        raise SessionEndedError("user disabled")
 
 
 def _user(row: UserRow) -> User:
@@ -119,6 +149,7 @@ class AuthService:
         )
         self.refresh_tokens = RefreshTokenCodec(refresh_secret)
         self.limits = RateLimiter(settings)
+        self._sessions: dict[str, _SessionState] = {}
 
     @classmethod
     async def open(
@@ -398,12 +429,8 @@ class AuthService:
 
     def check_alive(self, session: SessionRow, user: UserRow | None, now: datetime) -> None:
         """Raise SessionEndedError unless the session is live and its user enabled."""
-        if session.revoked_at is not None:
-            raise SessionEndedError("session revoked")
-        if now >= session.expires_at or now >= session.max_expires_at:
-            raise SessionEndedError("session expired")
-        if user is None or user.disabled_at is not None:
-            raise SessionEndedError("user disabled")
+        disabled = user is None or user.disabled_at is not None
+        _check_alive(session.revoked_at, session.expires_at, session.max_expires_at, disabled, now)
 
     def _end_reused_session(
         self,
@@ -461,20 +488,45 @@ class AuthService:
         """A valid access token whose session is still alive and whose user is enabled."""
         now = self.clock()
         claims = self.access.verify(token, now=now.timestamp())
+        seen = await self._session_state(claims.sid)
+        if seen is None:
+            raise SessionEndedError("unknown session")
+        if seen.user.id != claims.sub:
+            raise TokenError("session does not belong to the subject")
+        _check_alive(seen.revoked_at, seen.expires_at, seen.max_expires_at, seen.user_disabled, now)
+        return Principal(user=seen.user, session_id=seen.session_id, claims=claims)
+
+    async def _session_state(self, session_id: str) -> _SessionState | None:
+        """The session and its user, from memory while nothing was committed since (SQLite)."""
+        marker = self.db.change_marker()  # read first: a commit after it forces a reread
+        if marker is not None:
+            cached = self._sessions.get(session_id)
+            if cached is not None and cached.marker == marker:
+                return cached
         async with self.db.read() as db:
             result = await db.execute(
                 select(SessionRow, UserRow)
                 .join(UserRow, UserRow.id == SessionRow.user_id)
-                .where(SessionRow.id == claims.sid)
+                .where(SessionRow.id == session_id)
             )
             found = result.first()
         if found is None:
-            raise SessionEndedError("unknown session")
+            return None
         session, user = found
-        if user.id != claims.sub:
-            raise TokenError("session does not belong to the subject")
-        self.check_alive(session, user, now)
-        return Principal(user=_user(user), session_id=session.id, claims=claims)
+        state = _SessionState(
+            marker=marker,
+            session_id=session.id,
+            user=_user(user),
+            revoked_at=session.revoked_at,
+            expires_at=session.expires_at,
+            max_expires_at=session.max_expires_at,
+            user_disabled=user.disabled_at is not None,
+        )
+        if marker is not None:
+            if len(self._sessions) >= SESSION_CACHE_SIZE:
+                self._sessions.pop(next(iter(self._sessions)))  # the oldest entry
+            self._sessions[session_id] = state
+        return state
 
     # -- the signed-in user's own sessions, password and events ------------------------------
 

@@ -25,6 +25,10 @@ from tokenward.verify import (
 __all__ = ["LEEWAY_SECONDS", "MAX_TOKEN_LENGTH", "AccessTokenCodec", "Claims"]
 
 
+VERIFIED_CACHE_SIZE = 20_000
+"""Verified tokens remembered per process (a few MB at most; the oldest go first)."""
+
+
 class AccessTokenCodec:
     """Issues and verifies access tokens for one issuer with a keyring.
 
@@ -46,6 +50,9 @@ class AccessTokenCodec:
         self.ttl_seconds = int(ttl.total_seconds())
         self.leeway = leeway
         self._verify_keys: dict[str, VerifyKey] = {}
+        # Tokens already verified under the current keyring: a repeated token costs a lookup,
+        # not a signature check. Keyed by the whole token, so only that exact string hits.
+        self._verified: dict[str, tuple[Keyring, Claims]] = {}
 
     def issue(self, *, user_id: str, session_id: str, now: float | None = None) -> str:
         """Sign a new access token for ``user_id`` in session ``session_id``."""
@@ -72,10 +79,13 @@ class AccessTokenCodec:
         against ``now`` (default: the system clock), with the leeway.
         """
         moment = time.time() if now is None else now
+        seen = self._verified.get(token)
+        if seen is not None and seen[0] is self.keyring and self._in_time(seen[1], moment):
+            return seen[1]
         try:
             parsed = parse_compact(token)
             key = self._verify_key(parsed.kid, moment)
-            return verify_parsed(
+            claims = verify_parsed(
                 parsed,
                 key,
                 issuer=self.issuer,
@@ -85,6 +95,16 @@ class AccessTokenCodec:
             )
         except VerificationError as exc:
             raise TokenError(exc.reason) from None
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (self.keyring, claims)
+        return claims
+
+    def _in_time(self, claims: Claims, now: float) -> bool:
+        # The time checks of verify_parsed, again: only time moves between two uses.
+        leeway = self.leeway
+        nbf = claims.raw.get("nbf", 0)
+        return claims.exp > now - leeway and claims.iat <= now + leeway and nbf <= now + leeway
 
     def _verify_key(self, kid: str | None, now: float) -> VerifyKey:
         """The verification key for a kid the keyring still publishes, parsed once."""

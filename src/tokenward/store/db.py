@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -185,6 +186,28 @@ class Database:
             self.read_engine = self.write_engine
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._marker: sqlite3.Connection | None = None
+        database = make_url(url).database
+        self._marker_path = (
+            database if self.is_sqlite and database not in (None, "", ":memory:") else None
+        )
+
+    def change_marker(self) -> int | None:
+        """A number that changes whenever anyone commits to the database, or None.
+
+        SQLite's ``PRAGMA data_version``, read on a connection of its own that never writes:
+        it changes with every commit by any other connection or process, and reading it costs
+        microseconds (no I/O). Lets callers keep what they read until the next commit anywhere.
+        PostgreSQL has no such number: None, and callers read afresh.
+        """
+        if self._marker_path is None:
+            return None
+        if self._marker is None:
+            self._marker = sqlite3.connect(
+                self._marker_path, isolation_level=None, check_same_thread=False
+            )
+        row = self._marker.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
 
     @staticmethod
     def _prepare_sqlite_file(url: str) -> None:
@@ -273,6 +296,9 @@ class Database:
         return current, head
 
     async def dispose(self) -> None:
+        if self._marker is not None:
+            self._marker.close()
+            self._marker = None
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

@@ -22,6 +22,7 @@ from tokenward.passwords import PasswordHasher
 from tokenward.service import AuthService, Clock, utcnow
 from tokenward.web import account, oauth, routes
 from tokenward.web.browser import install_browser_routes
+from tokenward.web.fastpath import FastProtectedRoute
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
@@ -118,6 +119,7 @@ def create_app(
         return oauth.invalid_client_response()
 
     docs_csp = _install_docs(app)
+    app.add_middleware(FastProtectedRoute, tokenward=app)  # innermost: same headers as the route
     if settings.allowed_origins:
         # Credentialed CORS for the listed front-ends only; no wildcard, ever.
         app.add_middleware(

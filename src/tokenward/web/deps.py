@@ -25,7 +25,7 @@ PROBLEM_RESPONSE: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 
-def get_service(request: Request) -> AuthService:
+async def get_service(request: Request) -> AuthService:
     service: AuthService = request.app.state.service
     return service
 
@@ -33,7 +33,7 @@ def get_service(request: Request) -> AuthService:
 Service = Annotated[AuthService, Depends(get_service)]
 
 
-def client_info(request: Request) -> ClientInfo:
+async def client_info(request: Request) -> ClientInfo:
     """The caller's IP (through trusted proxies only) and User-Agent."""
     proxies: ProxyTrust = request.app.state.proxy_trust
     peer = request.client.host if request.client else None
@@ -46,7 +46,7 @@ def client_info(request: Request) -> ClientInfo:
 Client = Annotated[ClientInfo, Depends(client_info)]
 
 
-def same_origin(request: Request) -> None:
+async def same_origin(request: Request) -> None:
     """CSRF defence for the endpoints a cookie authorises (or sets): see is_allowed_origin."""
     settings: Settings = request.app.state.settings
     issuer = urlsplit(settings.issuer)

@@ -26,7 +26,7 @@ class InvalidClientError(Exception):
     """Missing or wrong client credentials: RFC 6749 invalid_client with a Basic challenge."""
 
 
-def get_clients(request: Request) -> ClientService:
+async def get_clients(request: Request) -> ClientService:
     clients: ClientService = request.app.state.clients
     return clients
 

@@ -1,0 +1,54 @@
+"""GET /auth/me's framework-free fast path answers exactly as the FastAPI route does."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Api
+
+from tokenward.web.fastpath import FastProtectedRoute, _bearer_token
+
+
+async def test_the_fast_answer_is_the_routes_answer(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access, _ = await api.signed_up()
+    fast = await api.me(access)
+
+    async def decline(self: FastProtectedRoute, token: str, send: object) -> bool:
+        return False
+
+    monkeypatch.setattr(FastProtectedRoute, "_answer", decline)
+    routed = await api.me(access)
+
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert sorted(fast.headers.multi_items()) == sorted(routed.headers.multi_items())
+
+
+@pytest.mark.parametrize(
+    ("headers", "token"),
+    [
+        ([(b"authorization", b"Bearer abc.def.ghi")], "abc.def.ghi"),
+        ([(b"authorization", b"bearer abc")], "abc"),
+        ([(b"authorization", b"Basic abc")], None),
+        ([(b"authorization", b"Bearer ")], None),
+        ([(b"authorization", b"Bearer a b")], None),
+        ([(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")], None),
+        ([(b"authorization", b"Bearer " + b"a" * 9000)], None),
+        ([], None),
+    ],
+)
+def test_only_plain_bearer_credentials_take_the_fast_path(
+    headers: list[tuple[bytes, bytes]], token: str | None
+) -> None:
+    """Everything unusual goes to the route, which owns the error answers."""
+    assert _bearer_token(headers) == token
+
+
+async def test_refused_tokens_still_get_the_routes_answer(api: Api) -> None:
+    access, refresh = await api.signed_up()
+    assert (await api.logout(refresh)).status_code == 204
+    refused = await api.me(access)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="tokenward", error="invalid_token"'
+    assert refused.headers["content-type"] == "application/problem+json"
