@@ -13,6 +13,7 @@ from sqlalchemy import select
 import tokenward.service
 from tokenward.audit import EventType
 from tokenward.store import EventRow, SessionRow
+from tokenward.store.sqlite_fast import FastTransaction
 
 
 async def sessions(service: Any) -> list[SessionRow]:
@@ -117,6 +118,15 @@ async def test_a_failed_rotation_leaves_the_session_as_it_was(
         return real_event(kind, *args, **kwargs)
 
     monkeypatch.setattr(tokenward.service, "new_event", failing_event)
+    # The same failure on the plain-sqlite3 path that SQLite refreshes take first.
+    real_add = FastTransaction.add_event
+
+    def failing_add(self: FastTransaction, *, kind: str, **kwargs: Any) -> None:
+        if kind == EventType.REFRESH.value:
+            raise RuntimeError("disk full")
+        real_add(self, kind=kind, **kwargs)
+
+    monkeypatch.setattr(FastTransaction, "add_event", failing_add)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.post("/auth/refresh", headers={"Cookie": f"tw_refresh={token}"})
@@ -153,3 +163,57 @@ async def test_cookie_max_age_follows_the_session_expiry(api: Api) -> None:
     await api.register("ada@example.com")
     response = await api.login("ada@example.com")
     assert "Max-Age=3600" in response.headers["set-cookie"]
+
+
+@pytest.mark.sqlite_only  # the plain-sqlite3 fast path exists on SQLite only
+async def test_the_fast_and_the_ordinary_rotation_write_the_same_rows(
+    api: Api, service: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, fast_token = await api.signed_up("fast@example.com")
+    _, slow_token = await api.signed_up("slow@example.com")
+    clock.advance(5)
+    assert (await api.refresh(fast_token)).status_code == 200
+    monkeypatch.setattr(type(service.db), "fast_writer", lambda self: None)
+    assert (await api.refresh(slow_token)).status_code == 200
+    monkeypatch.undo()
+
+    rows = {row.user_id: row for row in await sessions(service)}
+    async with service.db.read() as db:
+        events = (
+            (await db.execute(select(EventRow).where(EventRow.type == "session.refreshed")))
+            .scalars()
+            .all()
+        )
+    fast, slow = sorted(rows.values(), key=lambda row: row.created_at)
+    columns = ("generation", "rotated_at", "last_used_at", "expires_at", "last_ip")
+    assert [getattr(fast, c) for c in columns] == [getattr(slow, c) for c in columns]
+    assert fast.rotated_at == clock.now
+    by_session = {event.session_id: event for event in events}
+    fields = ("at", "type", "ip", "user_agent", "detail")
+    assert [getattr(by_session[fast.id], f) for f in fields] == [
+        getattr(by_session[slow.id], f) for f in fields
+    ]
+
+
+@pytest.mark.sqlite_only
+async def test_a_refresh_waits_its_turn_when_another_writer_holds_the_lock(
+    api: Api, service: Any
+) -> None:
+    """The fast path never waits (it would stall every request); the ordinary path does."""
+    import sqlite3
+
+    _, token = await api.signed_up()
+    holder = sqlite3.connect(str(service.settings.data_dir / "tokenward.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.3)
+        holder.execute("COMMIT")
+
+    releasing = asyncio.create_task(release_soon())
+    response = await api.refresh(token)
+    await releasing
+    holder.close()
+    assert response.status_code == 200
+    [row] = await sessions(service)
+    assert row.generation == 1

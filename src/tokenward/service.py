@@ -34,7 +34,7 @@ from tokenward.keys import Keyring, SigningKey
 from tokenward.masterkey import MasterKey
 from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_password
 from tokenward.ratelimit import Limit, RateLimiter
-from tokenward.refresh import RefreshTokenCodec, Rotation, decide_rotation
+from tokenward.refresh import PresentedRefreshToken, RefreshTokenCodec, Rotation, decide_rotation
 from tokenward.store import Database, SessionRow, UserRow
 from tokenward.store.db import NO_KEY_UPDATE, retry_conflicts
 from tokenward.store.keys import KeyStore
@@ -47,6 +47,7 @@ from tokenward.store.queries import (
     new_event,
     user_by_email,
 )
+from tokenward.store.sqlite_fast import SqliteWriter, WriterBusy
 from tokenward.tokens import AccessTokenCodec, Claims
 from tokenward.users import User, account_key, normalize_email
 
@@ -115,6 +116,25 @@ def _check_alive(
         raise SessionEndedError("session expired")
     if user_disabled:
         raise SessionEndedError("user disabled")
+
+
+def _reuse_detail(
+    *,
+    rotated_at: datetime | None,
+    generation: int,
+    presented_generation: int,
+    first_ip: str | None,
+    first_user_agent: str | None,
+    client: ClientInfo,
+    now: datetime,
+) -> dict[str, Any]:
+    """What the ``session.reuse_detected`` event records: when, how far behind, and who."""
+    return {
+        "rotated_seconds_ago": (now - rotated_at).total_seconds() if rotated_at else None,
+        "generations_behind": generation - presented_generation,
+        "first_use": {"ip": first_ip, "user_agent": first_user_agent},
+        "reuse": {"ip": client.ip, "user_agent": client.user_agent},
+    }
 
 
 def _user(row: UserRow) -> User:
@@ -364,15 +384,22 @@ class AuthService:
             await self.limits.hit(Limit.LOGIN_FAILURES_ACCOUNT, account)
 
     def _issue(self, session: SessionRow, now: datetime) -> IssuedTokens:
+        return self._issue_tokens(
+            session.id, session.user_id, session.generation, session.expires_at, now
+        )
+
+    def _issue_tokens(
+        self, session_id: str, user_id: str, generation: int, expires_at: datetime, now: datetime
+    ) -> IssuedTokens:
         return IssuedTokens(
             access_token=self.access.issue(
-                user_id=session.user_id, session_id=session.id, now=now.timestamp()
+                user_id=user_id, session_id=session_id, now=now.timestamp()
             ),
             expires_in=self.access.ttl_seconds,
-            refresh_token=self.refresh_tokens.issue(session.id, session.generation),
-            refresh_expires_in=max(0, int((session.expires_at - now).total_seconds())),
-            session_id=session.id,
-            user_id=session.user_id,
+            refresh_token=self.refresh_tokens.issue(session_id, generation),
+            refresh_expires_in=max(0, int((expires_at - now).total_seconds())),
+            session_id=session_id,
+            user_id=user_id,
         )
 
     @retry_conflicts
@@ -386,6 +413,10 @@ class AuthService:
         presented = self.refresh_tokens.parse(refresh_token)
         await self.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
         now = self.clock()
+        writer = self.db.fast_writer()
+        if writer is not None:
+            with contextlib.suppress(WriterBusy):  # someone else is writing: wait below
+                return self._refresh_on(writer, presented, client, now)
         reused = False
         async with self.db.write() as db:
             # The row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) serialises rotations.
@@ -427,6 +458,76 @@ class AuthService:
             raise RefreshTokenReusedError("refresh token reused; session ended")
         return self._issue(session, now)
 
+    def _refresh_on(
+        self,
+        writer: SqliteWriter,
+        presented: PresentedRefreshToken,
+        client: ClientInfo,
+        now: datetime,
+    ) -> IssuedTokens:
+        """The same rotation as below, in one plain-sqlite3 transaction (see store.sqlite_fast)."""
+        reused = False
+        with writer.transaction() as tx:
+            state = tx.rotation_state(presented.session_id)
+            if state is None:
+                raise TokenError("unknown session")
+            _check_alive(
+                state.revoked_at, state.expires_at, state.max_expires_at, state.user_disabled, now
+            )
+            decision = decide_rotation(
+                presented=presented.generation,
+                current=state.generation,
+                rotated_at=state.rotated_at,
+                now=now,
+                reuse_interval=self.settings.refresh_reuse_interval,
+            )
+            if decision is Rotation.INVALID:
+                raise TokenError("generation ahead of the session")
+            generation, expires_at = state.generation, state.expires_at
+            if decision is Rotation.REUSE:
+                reused = True
+                tx.end(state.session_id, now=now, reason="reuse_detected")
+                tx.add_event(
+                    kind=EventType.REFRESH_REUSE_DETECTED.value,
+                    at=now,
+                    user_id=state.user_id,
+                    session_id=state.session_id,
+                    ip=client.ip,
+                    user_agent=client.user_agent,
+                    detail=_reuse_detail(
+                        rotated_at=state.rotated_at,
+                        generation=state.generation,
+                        presented_generation=presented.generation,
+                        first_ip=state.last_ip,
+                        first_user_agent=state.last_user_agent,
+                        client=client,
+                        now=now,
+                    ),
+                )
+            elif decision is Rotation.ROTATE:
+                generation += 1
+                expires_at = min(now + self.settings.refresh_ttl, state.max_expires_at)
+                tx.rotate(
+                    state.session_id,
+                    generation=generation,
+                    now=now,
+                    expires_at=expires_at,
+                    ip=client.ip,
+                    user_agent=client.user_agent,
+                )
+                tx.add_event(
+                    kind=EventType.REFRESH.value,
+                    at=now,
+                    user_id=state.user_id,
+                    session_id=state.session_id,
+                    ip=client.ip,
+                    user_agent=client.user_agent,
+                    detail=None,
+                )
+        if reused:
+            raise RefreshTokenReusedError("refresh token reused; session ended")
+        return self._issue_tokens(state.session_id, state.user_id, generation, expires_at, now)
+
     def check_alive(self, session: SessionRow, user: UserRow | None, now: datetime) -> None:
         """Raise SessionEndedError unless the session is live and its user enabled."""
         disabled = user is None or user.disabled_at is not None
@@ -440,7 +541,15 @@ class AuthService:
         client: ClientInfo,
         now: datetime,
     ) -> None:
-        rotated_ago = (now - session.rotated_at).total_seconds() if session.rotated_at else None
+        detail = _reuse_detail(
+            rotated_at=session.rotated_at,
+            generation=session.generation,
+            presented_generation=presented_generation,
+            first_ip=session.last_ip,
+            first_user_agent=session.last_user_agent,
+            client=client,
+            now=now,
+        )
         session.revoked_at = now
         session.revoked_reason = "reuse_detected"
         db.add(
@@ -450,12 +559,7 @@ class AuthService:
                 client,
                 user_id=session.user_id,
                 session_id=session.id,
-                detail={
-                    "rotated_seconds_ago": rotated_ago,
-                    "generations_behind": session.generation - presented_generation,
-                    "first_use": {"ip": session.last_ip, "user_agent": session.last_user_agent},
-                    "reuse": {"ip": client.ip, "user_agent": client.user_agent},
-                },
+                detail=detail,
             )
         )
 

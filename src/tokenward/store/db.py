@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tokenward.exceptions import SchemaVersionError, UnavailableError
+from tokenward.store.sqlite_fast import SqliteWriter
 
 __all__ = ["NO_KEY_UPDATE", "Database", "RetryableConflict", "alembic_config", "retry_conflicts"]
 
@@ -187,10 +188,19 @@ class Database:
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._marker: sqlite3.Connection | None = None
+        self._fast_writer: SqliteWriter | None = None
         database = make_url(url).database
         self._marker_path = (
             database if self.is_sqlite and database not in (None, "", ":memory:") else None
         )
+
+    def fast_writer(self) -> SqliteWriter | None:
+        """The plain-sqlite3 writer for hot transactions (SQLite files only), made on first use."""
+        if self._marker_path is None:
+            return None
+        if self._fast_writer is None:
+            self._fast_writer = SqliteWriter(self._marker_path)
+        return self._fast_writer
 
     def change_marker(self) -> int | None:
         """A number that changes whenever anyone commits to the database, or None.
@@ -299,6 +309,9 @@ class Database:
         if self._marker is not None:
             self._marker.close()
             self._marker = None
+        if self._fast_writer is not None:
+            self._fast_writer.close()
+            self._fast_writer = None
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
