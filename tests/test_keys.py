@@ -193,3 +193,35 @@ async def test_a_scheduled_rotation_due_on_many_instances_happens_once(tmp_path:
         assert len((await stores[0].keyring()).published(later)) == 2
     finally:
         await database.dispose()
+
+
+@pytest.mark.sqlite_only  # the secret file exists only without TOKENWARD_SECRET_KEY
+def test_a_damaged_secret_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    keys = tmp_path / "data" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "secret.key").write_bytes(b"")  # as a crash mid-write would once have left it
+    result = subprocess.run(
+        [TOKENWARD, "users", "list"],
+        env={**os.environ, "TOKENWARD_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "the server secret file is damaged (0 bytes)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.sqlite_only  # the secret file exists only without TOKENWARD_SECRET_KEY
+def test_processes_making_the_secret_together_agree_on_it(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenward.masterkey import _write_private
+
+    path = tmp_path / "keys" / "secret.key"
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: _write_private(path, bytes([n]) * 32), range(8)))
+    assert len(set(results)) == 1 and results[0] == path.read_bytes()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary left

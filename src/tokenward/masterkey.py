@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -17,21 +18,30 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tokenward.config import Settings
+from tokenward.exceptions import ConfigError
 
 __all__ = ["MasterKey"]
 
 
 def _write_private(path: Path, data: bytes) -> bytes:
-    """Create ``path`` with mode 0600 unless another process won the race; return what is there."""
+    """Create ``path`` (mode 0600) with ``data`` unless another process won; return the winner.
+
+    Written to a temporary file and linked into place, so that no process (and no crash) ever
+    sees the file half-written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)  # atomic, and fails if the file is there already
+        except FileExistsError:
+            return path.read_bytes()
+    finally:
+        os.unlink(temporary)
     return data
 
 
@@ -48,9 +58,15 @@ class MasterKey:
         if settings.secret_key is not None:
             return cls(settings.secret_key.get_secret_value().encode())
         path = settings.data_dir / "keys" / "secret.key"
-        if path.exists():
-            return cls(path.read_bytes())
-        return cls(_write_private(path, secrets.token_bytes(32)))
+        secret = (
+            path.read_bytes() if path.exists() else _write_private(path, secrets.token_bytes(32))
+        )
+        if len(secret) < 32:
+            raise ConfigError(
+                f"{path}: the server secret file is damaged ({len(secret)} bytes); restore it "
+                "from a backup (without it, keys and refresh tokens cannot be read)"
+            )
+        return cls(secret)
 
     def derive(self, label: str, length: int = 32) -> bytes:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label.encode())
