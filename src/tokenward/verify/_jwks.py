@@ -28,6 +28,8 @@ def max_age_of(cache_control: str | None, *, default: float, limits: tuple[float
                 seconds = float(int(value.strip().strip('"')))
             except ValueError:
                 continue
+            except OverflowError:  # more seconds than a float holds: as long as allowed
+                seconds = limits[1]
     low, high = limits
     return min(max(seconds, low), high)
 

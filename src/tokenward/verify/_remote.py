@@ -66,7 +66,10 @@ def _json_body(response: httpx.Response, what: str) -> Any:
         raise ValueError(f"{what} answered HTTP {response.status_code}")
     if len(response.content) > _MAX_BODY:
         raise ValueError(f"{what} answer is over 1 MiB")
-    return response.json()
+    try:
+        return response.json()
+    except RecursionError:  # nesting deeper than the parser's stack: hostile, not JSON to us
+        raise ValueError(f"{what} answer is nested too deeply") from None
 
 
 def _log_failure(failures: int, message: str, *args: object) -> None:

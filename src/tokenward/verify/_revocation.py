@@ -23,7 +23,12 @@ class FeedPage:
 
 
 def _number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float is no timestamp
+        return False
 
 
 def parse_feed_page(body: Any) -> FeedPage:
