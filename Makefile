@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak clean chromium screenshots
+.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ soak: $(VENV)/.dev-installed
 	$(BIN)/python bench/soak.py --database sqlite --json artifacts/soak-sqlite.json
 	$(BIN)/python bench/soak.py --database postgresql --json artifacts/soak-postgresql.json
 	$(BIN)/python bench/soak.py --database sqlite --rate-limits --json artifacts/soak-sqlite-limits.json
+
+# Known vulnerabilities in the installed dependencies (PyPI advisory data, or OSV). Needs
+# pypi.org's JSON API or api.osv.dev: the build machines' network reaches neither, so this is
+# not part of `make test`.
+audit: $(VENV)/.dev-installed
+	$(BIN)/pip-audit --strict --progress-spinner off --skip-editable
 
 clean:
 	rm -rf $(VENV) tokenward-data artifacts .pytest-tmp .pytest_cache .mypy_cache .ruff_cache

@@ -10,12 +10,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from tokenward.passwords import PASSWORD_MAX_LENGTH
-from tokenward.web.deps import PROBLEM_RESPONSE, Client, CurrentUser, Service
+from tokenward.web.deps import Client, CurrentUser, Service
+from tokenward.web.openapi import (
+    BEARER,
+    BODY,
+    GUARDED,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    problem_response,
+    unprocessable,
+)
 from tokenward.web.routes import clear_cookie
+from tokenward.web.schemas import PASSWORD_SCHEMA
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/auth", responses={401: PROBLEM_RESPONSE})
+router = APIRouter(prefix="/auth", responses={**BEARER, **UNAVAILABLE})
 
 
 class SessionOut(BaseModel):
@@ -49,8 +59,10 @@ class EventList(BaseModel):
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    current_password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8)
-    new_password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8)
+    current_password: str = Field(
+        max_length=PASSWORD_MAX_LENGTH * 8, json_schema_extra=PASSWORD_SCHEMA
+    )
+    new_password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8, json_schema_extra=PASSWORD_SCHEMA)
 
 
 @router.get("/sessions", response_model=SessionList)
@@ -61,7 +73,14 @@ async def list_sessions(principal: CurrentUser, service: Service) -> SessionList
     )
 
 
-@router.delete("/sessions/{session_id}", status_code=204, responses={404: PROBLEM_RESPONSE})
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=204,
+    responses={
+        **GUARDED,
+        404: problem_response(404, "No such session of yours.", "not-found"),
+    },
+)
 async def revoke_session(
     session_id: str, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
@@ -71,7 +90,7 @@ async def revoke_session(
     return Response(status_code=204)
 
 
-@router.post("/logout-all", status_code=204)
+@router.post("/logout-all", status_code=204, responses=GUARDED)
 async def logout_all(
     request: Request, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
@@ -81,13 +100,34 @@ async def logout_all(
     return response
 
 
-@router.post("/logout-others", status_code=204)
+@router.post("/logout-others", status_code=204, responses=GUARDED)
 async def logout_others(principal: CurrentUser, service: Service, client: Client) -> Response:
     await service.logout_all(principal, client, keep_current=True)
     return Response(status_code=204)
 
 
-@router.post("/password", status_code=204, responses={422: PROBLEM_RESPONSE})
+@router.post(
+    "/password",
+    status_code=204,
+    responses={
+        **BODY,
+        401: problem_response(
+            401,
+            "No valid access token (invalid-token), or a wrong current password "
+            "(invalid-credentials).",
+            "invalid-token",
+            "invalid-credentials",
+            headers={
+                "WWW-Authenticate": {
+                    "description": "With invalid-token only.",
+                    "schema": {"type": "string"},
+                }
+            },
+        ),
+        **unprocessable("weak-password"),
+        **RATE_LIMITED,
+    },
+)
 async def change_password(
     body: PasswordChange, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
@@ -95,7 +135,7 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.get("/events", response_model=EventList)
+@router.get("/events", response_model=EventList, responses=unprocessable())
 async def recent_events(
     principal: CurrentUser,
     service: Service,

@@ -23,6 +23,7 @@ from tokenward.service import AuthService, Clock, utcnow
 from tokenward.web import account, oauth, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
+from tokenward.web.openapi import install_openapi
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
@@ -110,6 +111,7 @@ def create_app(
     app.state.settings = settings
     app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(routes.router)
     app.include_router(account.router)
     app.include_router(oauth.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -15,13 +15,11 @@ from tokenward.config import Settings
 from tokenward.exceptions import TokenError
 from tokenward.service import AuthService, Principal
 from tokenward.tokens import MAX_TOKEN_LENGTH
-from tokenward.web.problems import PROBLEM_JSON
 from tokenward.web.security import is_allowed_origin
 
-__all__ = ["NO_STORE", "PROBLEM_RESPONSE", "Client", "CurrentUser", "SameOrigin", "Service"]
+__all__ = ["NO_STORE", "Client", "CurrentUser", "SameOrigin", "Service"]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-PROBLEM_RESPONSE: dict[str, Any] = {"content": {PROBLEM_JSON: {}}}
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
 

@@ -13,13 +13,17 @@ from fastapi.responses import JSONResponse
 
 from tokenward.clients import ClientService
 from tokenward.web.deps import NO_STORE, Client, Service
+from tokenward.web.openapi import BODY, CLIENT, UNAVAILABLE, unprocessable
+from tokenward.web.schemas import Introspection, OAuthError, RevocationFeed, ServerMetadata
 
 __all__ = ["router"]
 
 router = APIRouter()
-_BASIC: dict[int | str, dict[str, Any]] = {
-    401: {"description": "invalid_client (RFC 6749 section 5.2)"}
-}
+_FORM_ENDPOINT: dict[int | str, dict[str, Any]] = {**BODY, **CLIENT, **UNAVAILABLE}
+_ANY_STRING_HELP = (
+    "Any string: an unknown or invalid token is not an error. The body cap (413) counts bytes, "
+    "so a token of many multi-byte characters meets it before the 8192-character limit."
+)
 
 
 class InvalidClientError(Exception):
@@ -67,11 +71,11 @@ def invalid_client_response() -> JSONResponse:
 ResourceServer = Annotated[str, Depends(authenticated_client)]
 
 
-@router.post("/auth/introspect", responses=_BASIC)
+@router.post("/auth/introspect", response_model=Introspection, responses=_FORM_ENDPOINT)
 async def introspect(
     _client: ResourceServer,
     clients: Clients,
-    token: Annotated[str, Form(max_length=8192)] = "",
+    token: Annotated[str, Form(max_length=8192, description=_ANY_STRING_HELP)] = "",
     token_type_hint: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
     """RFC 7662: is this token active, and whose is it?"""
@@ -79,12 +83,16 @@ async def introspect(
     return JSONResponse(answer, headers=NO_STORE)
 
 
-@router.post("/auth/revoke", responses=_BASIC)
+@router.post(
+    "/auth/revoke",
+    response_class=Response,  # documents the 200's empty body; the route returns its own
+    responses={**_FORM_ENDPOINT, 200: {"description": "Revoked, or nothing to revoke."}},
+)
 async def revoke(
     _client: ResourceServer,
     clients: Clients,
     client: Client,
-    token: Annotated[str, Form(max_length=8192)] = "",
+    token: Annotated[str, Form(max_length=8192, description=_ANY_STRING_HELP)] = "",
     token_type_hint: Annotated[str | None, Form()] = None,
 ) -> Response:
     """RFC 7009: end the token's session. 200 whether or not the token was valid."""
@@ -94,11 +102,32 @@ async def revoke(
     return Response(status_code=200, headers=NO_STORE)
 
 
-@router.get("/auth/revocations", responses=_BASIC)
+@router.get(
+    "/auth/revocations",
+    response_model=RevocationFeed,
+    responses={
+        **CLIENT,
+        400: {
+            "description": "invalid_request: the cursor is not one of ours.",
+            "model": OAuthError,
+        },
+        **unprocessable(),
+        **UNAVAILABLE,
+    },
+)
 async def revocations(
     _client: ResourceServer,
     clients: Clients,
-    after: Annotated[str | None, Query(max_length=100)] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="The `cursor` of the previous answer (empty: the whole window). One "
+            "that does not parse, or names a time past the year 9999, is 400 invalid_request.",
+            # The cursor parser's syntax: microseconds, then optionally ":" and a session id.
+            json_schema_extra={"pattern": r"^([0-9]{1,20}(:[\s\S]{0,64})?)?$"},
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Sessions ended since ``after`` (the cursor of the previous answer)."""
     try:
@@ -115,7 +144,7 @@ async def revocations(
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.get("/.well-known/oauth-authorization-server")
+@router.get("/.well-known/oauth-authorization-server", response_model=ServerMetadata)
 async def metadata(service: Service) -> JSONResponse:
     """RFC 8414 authorization server metadata."""
     base = service.settings.issuer.rstrip("/")

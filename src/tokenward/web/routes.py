@@ -11,16 +11,27 @@ from tokenward.exceptions import AuthenticationError, TokenError
 from tokenward.service import AuthService, IssuedTokens
 from tokenward.web.deps import (
     NO_STORE,
-    PROBLEM_RESPONSE,
     Client,
     CurrentUser,
     SameOrigin,
     Service,
 )
+from tokenward.web.openapi import (
+    BEARER,
+    BODY,
+    CROSS_ORIGIN,
+    GUARDED,
+    RATE_LIMITED,
+    TOKEN_REQUEST_BODY,
+    UNAVAILABLE,
+    problem_response,
+    unprocessable,
+)
 from tokenward.web.problems import PROBLEM_JSON
 from tokenward.web.schemas import (
     Credentials,
     JWKSet,
+    OAuthError,
     OAuthTokenResponse,
     Readiness,
     TokenResponse,
@@ -69,7 +80,13 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     "/auth/register",
     status_code=201,
     response_model=UserResponse,
-    responses={409: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+    responses={
+        **BODY,
+        409: problem_response(409, "An account with this email already exists.", "email-taken"),
+        **unprocessable("invalid-email", "weak-password"),
+        **RATE_LIMITED,
+        **UNAVAILABLE,
+    },
 )
 async def register(body: Credentials, service: Service, client: Client) -> UserResponse:
     user = await service.register(body.email, body.password, client)
@@ -79,7 +96,14 @@ async def register(body: Credentials, service: Service, client: Client) -> UserR
 @router.post(
     "/auth/login",
     response_model=TokenResponse,
-    responses={401: PROBLEM_RESPONSE, 403: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE},
+    responses={
+        **BODY,
+        401: problem_response(401, "Wrong email or password.", "invalid-credentials"),
+        **CROSS_ORIGIN,
+        **unprocessable("weak-password"),
+        **RATE_LIMITED,
+        **UNAVAILABLE,
+    },
     dependencies=[SameOrigin],
 )
 async def login(
@@ -92,7 +116,17 @@ async def login(
 @router.post(
     "/auth/refresh",
     response_model=TokenResponse,
-    responses={401: PROBLEM_RESPONSE, 403: PROBLEM_RESPONSE},
+    responses={
+        **GUARDED,
+        401: problem_response(
+            401,
+            "The refresh cookie is missing, invalid, expired or revoked (and is cleared).",
+            "invalid-token",
+        ),
+        **CROSS_ORIGIN,
+        **RATE_LIMITED,
+        **UNAVAILABLE,
+    },
     dependencies=[SameOrigin],
 )
 async def refresh(request: Request, service: Service, client: Client) -> Response:
@@ -119,7 +153,10 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
 
 
 @router.post(
-    "/auth/logout", status_code=204, responses={403: PROBLEM_RESPONSE}, dependencies=[SameOrigin]
+    "/auth/logout",
+    status_code=204,
+    responses={**GUARDED, **CROSS_ORIGIN, **UNAVAILABLE},
+    dependencies=[SameOrigin],
 )
 async def logout(request: Request, service: Service, client: Client) -> Response:
     token = request.cookies.get(service.settings.refresh_cookie_name)
@@ -130,7 +167,7 @@ async def logout(request: Request, service: Service, client: Client) -> Response
     return response
 
 
-@router.get("/auth/me", response_model=UserResponse, responses={401: PROBLEM_RESPONSE})
+@router.get("/auth/me", response_model=UserResponse, responses={**BEARER, **UNAVAILABLE})
 async def me(principal: CurrentUser) -> UserResponse:
     user = principal.user
     return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
@@ -146,7 +183,22 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
 @router.post(
     "/auth/token",
     response_model=OAuthTokenResponse,
-    responses={400: {"description": "RFC 6749 section 5.2 error"}},
+    responses={
+        **BODY,
+        400: {
+            # The grant's errors are RFC 6749's; a body that does not parse is a problem.
+            **problem_response(
+                400,
+                "RFC 6749 section 5.2 error (a body that does not parse: problem http-error).",
+                "http-error",
+            ),
+            "model": OAuthError,
+        },
+        **unprocessable("weak-password"),
+        **RATE_LIMITED,
+        **UNAVAILABLE,
+    },
+    openapi_extra=TOKEN_REQUEST_BODY,
 )
 async def token(
     service: Service,

@@ -1,0 +1,209 @@
+"""The error half of the HTTP contract, as the OpenAPI document states it.
+
+Every error answer is RFC 9457 problem details (``application/problem+json``, schema
+``Problem``) except where OAuth fixes another shape (RFC 6749 section 5.2, ``OAuthError``).
+The helpers below declare, per operation, each status the code can answer with the problem
+types behind it; ``install_openapi`` adds the schemas that only these declarations name.
+Declarations only: nothing here runs on a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from tokenward.web.problems import PROBLEM_JSON
+from tokenward.web.schemas import OAuthError, PasswordGrant, Problem, RefreshTokenGrant
+from tokenward.web.security import MAX_BODY_BYTES
+
+__all__ = [
+    "BEARER",
+    "BODY",
+    "CLIENT",
+    "CROSS_ORIGIN",
+    "GUARDED",
+    "RATE_LIMITED",
+    "TOKEN_REQUEST_BODY",
+    "UNAVAILABLE",
+    "install_openapi",
+    "problem_response",
+    "unprocessable",
+]
+
+Responses = dict[int | str, dict[str, Any]]
+
+_REF = "#/components/schemas/"
+_TYPE = "urn:tokenward:problem:"
+_FORM = "application/x-www-form-urlencoded"
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+_UNPROCESSABLE = {
+    "invalid-request": "the request does not match the schema (or a body nests too deeply)",
+    "invalid-email": "the email is not a valid address",
+    "weak-password": "the password breaks the policy, `rule` says how (logging in, only the "
+    "128-character cap applies)",
+}
+
+
+def _challenge(scheme: str) -> dict[str, Any]:
+    return {
+        "WWW-Authenticate": {
+            "description": f'`{scheme} realm="tokenward"`, the RFC 6750 / RFC 7617 challenge.',
+            "required": True,
+            "schema": {"type": "string", "pattern": f"^{scheme} "},
+        }
+    }
+
+
+def problem_response(
+    status: int, description: str, *codes: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A problem+json answer: its status member, and the problem types it can carry."""
+    properties: dict[str, Any] = {"status": {"const": status}}
+    if codes:
+        properties["type"] = {"enum": [_TYPE + code for code in codes]}
+    schema = {"allOf": [{"$ref": _REF + "Problem"}, {"properties": properties}]}
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": schema}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def unprocessable(*codes: str) -> Responses:
+    """422: the schema (invalid-request) and, per operation, the rules it cannot express."""
+    codes = ("invalid-request", *codes)
+    description = "; ".join(f"{code}: {_UNPROCESSABLE[code]}" for code in codes)
+    return {422: problem_response(422, description + ".", *codes)}
+
+
+UNAVAILABLE: Responses = {
+    503: problem_response(
+        503,
+        "The database (or Redis) is out of reach; nothing changed. Retry after Retry-After.",
+        "unavailable",
+        headers=_RETRY_AFTER,
+    )
+}
+RATE_LIMITED: Responses = {
+    429: problem_response(
+        429,
+        "A rate limit is used up. Retry after Retry-After.",
+        "rate-limited",
+        headers=_RETRY_AFTER,
+    )
+}
+GUARDED: Responses = {
+    # The transport guard's answers, for every method that may carry a body.
+    413: problem_response(
+        413, f"The request body is over {MAX_BODY_BYTES} bytes.", "payload-too-large"
+    ),
+    **unprocessable(),
+}
+BODY: Responses = {
+    **GUARDED,
+    400: problem_response(400, "The request body could not be parsed.", "http-error"),
+}
+BEARER: Responses = {
+    401: problem_response(
+        401,
+        "No access token, or one that is invalid, expired or of an ended session.",
+        "invalid-token",
+        headers=_challenge("Bearer"),
+    )
+}
+CROSS_ORIGIN: Responses = {
+    403: problem_response(
+        403,
+        "Cross-origin request refused (the cookie endpoints' CSRF check).",
+        "cross-origin-request",
+    )
+}
+CLIENT: Responses = {
+    401: {
+        "description": "invalid_client: missing or wrong client credentials (RFC 6749 5.2).",
+        "model": OAuthError,
+        "headers": _challenge("Basic"),
+    }
+}
+TOKEN_REQUEST_BODY: dict[str, Any] = {
+    # The form fields are read one by one; the grants are what the endpoint really takes.
+    "requestBody": {
+        "required": True,
+        "content": {_FORM: {"schema": {"$ref": _REF + "TokenRequest"}}},
+    }
+}
+
+
+def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=_REF + "{model}", mode="serialization")
+        found.update(schema.pop("$defs", {}))
+        found[model.__name__] = schema
+    return found
+
+
+def _shared_schemas() -> dict[str, Any]:
+    schemas = _schemas(Problem, PasswordGrant, RefreshTokenGrant)
+    schemas["TokenRequest"] = {
+        "oneOf": [{"$ref": _REF + "PasswordGrant"}, {"$ref": _REF + "RefreshTokenGrant"}],
+        "discriminator": {
+            "propertyName": "grant_type",
+            "mapping": {
+                "password": _REF + "PasswordGrant",
+                "refresh_token": _REF + "RefreshTokenGrant",
+            },
+        },
+    }
+    return schemas
+
+
+def _drop_unreferenced(document: dict[str, Any]) -> None:
+    """Remove the component schemas nothing names (the form body the grants replace)."""
+    schemas: dict[str, Any] = document["components"]["schemas"]
+
+    def named_in(value: Any) -> list[str]:
+        text = json.dumps(value)
+        return [name for name in schemas if f'"{_REF}{name}"' in text]
+
+    pending = named_in({key: value for key, value in document.items() if key != "components"})
+    used: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name not in used:
+            used.add(name)
+            pending.extend(named_in(schemas[name]))
+    for name in set(schemas) - used:
+        del schemas[name]
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Complete the generated document with the schemas only these declarations name."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                _shared_schemas()
+            )
+            _drop_unreferenced(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

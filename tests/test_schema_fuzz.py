@@ -1,0 +1,448 @@
+"""Schemathesis against a real `tokenward serve`: every operation of the served OpenAPI document,
+positive and negative data; no 5xx, and every answer (status, media type, body, headers) as the
+document declares it. Bounded for CI: one run with a fixed seed, one with a random seed. The 429
+and 503 answers, which that server never gives, are checked in-process against the same
+declarations, and the declarations themselves are pinned at the end.
+
+The document is the contract: when schemathesis and the API disagree, the fix belongs in the
+declarations (tokenward.web.openapi, tokenward.web.schemas), not here. The allowances below are
+for rules JSON Schema cannot state; each says which.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from asgi_lifespan import LifespanManager
+from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
+from schemathesis.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from test_server_process import free_port, serving
+
+from tokenward.config import Settings
+from tokenward.web import create_app
+
+pytestmark = pytest.mark.sqlite_only  # a real server on its own SQLite file; no database here
+
+SCHEMATHESIS = str(Path(sys.executable).parent / "st")
+TOKENWARD = str(Path(sys.executable).parent / "tokenward")
+FIXED_SEED = 20240917
+MAX_EXAMPLES = 25
+HASHING_MAX_EXAMPLES = 8  # each login costs an argon2 verification
+PROBLEM = "application/problem+json"
+RESPONSE_CHECKS = (
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+)
+
+# What schemathesis takes for "rejected" (negative data) and "accepted" (positive data): its
+# defaults plus 413. The body cap counts bytes and JSON Schema counts characters, so a
+# schema-valid body of many multi-byte characters can still be too large.
+REJECTED: list[Any] = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
+ACCEPTED: list[Any] = ["2xx", "3xx", 401, 403, 404, 409, 413, 429, "5xx"]
+# Operations whose schema-valid input may still be refused, for rules no schema states:
+#   register: the email syntax (email-validator) and the password policy (422 invalid-email,
+#     weak-password); password: the policy for the new password; login: NFKC can lengthen a
+#     password past the 128-character cap (422 weak-password);
+#   revocations: a well-formed cursor that names a time past the year 9999 (400).
+SEMANTIC_422 = "^/auth/(register|login|password)$"
+SEMANTIC_400 = "^/auth/revocations$"
+
+READER, ENDER, COOKIE = "reader@example.com", "ender@example.com", "cookie@example.com"
+
+# Proof that each protected operation was really exercised, not only refused at the door.
+EXERCISED: dict[tuple[str, str], set[int]] = {
+    ("GET", "/auth/me"): {200},
+    ("GET", "/auth/sessions"): {200},
+    ("GET", "/auth/events"): {200},
+    ("POST", "/auth/logout-others"): {204},
+    ("POST", "/auth/logout-all"): {204},
+    ("DELETE", "/auth/sessions/{session_id}"): {404},  # authenticated; not the caller's session
+    ("POST", "/auth/password"): {422},  # authenticated; the new password broke the policy
+    ("POST", "/auth/refresh"): {200},
+    ("POST", "/auth/logout"): {204},
+    ("POST", "/auth/introspect"): {200},
+    ("POST", "/auth/revoke"): {200},
+    ("GET", "/auth/revocations"): {200},
+}
+# The documented examples (ada@example.com) sign up, log in and use the password grant.
+EXERCISED_BY_EXAMPLES: dict[tuple[str, str], set[int]] = {
+    ("POST", "/auth/register"): {201, 409},  # 409 on a second run: valid, policy-proof, taken
+    ("POST", "/auth/login"): {200},
+    ("POST", "/auth/token"): {200},
+}
+ACCESS_LOG = re.compile(r'"(?P<method>[A-Z]+) (?P<path>[^ ?"]*)\S* HTTP/[\d.]+" (?P<status>\d{3})')
+
+
+@dataclass
+class Target:
+    base: str
+    log: Path
+    workdir: Path
+    client_basic: str
+    """An ``Authorization: Basic`` value for the resource-server endpoints."""
+
+    def login(self, email: str) -> httpx.Response:
+        response = httpx.post(
+            f"{self.base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        return response
+
+
+def _register(base: str, email: str) -> None:
+    body = {"email": email, "password": PASSWORD}
+    response = httpx.post(f"{base}/auth/register", json=body, timeout=60)
+    assert response.status_code == 201, response.text
+
+
+def _client_credentials(cli: subprocess.Popen[str]) -> str:
+    """The ``Authorization: Basic`` value from ``tokenward clients create``'s output."""
+    output, errors = cli.communicate(timeout=120)
+    assert cli.returncode == 0, errors
+    fields = dict(line.split("=", 1) for line in output.split())
+    pair = f"{fields['client_id']}:{fields['client_secret']}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+@contextmanager
+def _server(workdir: Path, **env: str) -> Iterator[tuple[str, Path, Path]]:
+    """`tokenward serve` with its access log, away from the developer's environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        # conftest's per-test isolation, for a server that outlives one test.
+        for name in list(os.environ):
+            if name.startswith("TOKENWARD_"):
+                patch.delenv(name)
+        patch.chdir(workdir)  # no .env of the checkout
+        data_dir = workdir / "data"
+        with serving(data_dir, args=["--access-log"], **env) as (base, log):
+            yield base, data_dir, log
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """One server, rate limits off, for both seeded runs; its accounts and a client."""
+    workdir = tmp_path_factory.mktemp("schemathesis")
+    with _server(workdir, TOKENWARD_RATE_LIMITS="false") as (base, data_dir, log):
+        cli = subprocess.Popen(  # the CLI's start-up overlaps the registrations
+            [TOKENWARD, "clients", "create", "schemathesis"],
+            env={**os.environ, "TOKENWARD_DATA_DIR": str(data_dir)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for email in (READER, ENDER, COOKIE):
+            _register(base, email)
+        yield Target(base, log, workdir, _client_credentials(cli))
+
+
+def _toml_list(values: list[Any]) -> str:
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
+
+
+def _operations(path_regex: str, *lines: str) -> str:
+    return "\n".join(["[[operations]]", f'include-path-regex = "{path_regex}"', *lines, ""])
+
+
+def _config(headers: dict[str, dict[str, str]], *extra: str) -> str:
+    """schemathesis.toml: the status allowances, and who calls which operations."""
+    parts = [
+        "[checks.negative_data_rejection]",
+        f"expected-statuses = {_toml_list(REJECTED)}",
+        "[checks.positive_data_acceptance]",
+        f"expected-statuses = {_toml_list(ACCEPTED)}",
+        "",
+        _operations(
+            SEMANTIC_422,
+            "checks.positive_data_acceptance.expected-statuses = " + _toml_list([*ACCEPTED, 422]),
+        ),
+        _operations(
+            SEMANTIC_400,
+            "checks.positive_data_acceptance.expected-statuses = " + _toml_list([*ACCEPTED, 400]),
+        ),
+    ]
+    for regex, values in headers.items():
+        pairs = ", ".join(f'{name} = "{value}"' for name, value in values.items())
+        parts.append(_operations(regex, f"headers = {{ {pairs} }}"))
+    parts.extend(extra)
+    return "\n".join(parts)
+
+
+def _identities(target: Target) -> dict[str, dict[str, str]]:
+    """Fresh sessions, one per kind of caller, so that no operation ends another's session.
+
+    logout-all ends every session of its user, logout and a replayed refresh token end theirs:
+    each gets a session nobody else uses, and the cookie user's sessions never meet the reader's
+    (whose session ids GET /auth/sessions shows to the stateful phase).
+    """
+    reader = target.login(READER).json()["access_token"]
+    ender = target.login(ENDER).json()["access_token"]
+    refresh_cookie = target.login(COOKIE).cookies["tw_refresh"]
+    logout_cookie = target.login(COOKIE).cookies["tw_refresh"]
+    deleter = target.login(COOKIE).json()["access_token"]
+    return {
+        "^/auth/(me|sessions|events|logout-others|password)$": {
+            "Authorization": f"Bearer {reader}"
+        },
+        "^/auth/logout-all$": {"Authorization": f"Bearer {ender}"},
+        "^/auth/sessions/": {"Authorization": f"Bearer {deleter}"},
+        "^/auth/refresh$": {"Cookie": f"tw_refresh={refresh_cookie}"},
+        "^/auth/logout$": {"Cookie": f"tw_refresh={logout_cookie}"},
+        "^/auth/(introspect|revoke|revocations)$": {"Authorization": target.client_basic},
+    }
+
+
+def _tail(text: str, lines: int = 150) -> str:
+    return "\n".join(line[:400] for line in text.splitlines()[-lines:])
+
+
+def _schemathesis(base: str, workdir: Path, config: str, seed: int, *args: str) -> str:
+    """Run ``st run`` to the end; its report goes to a file (it can be huge)."""
+    config_file = workdir / f"schemathesis-{seed}.toml"
+    config_file.write_text(config, encoding="utf-8")
+    report = workdir / f"schemathesis-{seed}.txt"
+    command = [
+        SCHEMATHESIS,
+        "--config-file",
+        str(config_file),
+        "--no-color",
+        "run",
+        f"{base}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(seed),
+        "--no-shrink",
+        "--generation-database",
+        "none",
+        # How fast hypothesis generates says nothing about the API; a busy runner is slow.
+        "--suppress-health-check",
+        "all",
+        "--request-timeout",
+        "60",
+        *args,
+    ]
+    with report.open("wb") as output:
+        result = subprocess.run(
+            command, stdout=output, stderr=subprocess.STDOUT, cwd=workdir, timeout=600
+        )
+    text = report.read_text(encoding="utf-8", errors="replace")
+    assert result.returncode == 0, (
+        f"schemathesis (seed {seed}) found problems; the end of its report {report}:\n"
+        + _tail(text)
+    )
+    summary = re.search(r"(\d+) generated, (\d+) passed", text)
+    assert summary, _tail(text)
+    print(f"schemathesis seed {seed}: {summary.group(0)}")  # shown by pytest -s or -rP
+    return text
+
+
+def _answers(log: Path, start: int) -> Counter[tuple[str, str, int]]:
+    """(method, path template, status) of every request in the server's access log."""
+    text = log.read_bytes()[start:].decode("utf-8", "replace")
+    answers: Counter[tuple[str, str, int]] = Counter()
+    for match in ACCESS_LOG.finditer(text):
+        path = match["path"]
+        if path.startswith("/auth/sessions/"):
+            path = "/auth/sessions/{session_id}"
+        answers[match["method"], path, int(match["status"])] += 1
+    return answers
+
+
+def _fuzz(
+    target: Target, seed: int, exercised: dict[tuple[str, str], set[int]], *args: str
+) -> None:
+    start = target.log.stat().st_size
+    config = _config(
+        _identities(target),
+        _operations("^/auth/(token|login)$", f"generation.max-examples = {HASHING_MAX_EXAMPLES}"),
+    )
+    _schemathesis(target.base, target.workdir, config, seed, *args)
+    answers = _answers(target.log, start)
+    assert not [answer for answer in answers if answer[2] >= 500], answers
+    missing = {
+        operation: statuses
+        for operation, statuses in exercised.items()
+        if not any(answers[(*operation, status)] for status in statuses)
+    }
+    assert not missing, f"never got past authentication or validation: {missing}\n{answers}"
+
+
+def test_schemathesis_fixed_seed(target: Target) -> None:
+    """Every phase: the documented examples, the boundary cases, fuzzing, stateful links."""
+    _fuzz(target, FIXED_SEED, {**EXERCISED, **EXERCISED_BY_EXAMPLES})
+
+
+def test_schemathesis_random_seed(target: Target) -> None:
+    """New data each run; the examples and boundary cases do not depend on the seed."""
+    seed = random.randrange(1, 2**31)
+    print(f"schemathesis random seed: {seed}")
+    _fuzz(target, seed, EXERCISED, "--phases", "fuzzing,stateful")
+
+
+# -- 429 and 503, which the server above never gives ---------------------------------------
+
+
+@asynccontextmanager
+async def _in_process(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(tmp_path / "data", **overrides), hasher=FAST_HASHER)
+    async with (
+        LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+def _validate(document: dict[str, Any], response: httpx.Response, status: int) -> None:
+    """schemathesis' verdict on one answer: status, media type, body and headers as declared."""
+    assert response.status_code == status, response.text
+    method, path = response.request.method, response.request.url.path
+    operation = schemathesis.openapi.from_dict(document)[path][method]
+    operation.Case().validate_response(response, checks=list(RESPONSE_CHECKS))
+
+
+async def test_rate_limited_answers_are_as_documented(
+    tmp_path: Path, document: dict[str, Any]
+) -> None:
+    limits = {
+        "rate_limit_register_ip": "1/hour",
+        "rate_limit_login_ip": "2/hour",
+        "rate_limit_login_failures_account_ip": "1/hour",
+        "rate_limit_refresh_ip": "1/hour",
+    }
+    credentials = {"email": READER, "password": PASSWORD}
+    async with _in_process(tmp_path, **limits) as http:
+        assert (await http.post("/auth/register", json=credentials)).status_code == 201
+        _validate(document, await http.post("/auth/register", json=credentials), 429)
+        login = await http.post("/auth/login", json=credentials)
+        assert login.status_code == 200
+        wrong = {**credentials, "password": "not the password at all"}
+        assert (await http.post("/auth/login", json=wrong)).status_code == 401
+        _validate(document, await http.post("/auth/login", json=credentials), 429)
+        grant = {"grant_type": "password", "username": READER, "password": PASSWORD}
+        _validate(document, await http.post("/auth/token", data=grant), 429)
+        cookie = {"Cookie": f"tw_refresh={login.cookies['tw_refresh']}"}
+        assert (await http.post("/auth/refresh", headers=cookie)).status_code == 200
+        _validate(document, await http.post("/auth/refresh", headers=cookie), 429)
+        grant = {"grant_type": "refresh_token", "refresh_token": login.cookies["tw_refresh"]}
+        _validate(document, await http.post("/auth/token", data=grant), 429)
+        # The failed login used up the account's failures: password checks wait as well.
+        bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        change = {"current_password": "a guess at the password", "new_password": PASSWORD * 2}
+        _validate(document, await http.post("/auth/password", json=change, headers=bearer), 429)
+
+
+async def test_unavailable_answers_are_as_documented(
+    tmp_path: Path, document: dict[str, Any]
+) -> None:
+    """Redis out of reach: the limiter fails closed, 503 problem+json with Retry-After."""
+    credentials = {"email": READER, "password": PASSWORD}
+    async with _in_process(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0") as http:
+        _validate(document, await http.post("/auth/register", json=credentials), 503)
+        _validate(document, await http.post("/auth/login", json=credentials), 503)
+        grant = {"grant_type": "password", "username": READER, "password": PASSWORD}
+        _validate(document, await http.post("/auth/token", data=grant), 503)
+        cookie = {"Cookie": "tw_refresh=twr_anything"}
+        _validate(document, await http.post("/auth/refresh", headers=cookie), 503)
+        readiness = await http.get("/readyz")
+        _validate(document, readiness, 503)
+        assert readiness.json()["checks"]["redis"] == "unavailable"
+
+
+# -- the declarations themselves, in-process ------------------------------------------------
+
+
+@pytest.fixture
+def document(settings: Settings) -> dict[str, Any]:
+    return create_app(settings).openapi()  # what /openapi.json serves; no lifespan needed
+
+
+def _problem_statuses(operation: dict[str, Any]) -> set[int]:
+    return {
+        int(status)
+        for status, response in operation["responses"].items()
+        if PROBLEM in response.get("content", {})
+    }
+
+
+# Every operation that reaches the database can answer 503; every one that may carry a body,
+# 413; every one with input, 422. The rest per operation.
+PROBLEMS: dict[tuple[str, str], set[int]] = {
+    ("post", "/auth/register"): {400, 409, 413, 422, 429, 503},
+    ("post", "/auth/login"): {400, 401, 403, 413, 422, 429, 503},
+    ("post", "/auth/refresh"): {401, 403, 413, 422, 429, 503},
+    ("post", "/auth/logout"): {403, 413, 422, 503},
+    ("get", "/auth/me"): {401, 503},
+    ("post", "/auth/token"): {400, 413, 422, 429, 503},
+    ("get", "/auth/sessions"): {401, 503},
+    ("delete", "/auth/sessions/{session_id}"): {401, 404, 413, 422, 503},
+    ("post", "/auth/logout-all"): {401, 413, 422, 503},
+    ("post", "/auth/logout-others"): {401, 413, 422, 503},
+    ("post", "/auth/password"): {400, 401, 413, 422, 429, 503},
+    ("get", "/auth/events"): {401, 422, 503},
+    ("post", "/auth/introspect"): {400, 413, 422, 503},
+    ("post", "/auth/revoke"): {400, 413, 422, 503},
+    ("get", "/auth/revocations"): {422, 503},
+}
+
+
+@pytest.mark.parametrize(("method", "path"), list(PROBLEMS))
+def test_openapi_declares_the_error_answers(
+    document: dict[str, Any], method: str, path: str
+) -> None:
+    operation = document["paths"][path][method]
+    assert _problem_statuses(operation) == PROBLEMS[method, path]
+    for status, response in operation["responses"].items():
+        content = response.get("content", {})
+        if PROBLEM in content:
+            schema = content[PROBLEM]["schema"]
+            assert {"$ref": "#/components/schemas/Problem"} in schema["allOf"]
+            assert schema["allOf"][-1]["properties"]["status"] == {"const": int(status)}
+        if status in {"429", "503"}:
+            assert response["headers"]["Retry-After"]["required"] is True
+    # FastAPI's default 422 (application/json, HTTPValidationError) is not what is answered.
+    assert "application/json" not in operation["responses"].get("422", {}).get("content", {})
+
+
+def test_openapi_problem_schema(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    problem = schemas["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status"}
+    assert problem["additionalProperties"] is True  # RFC 9457 extension members
+    assert "HTTPValidationError" not in schemas
+    # The OAuth endpoints keep RFC 6749's error shape.
+    for path, method, status in (
+        ("/auth/token", "post", "400"),
+        ("/auth/introspect", "post", "401"),
+        ("/auth/revoke", "post", "401"),
+        ("/auth/revocations", "get", "401"),
+        ("/auth/revocations", "get", "400"),
+    ):
+        content = document["paths"][path][method]["responses"][status]["content"]
+        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/OAuthError"}
