@@ -40,6 +40,9 @@ from tokenward.verify import Verifier
 
 ISSUER = "https://auth.example"
 KID = "bench-key"
+FLOOR = "floor: `public_key.verify` (cryptography)"
+STATIC = "`Verifier`, static key"
+JWKS = "`Verifier`, JWKS (warm)"
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,9 @@ def series(stuff: Material) -> dict[str, Callable[[], None]]:
             jwt.decode(token, public_key, algorithms=["ES256"], issuer=ISSUER, options=options)
 
     return {
-        "floor: `public_key.verify` (cryptography)": floor,
-        "`Verifier`, static key": static_key,
-        "`Verifier`, JWKS (warm)": jwks_backed,
+        FLOOR: floor,
+        STATIC: static_key,
+        JWKS: jwks_backed,
         "reference: `jwt.decode` (PyJWT, full path)": pyjwt_decode,
     }
 
@@ -143,9 +146,19 @@ def timed_rounds(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, 
     return samples
 
 
+@dataclass(frozen=True)
+class Result:
+    table: str  # markdown, with a line of facts under it
+    ratios: dict[str, float]  # series -> median per-token time over the floor's
+
+
+def ratios(samples: dict[str, list[float]]) -> dict[str, float]:
+    floor = statistics.median(samples[FLOOR])
+    return {name: statistics.median(values) / floor for name, values in samples.items()}
+
+
 def table(samples: dict[str, list[float]], per_call: int) -> str:
-    floor_name = next(iter(samples))
-    floor = statistics.median(samples[floor_name]) / per_call
+    to_floor = ratios(samples)
     lines = [
         "| series | µs/token (median) | spread (min-max) | ratio to floor |",
         "|---|---:|---:|---:|",
@@ -153,22 +166,27 @@ def table(samples: dict[str, list[float]], per_call: int) -> str:
     for name, values in samples.items():
         micros = [value / per_call * 1e6 for value in values]
         median = statistics.median(micros)
-        ratio = median / (floor * 1e6)
         lines.append(
-            f"| {name} | {median:.1f} | {min(micros):.1f}-{max(micros):.1f} | {ratio:.2f}x |"
+            f"| {name} | {median:.1f} | {min(micros):.1f}-{max(micros):.1f} "
+            f"| {to_floor[name]:.2f}x |"
         )
     return "\n".join(lines)
 
 
-def measure(tokens: int = 500, rounds: int = 15) -> str:
-    """The markdown table: µs per token for each series and its ratio to the floor."""
+def measure_result(tokens: int = 500, rounds: int = 15) -> Result:
+    """The markdown table (µs per token for each series, ratio to the floor) and the ratios."""
     stuff = material(tokens)
     samples = timed_rounds(series(stuff), rounds)
     facts = (
         f"{tokens} distinct ES256 tokens per round, {rounds} interleaved rounds, "
         f"Python {platform.python_version()}, {platform.machine()}"
     )
-    return f"{table(samples, tokens)}\n\n{facts}\n"
+    return Result(f"{table(samples, tokens)}\n\n{facts}\n", ratios(samples))
+
+
+def measure(tokens: int = 500, rounds: int = 15) -> str:
+    """The markdown table: µs per token for each series and its ratio to the floor."""
+    return measure_result(tokens, rounds).table
 
 
 def profile(tokens: int = 500, repeat: int = 20) -> str:

@@ -55,6 +55,8 @@ __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Princip
 
 Clock = Callable[[], datetime]
 READINESS_TIMEOUT = 3.0
+FAST_WRITE_PAUSES = (0.0005, 0.001, 0.002, 0.004, 0.008)
+"""Seconds between tries of the plain-sqlite3 rotation while another writer holds the lock."""
 SESSION_CACHE_SIZE = 50_000
 """Sessions remembered per process between commits (SQLite); the oldest go first."""
 
@@ -415,8 +417,13 @@ class AuthService:
         now = self.clock()
         writer = self.db.fast_writer()
         if writer is not None:
-            with contextlib.suppress(WriterBusy):  # someone else is writing: wait below
-                return self._refresh_on(writer, presented, client, now)
+            # Another connection (a worker process, the CLI, an ORM transaction here) holds
+            # the write lock only briefly: try again a few times after a millisecond or two,
+            # far sooner than SQLite's own busy handler would wake up, then wait below.
+            for pause in FAST_WRITE_PAUSES:
+                with contextlib.suppress(WriterBusy):
+                    return self._refresh_on(writer, presented, client, now)
+                await asyncio.sleep(pause)
         reused = False
         async with self.db.write() as db:
             # The row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) serialises rotations.
