@@ -58,12 +58,14 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
 
 # The long reliability runs (minutes each): load soak on SQLite and PostgreSQL, then with the
-# rate limits on. Figures go to artifacts/ and, by hand, to docs/reliability.md.
+# rate limits on, then the parser fuzzing at ten times its CI size. Figures go to artifacts/
+# and, by hand, to docs/reliability.md.
 soak: $(VENV)/.dev-installed
 	mkdir -p artifacts
 	$(BIN)/python bench/soak.py --database sqlite --json artifacts/soak-sqlite.json
 	$(BIN)/python bench/soak.py --database postgresql --json artifacts/soak-postgresql.json
 	$(BIN)/python bench/soak.py --database sqlite --rate-limits --json artifacts/soak-sqlite-limits.json
+	FUZZ_SCALE=10 $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider --hypothesis-show-statistics -q
 
 # Known vulnerabilities in the installed dependencies (PyPI advisory data, or OSV). Needs
 # pypi.org's JSON API or api.osv.dev: the build machines' network reaches neither, so this is

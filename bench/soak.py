@@ -72,6 +72,7 @@ class Tally:
     latency: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     lost_sessions: int = 0
     server_errors: list[str] = field(default_factory=list)
+    transport_errors: list[str] = field(default_factory=list)
     requests: int = 0
 
     def record(self, name: str, response: httpx.Response, seconds: float) -> None:
@@ -141,44 +142,60 @@ async def timed(tally: Tally, name: str, call: Awaitable[httpx.Response]) -> htt
 
 
 async def user(client: httpx.AsyncClient, email: str, tally: Tally, stop: asyncio.Event) -> None:
-    credentials = {"email": email, "password": PASSWORD}
     rng = random.Random(email)  # load shape, not security
     while not stop.is_set():
-        login = await timed(tally, "login", client.post("/auth/login", json=credentials))
-        if login.status_code != 200:
-            await asyncio.sleep(1)  # rate-limited or busy: back off like a person would
-            continue
-        cookie = login.cookies[COOKIE]
-        access = login.json()["access_token"]
-        for _ in range(rng.randint(3, 8)):
-            if stop.is_set():
-                return
-            for _ in range(rng.randint(1, 4)):
-                me = await timed(
-                    tally,
-                    "me",
-                    client.get("/auth/me", headers={"Authorization": f"Bearer {access}"}),
-                )
-                if me.status_code == 401:
-                    tally.lost_sessions += 1
-            refreshed = await timed(
+        try:
+            await one_visit(client, email, tally, stop, rng)
+        except httpx.TransportError as error:  # a dropped connection: counted, and a failure
+            tally.transport_errors.append(f"{type(error).__name__}: {error}")
+
+
+async def one_visit(
+    client: httpx.AsyncClient,
+    email: str,
+    tally: Tally,
+    stop: asyncio.Event,
+    rng: random.Random,
+) -> None:
+    """Log in, use the session for a while, sometimes log out."""
+    credentials = {"email": email, "password": PASSWORD}
+    if stop.is_set():
+        return
+    login = await timed(tally, "login", client.post("/auth/login", json=credentials))
+    if login.status_code != 200:
+        await asyncio.sleep(1)  # rate-limited or busy: back off like a person would
+        return
+    cookie = login.cookies[COOKIE]
+    access = login.json()["access_token"]
+    for _ in range(rng.randint(3, 8)):
+        if stop.is_set():
+            return
+        for _ in range(rng.randint(1, 4)):
+            me = await timed(
                 tally,
-                "refresh",
-                client.post("/auth/refresh", headers={"Cookie": f"{COOKIE}={cookie}"}),
+                "me",
+                client.get("/auth/me", headers={"Authorization": f"Bearer {access}"}),
             )
-            if refreshed.status_code == 200:
-                cookie = refreshed.cookies[COOKIE]
-                access = refreshed.json()["access_token"]
-            elif refreshed.status_code == 401:
-                tally.lost_sessions += 1  # the newest cookie of a live session was refused
-                break
-            await asyncio.sleep(rng.uniform(0.05, 0.3))
-        if rng.random() < 0.3:
-            await timed(
-                tally,
-                "logout",
-                client.post("/auth/logout", headers={"Cookie": f"{COOKIE}={cookie}"}),
-            )
+            if me.status_code == 401:
+                tally.lost_sessions += 1
+        refreshed = await timed(
+            tally,
+            "refresh",
+            client.post("/auth/refresh", headers={"Cookie": f"{COOKIE}={cookie}"}),
+        )
+        if refreshed.status_code == 200:
+            cookie = refreshed.cookies[COOKIE]
+            access = refreshed.json()["access_token"]
+        elif refreshed.status_code == 401:
+            tally.lost_sessions += 1  # the newest cookie of a live session was refused
+            break
+        await asyncio.sleep(rng.uniform(0.05, 0.3))
+    if rng.random() < 0.3:
+        await timed(
+            tally,
+            "logout",
+            client.post("/auth/logout", headers={"Cookie": f"{COOKIE}={cookie}"}),
+        )
 
 
 async def register_all(base: str, emails: list[str], tally: Tally) -> None:
@@ -207,7 +224,11 @@ async def soak(
     tally = Tally()
     emails = [f"soak{n}@example.com" for n in range(users)]
     await register_all(base, emails, tally)
-    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    # Idle connections expire on our side (2 s) before uvicorn closes them (5 s), so a request
+    # never races the server's keep-alive timeout on a connection it is closing.
+    limits = httpx.Limits(
+        max_connections=users, max_keepalive_connections=users, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
         stop = asyncio.Event()
         tasks = [asyncio.create_task(user(client, email, tally, stop)) for email in emails]
@@ -240,6 +261,8 @@ async def soak(
         "requests_after_warmup": tally.requests - requests_at_warmup,
         "server_errors": len(tally.server_errors),
         "first_server_errors": tally.server_errors[:5],
+        "transport_errors": len(tally.transport_errors),
+        "first_transport_errors": tally.transport_errors[:5],
         "lost_sessions": tally.lost_sessions,
         "rate_limited": sum(n for key, n in tally.statuses.items() if key.endswith(" 429")),
         "rss_kib_after_warmup": rss_after_warmup,
@@ -297,7 +320,11 @@ def main() -> int:
     print(text)
     if options.json:
         options.json.write_text(text + "\n")
-    failed = result["server_errors"] or (result["lost_sessions"] and not options.rate_limits)
+    failed = (
+        result["server_errors"]
+        or result["transport_errors"]
+        or (result["lost_sessions"] and not options.rate_limits)
+    )
     flat = float(result["rss_growth"]) <= 0.10  # type: ignore[arg-type]
     if not flat:
         print("RSS grew more than 10% after warm-up", file=sys.stderr)
