@@ -47,6 +47,9 @@ _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
 # How long a connection attempt or a pooled-connection wait may take before a 503.
 CONNECT_TIMEOUT = 5.0
+# How long a request may queue for a pooled connection under overload before its 503: long
+# enough that a burst (200 clients on 20 connections) queues instead of failing.
+POOL_TIMEOUT = 30.0
 RETRY_ATTEMPTS = 4
 
 
@@ -181,7 +184,7 @@ class Database:
                 pool_pre_ping=True,  # a connection the server dropped is replaced, not used
                 pool_size=10,
                 max_overflow=10,
-                pool_timeout=CONNECT_TIMEOUT * 2,
+                pool_timeout=POOL_TIMEOUT,
                 connect_args={"timeout": CONNECT_TIMEOUT},
             )
             self.read_engine = self.write_engine
