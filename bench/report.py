@@ -23,7 +23,9 @@ RESULTS = BENCH / "RESULTS.md"
 LOGIN_OVERHEAD_TARGET = 0.10
 VERIFIER_TARGET = 1.3
 GROWTH_TARGET = 1.2
-TARGETED = ("growth", "login", "verifier")
+PROTECTED_TARGET = 1.0  # req/s at least the tuned Express's, p99 no worse
+REFRESH_TARGET = 0.75  # req/s at least 0.75x the tuned Express's stateless refresh
+TARGETED = ("protected", "protected-pool", "refresh", "growth", "login", "verifier")
 
 
 @dataclass
@@ -126,7 +128,37 @@ def login_overhead(results: Results) -> float | None:
     return ours[0] if ours else None
 
 
+def floor_verdict(measured: float, target: float) -> str:
+    """'met' or 'not met', and by how much, for a target that is a floor."""
+    shown = f"{measured:.2f}x (target >= {target:.2f}x)"
+    gap = f"{abs(measured - target) / target:.0%}"
+    if measured >= target:
+        return f"**met**: {shown}, {gap} over"
+    return f"**not met**: {shown}, {gap} short"
+
+
+def versus_tuned(results: Results, key: str) -> tuple[float, float] | None:
+    """(req/s ratio, p99 ratio) of tokenward over the tuned Express in one scenario."""
+    ours = summarize(results.runs, key, TOKENWARD)
+    tuned = summarize(results.runs, key, EXPRESS_NAMES[-1])
+    if ours is None or tuned is None:
+        return None
+    return ours.rps / tuned.rps, ours.p99_ms / tuned.p99_ms
+
+
 def target_line(key: str, results: Results) -> str:
+    if key in ("protected", "protected-pool") and (ratios := versus_tuned(results, key)):
+        rps, p99 = ratios
+        p99_verdict = "no worse" if p99 <= 1 else f"{p99:.2f}x worse"
+        return (
+            "Target: req/s >= 1.0x the tuned Express, p99 no worse: "
+            + floor_verdict(rps, PROTECTED_TARGET)
+            + f"; p99 {p99:.2f}x the tuned Express's ({p99_verdict})"
+        )
+    if key == "refresh" and (ratios := versus_tuned(results, key)):
+        return "Target: req/s >= 0.75x the tuned Express's refresh: " + floor_verdict(
+            ratios[0], REFRESH_TARGET
+        )
     if key == "growth" and (ratio := growth_ratio(results)) is not None:
         small, large = servers_of(results.runs, "growth")
         return f"Target: refresh p50 of '{large}' <= 1.2x that of '{small}': " + verdict(
