@@ -16,12 +16,10 @@ import itertools
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import asyncpg
 import httpx
 from conftest import COOKIE, FAST_HASHER, PASSWORD, make_settings, refresh_cookie
-from test_server_process import TOKENWARD, free_port
+from test_server_process import TOKENWARD, Server, server_process
 
 from tokenward.audit import ClientInfo
 from tokenward.service import AuthService
@@ -41,47 +39,9 @@ ENV = {"TOKENWARD_RATE_LIMITS": "false", "TOKENWARD_REFRESH_REUSE_INTERVAL": "12
 TABLES = ("users", "sessions", "events", "signing_keys", "clients", "alembic_version")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-
-@contextmanager
-def running(data_dir: Path) -> Iterator[Server]:
-    """`test_server_process.serving()` (same command line and environment, one worker), but
-    the process is handed out to be killed or stopped; it is stopped at the end if still up."""
-    port = free_port()
-    log = data_dir.parent / f"serve-{port}.log"
-    environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **ENV}
-    command = [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=environment, stdout=output, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield Server(process, base, log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise
+def running(data_dir: Path) -> AbstractContextManager[Server]:
+    """`tokenward serve` with one worker, its process handed out to be killed or stopped."""
+    return server_process(data_dir, args=["--workers", "1"], **ENV)
 
 
 class Tables:

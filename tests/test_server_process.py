@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,11 +26,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+
 @contextmanager
-def serving(
+def server_process(
     data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
-) -> Iterator[tuple[str, Path]]:
-    """Run the console script until the block ends; yield its base URL and log file."""
+) -> Iterator[Server]:
+    """Run the console script until the block ends (or the test kills it); hand out the
+    process, its base URL and its log file. Stopped with SIGTERM at the end if still up."""
     port = port or free_port()
     log = data_dir.parent / f"serve-{port}.log"
     environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
@@ -52,10 +61,25 @@ def serving(
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
-        yield base, log
+        yield Server(process, base, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+
+
+@contextmanager
+def serving(
+    data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
+) -> Iterator[tuple[str, Path]]:
+    """Run the console script until the block ends; yield its base URL and log file."""
+    with server_process(data_dir, port, args=args, **env) as server:
+        yield server.base, server.log
 
 
 def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> None:
