@@ -37,7 +37,7 @@ async def test_introspection_of_live_and_dead_tokens(api: Api, credentials: Any)
     access, refresh = await api.signed_up()
     answer = (await introspect(api, credentials, access)).json()
     assert answer["active"] is True
-    assert answer["token_type"] == "access_token"
+    assert answer["token_type"] == "Bearer"  # RFC 7662 2.2: the RFC 6749 token type
     assert answer["username"] == "ada@example.com"
     assert answer["sid"] == jwt.decode(access, options={"verify_signature": False})["sid"]
     refresh_answer = (

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select
 from tokenward.audit import EventType
 from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
 from tokenward.service import AuthService
-from tokenward.store import EventRow, SessionRow, UserRow
+from tokenward.store import EventRow, RevocationRow, SessionRow, UserRow
 from tokenward.store.db import NO_KEY_UPDATE
 from tokenward.store.queries import (
     EventInfo,
@@ -187,6 +187,8 @@ class Admin:
                 )
             )
             events = await db.execute(delete(EventRow).where(EventRow.at < events_cutoff))
+            # The feed reaches back one access token lifetime; a day covers it many times.
+            await db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < cutoff))
         return PruneReport(sessions=_rowcount(sessions), events=_rowcount(events))
 
 

@@ -46,5 +46,7 @@ class ClientInfo:
     user_agent: str | None = None
 
     def __post_init__(self) -> None:
-        if self.user_agent is not None and len(self.user_agent) > 512:
-            object.__setattr__(self, "user_agent", self.user_agent[:512])
+        if self.user_agent is not None:
+            # PostgreSQL text cannot hold NUL: the one character no column may keep.
+            user_agent = self.user_agent[:512].replace("\x00", "\ufffd")
+            object.__setattr__(self, "user_agent", user_agent)

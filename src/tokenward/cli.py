@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from tokenward.config import Settings, load_settings
+from tokenward.config import ENV_PREFIX, Settings, load_settings
 from tokenward.exceptions import ConfigError, TokenwardError, UnavailableError
 from tokenward.store import Database
 
@@ -60,10 +60,20 @@ def serve(
         bool, typer.Option(help="Log every request (the reverse proxy usually does).")
     ] = False,
 ) -> None:
-    """Run the HTTP service (uvicorn, uvloop, httptools)."""
+    """Run the HTTP service (uvicorn, uvloop, httptools).
+
+    Without TOKENWARD_ISSUER (development), the issuer is the address served: --host/--port.
+    """
+    import os
+
     import uvicorn
 
     settings = _settings()  # fail fast, with one line, before uvicorn starts
+    if "issuer" not in settings.model_fields_set:  # production refuses this: see config
+        # Through the environment, so that uvicorn's app factory (in every worker process,
+        # which inherits it) builds the same settings as this one.
+        os.environ[ENV_PREFIX + "ISSUER"] = served_issuer(host, port)
+        settings = _settings()
     # Migrate, make the master secret and the first key once, here, before any worker runs.
     _run(lambda: _open_and_close(settings))
     uvicorn.run(
@@ -73,13 +83,29 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http="tokenward.web.timeouts:HeadTimeoutProtocol",
         # Forwarded headers are tokenward's business (trusted proxies), never uvicorn's default.
         proxy_headers=False,
         server_header=False,
         access_log=access_log,
         log_level="info",
     )
+
+
+def served_issuer(host: str, port: int) -> str:
+    """``http://host:port`` as clients reach ``serve --host --port``: an IPv6 address in
+    brackets, and a wildcard bind (``0.0.0.0``, ``::``) as the loopback of its family."""
+    from ipaddress import ip_address
+
+    try:
+        address = ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return f"http://{host or '127.0.0.1'}:{port}"  # a name such as localhost
+    if address.is_unspecified:
+        host = "127.0.0.1" if address.version == 4 else "::1"
+    if address.version == 6:
+        host = "[" + host.replace("%", "%25") + "]"  # RFC 6874: the zone's % is escaped
+    return f"http://{host}:{port}"
 
 
 async def _open_and_close(settings: Settings) -> None:
@@ -197,6 +223,8 @@ def users_import(
             f"imported {report.imported}, skipped {report.skipped_existing} existing, "
             f"rejected records: {rejected}"
         )
+        for number, reason in report.reasons.items():
+            typer.echo(f"record {number}: {reason}", err=True)
         if report.rejected:
             raise typer.Exit(1)
 
@@ -300,12 +328,36 @@ def sessions_revoke(
     typer.echo(f"revoked {ended} sessions of {email.strip()}")
 
 
+def _printable(text: str | None) -> str:
+    """``text`` on one line and in one column: a backslash, and every character that is not
+    printable (tab, newline, C0/C1 controls, DEL, U+2028/U+2029, bidi overrides...), escaped
+    as Python would (``\\t``, ``\\x1b``, ``\\u2028``); ``-`` when absent or empty."""
+    if not text:
+        return "-"
+    if text.isprintable() and "\\" not in text:
+        return text
+    escaped = []
+    for char in text:
+        if char == "\\":
+            escaped.append("\\\\")
+        elif char.isprintable():
+            escaped.append(char)
+        else:
+            escaped.append(ascii(char)[1:-1])  # '\t', '\x1b', '\x85', '\u2028', '\U000e0001'
+    return "".join(escaped)
+
+
 def _event_line(event: EventInfo) -> str:
-    detail = json.dumps(event.detail, separators=(",", ":")) if event.detail else "-"
+    # json.dumps escapes every control and non-ASCII character but DEL: escaped here too.
+    detail = (
+        json.dumps(event.detail, separators=(",", ":")).replace("\x7f", "\\u007f")
+        if event.detail
+        else "-"
+    )
     return (
-        f"{_when(event.at)}\t{event.type}\tuser={event.user_id or '-'}\t"
-        f"session={event.session_id or '-'}\tip={event.ip or '-'}\t"
-        f"ua={event.user_agent or '-'}\t{detail}"
+        f"{_when(event.at)}\t{_printable(event.type)}\tuser={_printable(event.user_id)}\t"
+        f"session={_printable(event.session_id)}\tip={_printable(event.ip)}\t"
+        f"ua={_printable(event.user_agent)}\t{detail}"
     )
 
 

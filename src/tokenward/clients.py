@@ -10,23 +10,21 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, func, select
 
 from tokenward.audit import ClientInfo, EventType
 from tokenward.exceptions import TokenError
 from tokenward.service import AuthService
-from tokenward.store import ClientRow, SessionRow, UserRow
-from tokenward.store.queries import new_event
+from tokenward.store import ClientRow, RevocationRow, SessionRow, UserRow
+from tokenward.store.db import retrying
+from tokenward.store.queries import end_sessions, new_event
 from tokenward.tokens import LEEWAY_SECONDS
 
 __all__ = ["ClientService", "ResourceClient", "Revocation", "RevocationPage"]
 
-FEED_SETTLE = timedelta(seconds=1)
-"""The feed lags this much behind the clock, so that a transaction that was still committing
-when a page was read (its revoked_at a moment in the past) is on the next page, not lost."""
 FEED_PAGE = 1000
 _DUMMY_HASH = hashlib.sha256(b"tokenward-no-such-client").hexdigest()
 
@@ -54,15 +52,11 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _cursor(moment: datetime, sid: str) -> str:
-    return f"{int(moment.timestamp() * 1_000_000)}:{sid}"
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    micros, _, sid = cursor.partition(":")
-    if not micros.isdigit() or len(micros) > 20 or len(sid) > 64:
+def _parse_cursor(cursor: str) -> int:
+    """The revocation log id a cursor names; ValueError for anything else (old cursors too)."""
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
         raise ValueError("bad cursor")
-    return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), sid
+    return int(cursor)
 
 
 class ClientService:
@@ -124,7 +118,7 @@ class ClientService:
         claims = principal.claims
         answer: dict[str, Any] = {
             "active": True,
-            "token_type": "access_token",
+            "token_type": "Bearer",  # RFC 7662 2.2: the RFC 6749 type, as issued
             "sub": claims.sub,
             "sid": claims.sid,
             "iss": claims.iss,
@@ -184,22 +178,24 @@ class ClientService:
         except TokenError:
             return
         now = service.clock()
-        async with self.db.write() as db:
-            session = await db.get(SessionRow, principal.session_id, with_for_update=True)
-            if session is None or session.revoked_at is not None:
-                return
-            session.revoked_at = now
-            session.revoked_reason = "revoked"
-            db.add(
-                new_event(
-                    EventType.SESSION_REVOKED,
-                    now,
-                    client,
-                    user_id=session.user_id,
-                    session_id=session.id,
-                    detail={"by": "client"},
-                )
-            )
+
+        async def end() -> None:
+            async with self.db.write() as db:
+                user_id = principal.user.id
+                only = principal.session_id
+                for sid in await end_sessions(db, user_id, now, "revoked", only=only):
+                    db.add(
+                        new_event(
+                            EventType.SESSION_REVOKED,
+                            now,
+                            client,
+                            user_id=user_id,
+                            session_id=sid,
+                            detail={"by": "client"},
+                        )
+                    )
+
+        await retrying(end)
 
     # -- the revocation feed -----------------------------------------------------------------
 
@@ -208,34 +204,29 @@ class ClientService:
         return self.service.settings.access_ttl + timedelta(seconds=LEEWAY_SECONDS)
 
     async def revocations(self, after: str | None) -> RevocationPage:
-        """Sessions ended since ``after`` (a cursor from the last page), oldest first."""
+        """Sessions ended since ``after`` (a cursor from the last page), in commit order.
+
+        The cursor is the last revocation log id served. The log is numbered in commit order
+        (see RevocationRow), so nothing can commit behind a cursor once it was handed out,
+        however late a revocation commits after its timestamp and whatever the clocks of the
+        instances say. A cursor past the log's end (a restored database, a forged one) is
+        refused like a malformed one: the verifier starts again from the whole window.
+        """
         now = self.service.clock()
-        since, since_sid = now - self.window(), ""
-        if after:
-            since_cursor, since_sid = _parse_cursor(after)
-            since = max(since, since_cursor)
-        settled = now - FEED_SETTLE
-        query = (
-            select(SessionRow.id, SessionRow.revoked_at)
-            .where(
-                SessionRow.revoked_at.is_not(None),
-                SessionRow.revoked_at <= settled,
-                or_(
-                    SessionRow.revoked_at > since,
-                    and_(SessionRow.revoked_at == since, SessionRow.id > since_sid),
-                ),
-            )
-            .order_by(SessionRow.revoked_at, SessionRow.id)
-            .limit(FEED_PAGE)
-        )
+        since = 0 if not after else _parse_cursor(after)
         async with self.db.read() as db:
-            rows = [(sid, at) for sid, at in (await db.execute(query)).all() if at is not None]
-        revoked = [Revocation(sid, int(at.timestamp())) for sid, at in rows]
-        if rows:
-            cursor = _cursor(rows[-1][1], rows[-1][0])
-        elif after and since >= settled:
-            cursor = after
-        else:
-            # Nothing up to ``settled`` is left unread: the next page starts there.
-            cursor = _cursor(settled, "")
-        return RevocationPage(revoked, cursor)
+            last = (await db.execute(select(func.max(RevocationRow.id)))).scalar_one() or 0
+            if since > last:
+                raise ValueError("cursor past the end of the revocation log")
+            query = (
+                select(RevocationRow.id, RevocationRow.session_id, RevocationRow.revoked_at)
+                .where(RevocationRow.id > since, RevocationRow.id <= last)
+                .order_by(RevocationRow.id)
+                .limit(FEED_PAGE)
+            )
+            if not after:
+                query = query.where(RevocationRow.revoked_at >= now - self.window())
+            rows = (await db.execute(query)).all()
+        revoked = [Revocation(sid, int(at.timestamp())) for _, sid, at in rows]
+        cursor = rows[-1][0] if len(rows) == FEED_PAGE else last
+        return RevocationPage(revoked, str(cursor))

@@ -24,8 +24,9 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SigningAlg = Literal["ES256", "EdDSA", "RS256", "HS256"]
 
 
-def parse_duration(value: object) -> timedelta:
-    """Read ``900``, ``"900"``, ``"15m"``, ``"12h"`` or ``"7d"`` as a positive duration."""
+def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
+    """Read ``900``, ``"900"``, ``"15m"``, ``"12h"`` or ``"7d"`` as a positive duration
+    (or zero, with ``allow_zero``)."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -34,12 +35,17 @@ def parse_duration(value: object) -> timedelta:
         seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
     else:
         raise ValueError("expected seconds or a number with s, m, h or d (e.g. 900, 15m, 7d)")
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError("must be zero or longer" if allow_zero else "must be longer than zero")
     return timedelta(seconds=seconds)
 
 
+def _duration_or_zero(value: object) -> timedelta:
+    return parse_duration(value, allow_zero=True)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
 
 
 def _rate_limit(value: object) -> str:
@@ -84,8 +90,9 @@ class Settings(BaseSettings):
     """Lifetime of an access token."""
     refresh_ttl: Duration = timedelta(days=7)
     """Idle timeout of a session: each rotation pushes its end this far out."""
-    refresh_reuse_interval: Duration = timedelta(seconds=10)
-    """How long a rotated-out refresh token still returns the same successor (racing tabs)."""
+    refresh_reuse_interval: DurationOrZero = timedelta(seconds=10)
+    """How long a rotated-out refresh token still returns the same successor (racing tabs);
+    ``0``: none, any replay of a rotated-out token ends the session as theft."""
     session_max_age: Duration = timedelta(days=30)
     """Absolute lifetime of a session, whatever its activity."""
     signing_alg: SigningAlg = "ES256"
@@ -122,6 +129,15 @@ class Settings(BaseSettings):
     """Refreshes per client IP."""
     rate_limit_refresh_session: RateLimitText = "30/minute"
     """Refreshes per session."""
+    rate_limit_password_change_account: RateLimitText = "10/hour"  # noqa: S105 - a rate
+    """Password changes (right or wrong current password) per account."""
+    rate_limit_user_actions: RateLimitText = "60/minute"
+    """Signed-in actions that write security events (sign-ins, revoking sessions, signing out
+    everywhere), per user: the event log of one account cannot be flooded."""
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
+    """Per-IP limits count an IPv6 client by this network prefix (a host usually has a /64)."""
+    max_sessions_per_user: int = Field(default=50, ge=1, le=10_000)
+    """Live sessions one user may hold; a new sign-in past it ends the oldest."""
     trusted_proxies: CommaList = ()
     """Addresses or networks of reverse proxies whose X-Forwarded-For is believed."""
     allowed_origins: CommaList = ()
@@ -131,6 +147,17 @@ class Settings(BaseSettings):
     always Secure and leans on the Origin check alone against CSRF (docs/browser.md)."""
     demo_page: bool | None = None
     """Serve the demo page at ``/``; default: on in development, off in production."""
+    api_docs: bool | None = None
+    """Serve Swagger UI at ``/docs``; default: on in development, off in production (it runs
+    a CDN's script on the origin of the refresh cookie, pinned by SRI)."""
+    cookie_host_prefix: bool = False
+    """Name the refresh cookie ``__Host-tw_refresh`` with ``Path=/``: no other host (a sibling
+    subdomain) can set or shadow it. Needs a Secure cookie (production, or SameSite none)."""
+    request_header_timeout: Duration = timedelta(seconds=10)
+    """``tokenward serve`` closes a connection whose request head is not complete this long
+    after it opened or after its previous response (slowloris)."""
+    request_body_timeout: Duration = timedelta(seconds=10)
+    """A request body not received whole this long after its head gets 408."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
 
@@ -177,6 +204,11 @@ class Settings(BaseSettings):
                 "cookie_samesite: none is for front-ends on another site; list them in "
                 "TOKENWARD_ALLOWED_ORIGINS"
             )
+        if self.cookie_host_prefix and not self.secure_cookie:
+            raise ValueError(
+                "cookie_host_prefix: browsers take a __Host- cookie only if Secure, which it is "
+                "in production (TOKENWARD_ENV) or with TOKENWARD_COOKIE_SAMESITE=none"
+            )
         if self.env == "production":
             if "issuer" not in self.model_fields_set:
                 raise ValueError(
@@ -197,6 +229,10 @@ class Settings(BaseSettings):
         return self.demo_page if self.demo_page is not None else not self.production
 
     @property
+    def serves_api_docs(self) -> bool:
+        return self.api_docs if self.api_docs is not None else not self.production
+
+    @property
     def secure_cookie(self) -> bool:
         # SameSite=None is refused by browsers without Secure.
         return self.production or self.cookie_samesite == "none"
@@ -210,6 +246,9 @@ class Settings(BaseSettings):
     @property
     def refresh_cookie_name(self) -> str:
         # The __Secure- prefix makes browsers refuse the cookie unless it came over HTTPS.
+        # __Host- also binds it to this host and Path=/: no sibling subdomain can plant one.
+        if self.cookie_host_prefix:
+            return "__Host-tw_refresh"
         return "__Secure-tw_refresh" if self.production else "tw_refresh"
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from argon2 import Type, extract_parameters
+from argon2.exceptions import InvalidHashError
 from pwdlib import PasswordHash
-from pwdlib.exceptions import UnknownHashError
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pwdlib.hashers.bcrypt import BcryptHasher
 
@@ -16,8 +19,10 @@ from tokenward.exceptions import PasswordPolicyError
 
 __all__ = [
     "PASSWORD_MAX_LENGTH",
+    "ImportedHashError",
     "PasswordHasher",
     "PasswordPolicy",
+    "check_imported_hash",
     "normalize_password",
 ]
 
@@ -70,6 +75,58 @@ class PasswordPolicy:
             )
 
 
+BCRYPT_COSTS = range(10, 13)
+"""bcrypt work factors ``users import`` takes: 10 (the tutorial's) to 12. Below, too weak;
+above, one login holds a hash slot for a second or more (and answers slower than others)."""
+ARGON2_MIN_MEMORY_KIB = 7168
+ARGON2_MIN_WORK = 35_840
+"""Memory (KiB) times passes: OWASP's least argon2id profiles (m=7 MiB t=5 ... m=46 MiB t=1)."""
+ARGON2_MAX_WORK = 786_432
+"""Four times the default (m=64 MiB, t=3): a verification far above it is a denial of service."""
+ARGON2_MAX_PARALLELISM = 16
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+
+
+class ImportedHashError(ValueError):
+    """An imported password hash that tokenward will not take; the message says why."""
+
+
+def check_imported_hash(password_hash: str) -> None:
+    """Raise :class:`ImportedHashError` unless ``password_hash`` verifies, safely and in time.
+
+    bcrypt (``$2a$``/``$2b$``/``$2y$``) with a cost in :data:`BCRYPT_COSTS`, or argon2id/argon2i
+    (v=19) with a salt, a digest of 16 bytes or more, and a work factor within bounds. Only
+    the format is read: checking a million records costs no hash.
+    """
+    if password_hash.startswith("$2"):
+        match = _BCRYPT.fullmatch(password_hash)
+        if match is None:
+            raise ImportedHashError("not a well-formed bcrypt hash")
+        cost = int(match[1])
+        if cost not in BCRYPT_COSTS:
+            raise ImportedHashError(
+                f"bcrypt cost {cost} is outside {BCRYPT_COSTS.start}..{BCRYPT_COSTS.stop - 1}"
+            )
+        return
+    if not password_hash.startswith("$argon2"):
+        raise ImportedHashError("not an argon2 or bcrypt hash")
+    try:
+        params = extract_parameters(password_hash)
+    except (InvalidHashError, ValueError):
+        raise ImportedHashError("not a well-formed argon2 hash (salt and digest needed)") from None
+    if params.type is Type.D:
+        raise ImportedHashError("argon2d is not for passwords; argon2id or argon2i only")
+    if params.version != 19:
+        raise ImportedHashError(f"argon2 version {params.version} is not 19")
+    if params.salt_len < 8 or params.hash_len < 16:
+        raise ImportedHashError("argon2 salt under 8 bytes or digest under 16 bytes")
+    work = params.memory_cost * params.time_cost
+    if params.memory_cost < ARGON2_MIN_MEMORY_KIB or work < ARGON2_MIN_WORK:
+        raise ImportedHashError("argon2 parameters too weak")
+    if work > ARGON2_MAX_WORK or params.parallelism > ARGON2_MAX_PARALLELISM:
+        raise ImportedHashError("argon2 parameters too costly to verify")
+
+
 class PasswordHasher:
     """argon2id for every new hash; bcrypt hashes (as the tutorial made them) still verify.
 
@@ -82,6 +139,13 @@ class PasswordHasher:
         self._hash = PasswordHash((argon2 or Argon2Hasher(), BcryptHasher()))
         # Verified against for unknown emails so that they cost what a wrong password costs.
         self._dummy_hash = self._hash.hash("tokenward-dummy-password-for-timing")
+        started = time.perf_counter()
+        self._hash.verify("tokenward-dummy-password-for-timing", self._dummy_hash)
+        self.floor = time.perf_counter() - started
+        """Seconds every verification lasts at least: what one at today's parameters takes now.
+        A cheaper legacy hash (bcrypt 10: a third of argon2id's time) waits out the rest, so
+        an imported account answers no faster than an unknown email. Follows the machine's
+        load: each verification at today's parameters moves it a fifth of the way."""
 
     def hash(self, password: str) -> str:
         return self._hash.hash(password)
@@ -90,19 +154,31 @@ class PasswordHasher:
         """Return ``(matches, new_hash)``; ``new_hash`` is set when the hash should be upgraded.
 
         ``password_hash=None`` (an unknown user) runs a dummy verification and returns False.
+        Lasts at least :attr:`floor`, whatever the hash.
         """
+        started = time.perf_counter()
+        current = False
+        try:
+            matches, new_hash, current = self._verify(password, password_hash)
+            return matches, new_hash
+        finally:
+            elapsed = time.perf_counter() - started
+            if current:
+                self.floor += (elapsed - self.floor) / 5
+            elif elapsed < self.floor:
+                time.sleep(self.floor - elapsed)
+
+    def _verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None, bool]:
+        """(matches, new hash, whether this was one verification at today's parameters)."""
         if password_hash is None:
             self._hash.verify(password, self._dummy_hash)
-            return False, None
+            return False, None, True
         if BcryptHasher.identify(password_hash) and len(password.encode()) > 72:
             self._hash.verify(password, self._dummy_hash)
-            return False, None
+            return False, None, True
         try:
-            return self._hash.verify_and_update(password, password_hash)
-        except (UnknownHashError, ValueError):
-            return False, None
-
-    @staticmethod
-    def is_supported_hash(password_hash: str) -> bool:
-        """True for argon2 and bcrypt hashes, the ones ``users import`` accepts."""
-        return Argon2Hasher.identify(password_hash) or BcryptHasher.identify(password_hash)
+            matches, new_hash = self._hash.verify_and_update(password, password_hash)
+        except Exception:  # a corrupt stored hash is a wrong password, never a 500
+            return False, None, False
+        current = new_hash is None and password_hash.startswith("$argon2")
+        return matches, new_hash, current

@@ -1,9 +1,12 @@
 """Rate limits (the ``limits`` library): in-process by default, Redis when configured.
 
 Login and password checks count *failures* per account+IP and per account, plus every attempt
-per IP; registration and refresh count every request. A limit that is exhausted refuses the
-request before any password is verified, so a locked account never reveals whether the
-password was right.
+per IP; registration and refresh count every request. A password check reserves its failure
+before the hash runs and gives it back when the password was right, so concurrent guesses
+cannot all pass a check made before any of them was counted. A limit that is exhausted refuses
+the request before any password is verified, so a locked account never reveals whether the
+password was right. Clients are counted by address, IPv6 ones by network (/64 by default):
+one host holds a whole /64.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any, cast
 
 from limits import RateLimitItem, parse
@@ -24,7 +28,7 @@ from limits.storage import storage_from_string
 from tokenward.config import Settings
 from tokenward.exceptions import ConfigError, RateLimitedError, UnavailableError
 
-__all__ = ["REDIS_TIMEOUT", "Limit", "RateLimiter"]
+__all__ = ["REDIS_TIMEOUT", "Limit", "RateLimiter", "client_key"]
 
 REDIS_TIMEOUT = 2.0
 
@@ -38,6 +42,27 @@ class Limit(Enum):
     REGISTER_IP = "register_ip"
     REFRESH_IP = "refresh_ip"
     REFRESH_SESSION = "refresh_session"
+    PASSWORD_CHANGE_ACCOUNT = "password_change_account"  # noqa: S105 - a limit's name
+    USER_ACTIONS = "user_actions"
+
+
+def client_key(ip: str | None, ipv6_prefix: int = 64) -> str:
+    """The rate-limit key of a client address: IPv4 as is, IPv6 by its ``/ipv6_prefix``.
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address. Anything unparseable is counted
+    as itself (it came from the socket or a trusted proxy, so it is not attacker-chosen).
+    """
+    if not ip:
+        return "unknown"
+    try:
+        address = ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ip_network(f"{address}/{ipv6_prefix}", strict=False))
+    return str(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +76,7 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limits
+        self.ipv6_prefix = settings.rate_limit_ipv6_prefix
         self._pool: Any = None
         if settings.redis_url:
             try:
@@ -101,6 +127,37 @@ class RateLimiter:
             allowed = await self._limiter.hit(rule.item, rule.prefix, *key)
         if not allowed:
             await self._refuse(rule, key)
+
+    def client(self, ip: str | None) -> str:
+        """The key this limiter counts the client at ``ip`` by (see :func:`client_key`)."""
+        return client_key(ip, self.ipv6_prefix)
+
+    async def reserve(self, *limits: tuple[Limit, tuple[str, ...]]) -> None:
+        """Count one against each limit now; raise :class:`RateLimitedError` if any is over.
+
+        Used before work whose outcome decides whether it counts (a password check): what is
+        already reserved is given back when a later limit refuses.
+        """
+        taken: list[tuple[Limit, tuple[str, ...]]] = []
+        try:
+            for limit, key in limits:
+                await self.hit(limit, *key)
+                taken.append((limit, key))
+        except RateLimitedError:
+            for limit, key in taken:
+                await self.refund(limit, *key)
+            raise
+
+    async def refund(self, limit: Limit, *key: str) -> None:
+        """Give back one hit of ``limit`` (a reservation that turned out not to count).
+
+        A negative hit: both storages add the amount to the current window's counter.
+        """
+        if not self.enabled:
+            return
+        rule = self._rules[limit]
+        async with self._storage_errors():
+            await self._limiter.hit(rule.item, rule.prefix, *key, cost=-1)
 
     async def clear(self, limit: Limit, *key: str) -> None:
         if self.enabled:

@@ -25,7 +25,6 @@ from tokenward.exceptions import (
     AuthenticationError,
     EmailTakenError,
     InvalidEmailError,
-    RateLimitedError,
     RefreshTokenReusedError,
     SessionEndedError,
     TokenError,
@@ -33,17 +32,24 @@ from tokenward.exceptions import (
 )
 from tokenward.keys import Keyring, SigningKey
 from tokenward.masterkey import MasterKey
-from tokenward.passwords import PasswordHasher, PasswordPolicy, normalize_password
+from tokenward.passwords import (
+    ImportedHashError,
+    PasswordHasher,
+    PasswordPolicy,
+    check_imported_hash,
+    normalize_password,
+)
 from tokenward.ratelimit import Limit, RateLimiter
 from tokenward.refresh import PresentedRefreshToken, RefreshTokenCodec, Rotation, decide_rotation
 from tokenward.store import Database, SessionRow, UserRow
-from tokenward.store.db import NO_KEY_UPDATE, retry_conflicts
+from tokenward.store.db import NO_KEY_UPDATE, retrying
 from tokenward.store.keys import KeyStore
 from tokenward.store.queries import (
     EventInfo,
     SessionInfo,
     end_sessions,
     events_page,
+    live_session_count,
     live_sessions,
     new_event,
     user_by_email,
@@ -94,6 +100,16 @@ class ImportReport:
     skipped_existing: int = 0
     rejected: list[int] = field(default_factory=list)
     """1-based numbers of the records that were not valid."""
+    reasons: dict[int, str] = field(default_factory=dict)
+    """Why a rejected record's hash was refused, by record number (never the hash itself)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A password check that passed: the hash it passed against, and its upgrade if due."""
+
+    password_hash: str
+    new_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,14 +272,13 @@ class AuthService:
 
     # -- users -------------------------------------------------------------------------------
 
-    @retry_conflicts
     async def register(self, email: str, password: str, client: ClientInfo | None = None) -> User:
         """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError.
 
         ``client`` is the HTTP caller (rate-limited per IP); None means an operator.
         """
         if client is not None:
-            await self.limits.hit(Limit.REGISTER_IP, client.ip or "unknown")
+            await self.limits.hit(Limit.REGISTER_IP, self.limits.client(client.ip))
         email = normalize_email(email)
         password = normalize_password(password)
         self.policy.check(password, email=email)
@@ -279,11 +294,15 @@ class AuthService:
             created_at=now,
             password_changed_at=now,
         )
-        try:
+        kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
+
+        async def insert() -> None:
             async with self.db.write() as db:
                 db.add(row)
-                kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
                 db.add(new_event(kind, now, client, user_id=row.id))
+
+        try:
+            await retrying(insert)
         except IntegrityError:
             raise EmailTakenError("an account with this email already exists") from None
         return _user(row)
@@ -302,8 +321,11 @@ class AuthService:
             except InvalidEmailError:
                 report.rejected.append(number)
                 continue
-            if not PasswordHasher.is_supported_hash(password_hash):
+            try:
+                check_imported_hash(password_hash)
+            except ImportedHashError as error:
                 report.rejected.append(number)
+                report.reasons[number] = str(error)
                 continue
             async with self.db.write() as db:
                 if await user_by_email(db, email) is not None:
@@ -325,19 +347,18 @@ class AuthService:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    @retry_conflicts
     async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
         """Check the password and start a session. Raises AuthenticationError, one for all.
 
         Raises RateLimitedError, before any verification, when the client IP or the account is
         over its limit; PasswordPolicyError (password_too_long) before hashing a huge input.
+        The session starts only if the password hash and the user's state are still the ones
+        verified: a login racing a password change (or a disabling) loses.
         """
         password = normalize_password(password)
         account = account_key(email)
-        ip = client.ip or "unknown"
+        ip = self.limits.client(client.ip)
         await self.limits.hit(Limit.LOGIN_IP, ip)
-        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
-        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT, account)
         self.policy.check_length_cap(password)
         try:
             email = normalize_email(email)
@@ -347,57 +368,128 @@ class AuthService:
         if email:
             async with self.db.read() as db:
                 row = await user_by_email(db, email)
-        # An unknown email still costs one hash verification: no timing oracle.
-        ok, new_hash = await self._in_hash_slot(
-            self.hasher.verify, password, row.password_hash if row else None
-        )
+        verified = await self._check_password(account, ip, password, row)
         now = self.clock()
-        if row is None or not ok or row.disabled_at is not None:
-            await self._count_failure(account, ip)
+        if row is None or verified is None:
+            reason = "disabled" if row is not None and row.disabled_at else "bad_credentials"
+            await self._record_failure(client, now, row.id if row else None, reason=reason)
+            raise AuthenticationError("email or password is incorrect")
+        await self.limits.hit(Limit.USER_ACTIONS, row.id)
+        session = await retrying(lambda: self._start_session(row, verified, client, now))
+        if session is None:
+            raise AuthenticationError("email or password is incorrect")
+        return self._issue(session, now)
+
+    async def _check_password(
+        self, account: str, ip: str, password: str, row: UserRow | None
+    ) -> _Verified | None:
+        """Verify ``password`` under the account's failure limits; None unless it may sign in.
+
+        The failure is counted *before* the hash runs and given back on success, so a burst
+        of concurrent guesses cannot all pass a check that none of them was counted in yet.
+        An unknown account still costs one verification (no timing oracle).
+        """
+        await self.limits.reserve(
+            (Limit.LOGIN_FAILURES_ACCOUNT_IP, (account, ip)),
+            (Limit.LOGIN_FAILURES_ACCOUNT, (account,)),
+        )
+        password_hash = row.password_hash if row else None
+        ok, new_hash = await self._in_hash_slot(self.hasher.verify, password, password_hash)
+        if row is None or password_hash is None or not ok or row.disabled_at is not None:
+            return None
+        await self.limits.clear(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
+        await self.limits.refund(Limit.LOGIN_FAILURES_ACCOUNT, account)
+        return _Verified(password_hash=password_hash, new_hash=new_hash)
+
+    async def _record_failure(
+        self,
+        client: ClientInfo,
+        now: datetime,
+        user_id: str | None,
+        *,
+        reason: str,
+        session_id: str | None = None,
+    ) -> None:
+        async def write() -> None:
             async with self.db.write() as db:
                 db.add(
                     new_event(
                         EventType.LOGIN_FAILED,
                         now,
                         client,
-                        user_id=row.id if row else None,
-                        detail={"reason": "disabled" if ok and row else "bad_credentials"},
+                        user_id=user_id,
+                        session_id=session_id,
+                        detail={"reason": reason},
                     )
                 )
-            raise AuthenticationError("email or password is incorrect")
-        await self.limits.clear(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
-        session = SessionRow(
-            id=str(uuid.uuid4()),
-            user_id=row.id,
-            generation=0,
-            created_at=now,
-            last_used_at=now,
-            expires_at=min(now + self.settings.refresh_ttl, now + self.settings.session_max_age),
-            max_expires_at=now + self.settings.session_max_age,
-            created_ip=client.ip,
-            created_user_agent=client.user_agent,
-            last_ip=client.ip,
-            last_user_agent=client.user_agent,
-        )
+
+        await retrying(write)
+
+    async def _start_session(
+        self, row: UserRow, verified: _Verified, client: ClientInfo, now: datetime
+    ) -> SessionRow | None:
+        """The login's one transaction; None when the user changed since the password check."""
         async with self.db.write() as db:
+            user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
+            if (
+                user is None
+                or user.password_hash != verified.password_hash
+                or user.disabled_at is not None
+            ):
+                # The password was changed (or the user disabled) while this login hashed:
+                # what was verified is not the account's password any more.
+                db.add(
+                    new_event(
+                        EventType.LOGIN_FAILED,
+                        now,
+                        client,
+                        user_id=row.id,
+                        detail={"reason": "changed_during_login"},
+                    )
+                )
+                return None
+            if verified.new_hash is not None:
+                # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
+                # written over exactly the hash that was verified (checked just above).
+                user.password_hash = verified.new_hash
+            session = SessionRow(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                generation=0,
+                created_at=now,
+                last_used_at=now,
+                expires_at=min(
+                    now + self.settings.refresh_ttl, now + self.settings.session_max_age
+                ),
+                max_expires_at=now + self.settings.session_max_age,
+                created_ip=client.ip,
+                created_user_agent=client.user_agent,
+                last_ip=client.ip,
+                last_user_agent=client.user_agent,
+            )
             db.add(session)
-            if new_hash is not None:
-                # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in.
-                user = await db.get(UserRow, row.id)
-                if user is not None:
-                    user.password_hash = new_hash
             db.add(
                 new_event(
-                    EventType.LOGIN_SUCCEEDED, now, client, user_id=row.id, session_id=session.id
+                    EventType.LOGIN_SUCCEEDED, now, client, user_id=user.id, session_id=session.id
                 )
             )
-        return self._issue(session, now)
-
-    async def _count_failure(self, account: str, ip: str) -> None:
-        # The limits were checked before verifying; a race past them still answers 401.
-        with contextlib.suppress(RateLimitedError):
-            await self.limits.hit(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
-            await self.limits.hit(Limit.LOGIN_FAILURES_ACCOUNT, account)
+            live = await live_session_count(db, user.id, now)
+            excess = live - self.settings.max_sessions_per_user
+            if excess > 0:
+                for ended in await end_sessions(
+                    db, user.id, now, "session_limit", keep=session.id, oldest=excess
+                ):
+                    db.add(
+                        new_event(
+                            EventType.SESSION_REVOKED,
+                            now,
+                            client,
+                            user_id=user.id,
+                            session_id=ended,
+                            detail={"by": "session_limit"},
+                        )
+                    )
+        return session
 
     def _issue(self, session: SessionRow, now: datetime) -> IssuedTokens:
         return self._issue_tokens(
@@ -418,14 +510,13 @@ class AuthService:
             user_id=user_id,
         )
 
-    @retry_conflicts
     async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
         """Rotate: the current token gets a successor; a recent predecessor gets the same one.
 
         Raises RefreshTokenReusedError (after ending the session) for an older predecessor,
         SessionEndedError for an ended session, TokenError for anything unknown or malformed.
         """
-        await self.limits.hit(Limit.REFRESH_IP, client.ip or "unknown")
+        await self.limits.hit(Limit.REFRESH_IP, self.limits.client(client.ip))
         presented = self.refresh_tokens.parse(refresh_token)
         await self.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
         now = self.clock()
@@ -438,6 +529,12 @@ class AuthService:
                 with contextlib.suppress(WriterBusy):
                     return self._refresh_on(writer, presented, client, now)
                 await asyncio.sleep(pause)
+        return await retrying(lambda: self._refresh_in(presented, client, now))
+
+    async def _refresh_in(
+        self, presented: PresentedRefreshToken, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
+        """The rotation's one transaction through SQLAlchemy (PostgreSQL, or SQLite waiting)."""
         reused = False
         async with self.db.write() as db:
             # The row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) serialises rotations.
@@ -457,7 +554,7 @@ class AuthService:
                 raise TokenError("generation ahead of the session")
             if decision is Rotation.REUSE:
                 reused = True
-                self._end_reused_session(db, session, presented.generation, client, now)
+                await self._end_reused_session(db, session, presented.generation, client, now)
             elif decision is Rotation.ROTATE:
                 session.generation += 1
                 session.rotated_at = now
@@ -554,7 +651,7 @@ class AuthService:
         disabled = user is None or user.disabled_at is not None
         _check_alive(session.revoked_at, session.expires_at, session.max_expires_at, disabled, now)
 
-    def _end_reused_session(
+    async def _end_reused_session(
         self,
         db: AsyncSession,
         session: SessionRow,
@@ -571,8 +668,7 @@ class AuthService:
             client=client,
             now=now,
         )
-        session.revoked_at = now
-        session.revoked_reason = "reuse_detected"
+        await end_sessions(db, session.user_id, now, "reuse_detected", only=session.id)
         db.add(
             new_event(
                 EventType.REFRESH_REUSE_DETECTED,
@@ -584,7 +680,6 @@ class AuthService:
             )
         )
 
-    @retry_conflicts
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
         """End the session the token belongs to. Returns False when there was nothing to end."""
         try:
@@ -592,20 +687,26 @@ class AuthService:
         except TokenError:
             return False
         now = self.clock()
-        async with self.db.write() as db:
-            session = await db.get(SessionRow, presented.session_id, with_for_update=True)
-            if session is None or session.revoked_at is not None:
-                return False
-            if presented.generation > session.generation:
-                return False
-            session.revoked_at = now
-            session.revoked_reason = "logout"
-            db.add(
-                new_event(
-                    EventType.LOGOUT, now, client, user_id=session.user_id, session_id=session.id
-                )
-            )
-        return True
+
+        async def end() -> bool:
+            async with self.db.write() as db:
+                session = await db.get(SessionRow, presented.session_id, with_for_update=True)
+                if session is None or presented.generation > session.generation:
+                    return False
+                ended = await end_sessions(db, session.user_id, now, "logout", only=session.id)
+                if ended:
+                    db.add(
+                        new_event(
+                            EventType.LOGOUT,
+                            now,
+                            client,
+                            user_id=session.user_id,
+                            session_id=session.id,
+                        )
+                    )
+            return bool(ended)
+
+        return await retrying(end)
 
     # -- access tokens -----------------------------------------------------------------------
 
@@ -661,100 +762,110 @@ class AuthService:
             self.db, principal.user.id, self.clock(), current=principal.session_id
         )
 
-    @retry_conflicts
     async def revoke_session(
         self, principal: Principal, session_id: str, client: ClientInfo
     ) -> bool:
         """End one of the caller's sessions; False if the caller has no such live session."""
+        await self.limits.hit(Limit.USER_ACTIONS, principal.user.id)
         now = self.clock()
-        async with self.db.write() as db:
-            ended = await end_sessions(db, principal.user.id, now, "revoked", only=session_id)
-            if ended:
-                db.add(
-                    new_event(
-                        EventType.SESSION_REVOKED,
-                        now,
-                        client,
-                        user_id=principal.user.id,
-                        session_id=session_id,
-                        detail={"by": "user"},
-                    )
-                )
-        return bool(ended)
 
-    @retry_conflicts
+        async def end() -> list[str]:
+            async with self.db.write() as db:
+                ended = await end_sessions(db, principal.user.id, now, "revoked", only=session_id)
+                if ended:
+                    db.add(
+                        new_event(
+                            EventType.SESSION_REVOKED,
+                            now,
+                            client,
+                            user_id=principal.user.id,
+                            session_id=session_id,
+                            detail={"by": "user"},
+                        )
+                    )
+            return ended
+
+        return bool(await retrying(end))
+
     async def logout_all(
         self, principal: Principal, client: ClientInfo, *, keep_current: bool = False
     ) -> int:
         """End every session of the caller (or all but the current one); return how many."""
+        await self.limits.hit(Limit.USER_ACTIONS, principal.user.id)
         now = self.clock()
         keep = principal.session_id if keep_current else None
-        async with self.db.write() as db:
-            ended = await end_sessions(db, principal.user.id, now, "logout_all", keep=keep)
-            db.add(
-                new_event(
-                    EventType.LOGOUT_ALL,
-                    now,
-                    client,
-                    user_id=principal.user.id,
-                    session_id=principal.session_id,
-                    detail={"ended": len(ended), "kept_current": keep_current},
-                )
-            )
-        return len(ended)
 
-    @retry_conflicts
-    async def change_password(
-        self, principal: Principal, current: str, new: str, client: ClientInfo
-    ) -> None:
-        """Check the current password, apply the policy, rehash, and end every other session."""
-        new = normalize_password(new)
-        current = normalize_password(current)
-        account, ip = principal.user.email, client.ip or "unknown"
-        # The same failure counter as login: a stolen access token cannot brute-force it.
-        await self.limits.check(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
-        self.policy.check_length_cap(current)
-        self.policy.check(new, email=principal.user.email)
-        async with self.db.read() as db:
-            row = await db.get(UserRow, principal.user.id)
-        ok, _ = await self._in_hash_slot(
-            self.hasher.verify, current, row.password_hash if row else None
-        )
-        now = self.clock()
-        if row is None or not ok:
-            await self._count_failure(account, ip)
+        async def end() -> list[str]:
             async with self.db.write() as db:
+                ended = await end_sessions(db, principal.user.id, now, "logout_all", keep=keep)
                 db.add(
                     new_event(
-                        EventType.LOGIN_FAILED,
+                        EventType.LOGOUT_ALL,
                         now,
                         client,
                         user_id=principal.user.id,
                         session_id=principal.session_id,
-                        detail={"reason": "bad_current_password"},
+                        detail={"ended": len(ended), "kept_current": keep_current},
                     )
                 )
+            return ended
+
+        return len(await retrying(end))
+
+    async def change_password(
+        self, principal: Principal, current: str, new: str, client: ClientInfo
+    ) -> None:
+        """Check the current password, apply the policy, rehash, and end every other session.
+
+        The account's login failure limits apply (a stolen access token cannot brute-force
+        the password here, nor get past a lockout), and so does a limit on changes of its own
+        (each costs two hashes). The new hash is written only over the hash that was verified.
+        """
+        new = normalize_password(new)
+        current = normalize_password(current)
+        account, ip = account_key(principal.user.email), self.limits.client(client.ip)
+        self.policy.check_length_cap(current)
+        self.policy.check(new, email=principal.user.email)
+        await self.limits.hit(Limit.PASSWORD_CHANGE_ACCOUNT, principal.user.id)
+        async with self.db.read() as db:
+            row = await db.get(UserRow, principal.user.id)
+        verified = await self._check_password(account, ip, current, row)
+        now = self.clock()
+        if verified is None:
+            await self._record_failure(
+                client,
+                now,
+                principal.user.id,
+                reason="bad_current_password",
+                session_id=principal.session_id,
+            )
             raise AuthenticationError("the current password is incorrect")
         password_hash = await self._in_hash_slot(self.hasher.hash, new)
-        async with self.db.write() as db:
-            user = await db.get(UserRow, principal.user.id, with_for_update=NO_KEY_UPDATE)
-            if user is None:
-                raise AuthenticationError("the current password is incorrect")
-            user.password_hash = password_hash
-            user.password_changed_at = now
-            ended = await end_sessions(
-                db, user.id, now, "password_changed", keep=principal.session_id
-            )
-            db.add(
-                new_event(
-                    EventType.PASSWORD_CHANGED,
-                    now,
-                    client,
-                    user_id=user.id,
-                    session_id=principal.session_id,
-                    detail={"sessions_ended": len(ended)},
+
+        async def replace() -> bool:
+            async with self.db.write() as db:
+                user = await db.get(UserRow, principal.user.id, with_for_update=NO_KEY_UPDATE)
+                if user is None or user.password_hash != verified.password_hash:
+                    return False  # changed by another request since the check: not ours to undo
+                user.password_hash = password_hash
+                user.password_changed_at = now
+                ended = await end_sessions(
+                    db, user.id, now, "password_changed", keep=principal.session_id
                 )
-            )
+                db.add(
+                    new_event(
+                        EventType.PASSWORD_CHANGED,
+                        now,
+                        client,
+                        user_id=user.id,
+                        session_id=principal.session_id,
+                        detail={"sessions_ended": len(ended)},
+                    )
+                )
+            return True
+
+        if not await retrying(replace):
+            raise AuthenticationError("the current password is incorrect")
 
     async def recent_events(self, user_id: str, limit: int = 50) -> list[EventInfo]:
         """The user's own security events, newest first."""

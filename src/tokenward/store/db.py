@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sqlite3
 import zlib
@@ -11,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -29,7 +28,14 @@ from sqlalchemy.ext.asyncio import (
 from tokenward.exceptions import SchemaVersionError, UnavailableError
 from tokenward.store.sqlite_fast import SqliteWriter
 
-__all__ = ["NO_KEY_UPDATE", "Database", "RetryableConflict", "alembic_config", "retry_conflicts"]
+__all__ = [
+    "NO_KEY_UPDATE",
+    "Database",
+    "RetryableConflict",
+    "alembic_config",
+    "hold_lock",
+    "retrying",
+]
 
 # Row lock for changing a user: FOR NO KEY UPDATE does not block the key-share locks that
 # inserting a session or an event takes on the user row, so it cannot deadlock with them.
@@ -37,7 +43,6 @@ NO_KEY_UPDATE = {"key_share": True}
 
 logger = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 # PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
@@ -85,26 +90,28 @@ def _translate(error: BaseException) -> BaseException:
     return error
 
 
-def retry_conflicts(
-    method: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run an operation again when the database rolled it back as a conflict (bounded).
+async def retrying(transaction: Callable[[], Coroutine[Any, Any, R]]) -> R:
+    """Run one transaction again when the database rolled it back as a conflict (bounded).
 
-    Safe because each decorated operation is one transaction that either committed or left
-    nothing behind. After the last attempt the caller gets :class:`UnavailableError` (503).
+    Wraps the transaction alone, never the work around it: a password hash or a rate-limit
+    hit that came before it is not repeated, so a conflict never charges a request twice.
     """
+    for attempt in range(RETRY_ATTEMPTS):
+        try:
+            return await transaction()
+        except RetryableConflict as conflict:
+            logger.info("retrying a transaction after a conflict (%s)", conflict)
+            await asyncio.sleep(0.01 * 2**attempt)
+    raise UnavailableError("database", "conflicts persisted")
 
-    @functools.wraps(method)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        for attempt in range(RETRY_ATTEMPTS):
-            try:
-                return await method(*args, **kwargs)
-            except RetryableConflict as conflict:
-                logger.info("retrying %s after a conflict (%s)", method.__name__, conflict)
-                await asyncio.sleep(0.01 * 2**attempt)
-        raise UnavailableError("database", "conflicts persisted")
 
-    return run
+async def hold_lock(db: AsyncSession, name: str) -> None:
+    """Take the lock ``name`` until the end of ``db``'s transaction (PostgreSQL).
+
+    SQLite needs none: ``BEGIN IMMEDIATE`` already makes every write transaction take turns.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
 
 
 def alembic_config(url: str) -> Config:
@@ -224,10 +231,36 @@ class Database:
 
     @staticmethod
     def _prepare_sqlite_file(url: str) -> None:
-        database = make_url(url).database
-        if database and database != ":memory:":
-            # The database holds password hashes: keep the folder private to its owner.
-            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """The database holds password hashes and sessions: its folder is made 0700 and its
+        file 0600 (an empty file is an empty database), and ones that are already there are
+        tightened to that when they are ours (a shared sticky folder such as /tmp is left
+        alone). SQLite gives the -wal and -shm files the database file's mode."""
+        import contextlib
+        import os
+        import stat
+
+        parsed = make_url(url)
+        database = parsed.database
+        if not database or database == ":memory:" or parsed.query.get("uri"):
+            return
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.name != "posix":
+            return
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        owner = os.geteuid()
+        companions = [path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal")]
+        for item in [path.parent, path, *companions]:
+            try:
+                info = item.stat()
+            except FileNotFoundError:
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid != owner or not mode & 0o077 or info.st_mode & stat.S_ISVTX:
+                continue
+            os.chmod(item, mode & ~0o077)
+            logger.warning("%s was open to other users (mode %04o): made it private", item, mode)
 
     @staticmethod
     def _sqlite_engine(url: str, begin: str, *, pool_size: int, echo: bool) -> AsyncEngine:

@@ -13,6 +13,7 @@ __all__ = [
     "Base",
     "ClientRow",
     "EventRow",
+    "RevocationRow",
     "SessionRow",
     "SigningKeyRow",
     "UTCDateTime",
@@ -78,6 +79,21 @@ class SessionRow(Base):
     created_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
     last_ip: Mapped[str | None] = mapped_column(String(45), default=None)
     last_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+
+
+class RevocationRow(Base):
+    """The revocation log: one row per ended session, numbered in commit order.
+
+    Resource servers follow it by ``id`` (the feed's cursor). Ids are taken while the writing
+    transaction holds the log's lock (PostgreSQL) or SQLite's write lock, so a higher id is
+    never visible before a lower one: a reader that saw id N has seen every id below it.
+    """
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    revoked_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class EventRow(Base):

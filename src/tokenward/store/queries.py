@@ -6,20 +6,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.audit import ClientInfo, EventType
 from tokenward.devices import device_label
-from tokenward.store.db import Database
-from tokenward.store.models import EventRow, SessionRow, UserRow
+from tokenward.store.db import Database, hold_lock
+from tokenward.store.models import EventRow, RevocationRow, SessionRow, UserRow
 
 __all__ = [
     "EventInfo",
     "SessionInfo",
     "end_sessions",
     "events_page",
+    "live_session_count",
     "live_sessions",
+    "log_revocations",
     "new_event",
     "user_by_email",
 ]
@@ -84,20 +86,57 @@ async def end_sessions(
     *,
     only: str | None = None,
     keep: str | None = None,
+    oldest: int | None = None,
 ) -> list[str]:
-    """Revoke the user's live sessions (``only`` one, or all but ``keep``); return their ids."""
+    """End the user's live sessions and log them for the feed; return their ids.
+
+    ``only`` one session, all but ``keep``, or the ``oldest`` N by creation. Every way a
+    session ends goes through here (the SQLite fast path writes the same two rows).
+    """
+    chosen = [SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None)]
+    if only is not None:
+        chosen.append(SessionRow.id == only)
+    if keep is not None:
+        chosen.append(SessionRow.id != keep)
+    if oldest is not None:
+        live = [SessionRow.expires_at > now, SessionRow.max_expires_at > now]
+        first = select(SessionRow.id).where(*chosen, *live).order_by(SessionRow.created_at)
+        chosen.append(SessionRow.id.in_(first.limit(oldest).scalar_subquery()))
     query = (
         update(SessionRow)
-        .where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+        .where(*chosen)
         .values(revoked_at=now, revoked_reason=reason)
         .returning(SessionRow.id)
     )
-    if only is not None:
-        query = query.where(SessionRow.id == only)
-    if keep is not None:
-        query = query.where(SessionRow.id != keep)
     result = await db.execute(query, execution_options={"synchronize_session": False})
-    return list(result.scalars())
+    ended = list(result.scalars())
+    await log_revocations(db, ended, now)
+    return ended
+
+
+async def log_revocations(db: AsyncSession, session_ids: list[str], now: datetime) -> None:
+    """Append ended sessions to the revocation log, in commit order (see RevocationRow).
+
+    The log's lock is taken last in the transaction and held to its commit, so ids are handed
+    out in the order the transactions commit; nothing that takes row locks may follow it.
+    """
+    if not session_ids:
+        return
+    await hold_lock(db, "revocation-log")
+    await db.execute(
+        insert(RevocationRow), [{"session_id": sid, "revoked_at": now} for sid in session_ids]
+    )
+
+
+async def live_session_count(db: AsyncSession, user_id: str, now: datetime) -> int:
+    """How many of the user's sessions are neither revoked nor expired."""
+    query = select(func.count()).where(
+        SessionRow.user_id == user_id,
+        SessionRow.revoked_at.is_(None),
+        SessionRow.expires_at > now,
+        SessionRow.max_expires_at > now,
+    )
+    return int((await db.execute(query)).scalar_one())
 
 
 async def live_sessions(

@@ -97,10 +97,18 @@ class FastTransaction:
         )
 
     def end(self, session_id: str, *, now: datetime, reason: str) -> None:
-        self._db.execute(
-            "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ?",
-            (_stamp(now), reason, session_id),
-        )
+        """queries.end_sessions for one session: the row, and its line in the revocation log."""
+        stamp = _stamp(now)
+        ended = self._db.execute(
+            "UPDATE sessions SET revoked_at = ?, revoked_reason = ?"
+            " WHERE id = ? AND revoked_at IS NULL",
+            (stamp, reason, session_id),
+        ).rowcount
+        if ended:
+            self._db.execute(
+                "INSERT INTO revocations (session_id, revoked_at) VALUES (?, ?)",
+                (session_id, stamp),
+            )
 
     def add_event(
         self,

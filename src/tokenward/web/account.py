@@ -79,6 +79,7 @@ async def list_sessions(principal: CurrentUser, service: Service) -> SessionList
     responses={
         **GUARDED,
         404: problem_response(404, "No such session of yours.", "not-found"),
+        **RATE_LIMITED,
     },
 )
 async def revoke_session(
@@ -90,7 +91,7 @@ async def revoke_session(
     return Response(status_code=204)
 
 
-@router.post("/logout-all", status_code=204, responses=GUARDED)
+@router.post("/logout-all", status_code=204, responses={**GUARDED, **RATE_LIMITED})
 async def logout_all(
     request: Request, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
@@ -100,7 +101,7 @@ async def logout_all(
     return response
 
 
-@router.post("/logout-others", status_code=204, responses=GUARDED)
+@router.post("/logout-others", status_code=204, responses={**GUARDED, **RATE_LIMITED})
 async def logout_others(principal: CurrentUser, service: Service, client: Client) -> Response:
     await service.logout_all(principal, client, keep_current=True)
     return Response(status_code=204)

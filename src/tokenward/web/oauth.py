@@ -123,9 +123,10 @@ async def revocations(
         Query(
             max_length=100,
             description="The `cursor` of the previous answer (empty: the whole window). One "
-            "that does not parse, or names a time past the year 9999, is 400 invalid_request.",
-            # The cursor parser's syntax: microseconds, then optionally ":" and a session id.
-            json_schema_extra={"pattern": r"^([0-9]{1,20}(:[\s\S]{0,64})?)?$"},
+            "that does not parse, or that this server never handed out, is 400 "
+            "invalid_request: start again without one.",
+            # The cursor parser's syntax: a revocation log number.
+            json_schema_extra={"pattern": r"^[0-9]{0,18}$"},
         ),
     ] = None,
 ) -> JSONResponse:
