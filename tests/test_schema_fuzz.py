@@ -335,6 +335,7 @@ async def test_rate_limited_answers_are_as_documented(
         "rate_limit_login_ip": "2/hour",
         "rate_limit_login_failures_account_ip": "1/hour",
         "rate_limit_refresh_ip": "1/hour",
+        "rate_limit_user_actions": "1/hour",
     }
     credentials = {"email": READER, "password": PASSWORD}
     async with _in_process(tmp_path, **limits) as http:
@@ -356,6 +357,9 @@ async def test_rate_limited_answers_are_as_documented(
         bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
         change = {"current_password": "a guess at the password", "new_password": PASSWORD * 2}
         _validate(document, await http.post("/auth/password", json=change, headers=bearer), 429)
+        # The sign-in was the user's one action: ending sessions waits too.
+        _validate(document, await http.post("/auth/logout-others", headers=bearer), 429)
+        _validate(document, await http.post("/auth/logout-all", headers=bearer), 429)
 
 
 async def test_unavailable_answers_are_as_documented(
@@ -392,22 +396,22 @@ def _problem_statuses(operation: dict[str, Any]) -> set[int]:
 
 
 # Every operation that reaches the database can answer 503; every one that may carry a body,
-# 413; every one with input, 422. The rest per operation.
+# 408 and 413; every one with input, 422. The rest per operation.
 PROBLEMS: dict[tuple[str, str], set[int]] = {
-    ("post", "/auth/register"): {400, 409, 413, 422, 429, 503},
-    ("post", "/auth/login"): {400, 401, 403, 413, 422, 429, 503},
-    ("post", "/auth/refresh"): {401, 403, 413, 422, 429, 503},
-    ("post", "/auth/logout"): {403, 413, 422, 503},
+    ("post", "/auth/register"): {400, 408, 409, 413, 422, 429, 503},
+    ("post", "/auth/login"): {400, 401, 403, 408, 413, 422, 429, 503},
+    ("post", "/auth/refresh"): {401, 403, 408, 413, 422, 429, 503},
+    ("post", "/auth/logout"): {403, 408, 413, 422, 503},
     ("get", "/auth/me"): {401, 503},
-    ("post", "/auth/token"): {400, 413, 422, 429, 503},
+    ("post", "/auth/token"): {400, 408, 413, 422, 429, 503},
     ("get", "/auth/sessions"): {401, 503},
-    ("delete", "/auth/sessions/{session_id}"): {401, 404, 413, 422, 503},
-    ("post", "/auth/logout-all"): {401, 413, 422, 503},
-    ("post", "/auth/logout-others"): {401, 413, 422, 503},
-    ("post", "/auth/password"): {400, 401, 413, 422, 429, 503},
+    ("delete", "/auth/sessions/{session_id}"): {401, 404, 408, 413, 422, 429, 503},
+    ("post", "/auth/logout-all"): {401, 408, 413, 422, 429, 503},
+    ("post", "/auth/logout-others"): {401, 408, 413, 422, 429, 503},
+    ("post", "/auth/password"): {400, 401, 408, 413, 422, 429, 503},
     ("get", "/auth/events"): {401, 422, 503},
-    ("post", "/auth/introspect"): {400, 413, 422, 503},
-    ("post", "/auth/revoke"): {400, 413, 422, 503},
+    ("post", "/auth/introspect"): {400, 408, 413, 422, 503},
+    ("post", "/auth/revoke"): {400, 408, 413, 422, 503},
     ("get", "/auth/revocations"): {422, 503},
 }
 

@@ -27,9 +27,23 @@ from tokenward.web.openapi import install_openapi
 from tokenward.web.problems import install_problem_handlers
 from tokenward.web.security import RequestGuard, html_script_hashes
 
-__all__ = ["create_app"]
+__all__ = ["SWAGGER_UI_VERSION", "create_app"]
 
 _log = logging.getLogger("tokenward")
+
+SWAGGER_UI_VERSION = "5.36.0"
+"""The exact swagger-ui-dist release /docs loads; its files' SRI hashes are below."""
+_SWAGGER_UI = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_UI_VERSION}/"
+# sha384 of the files of the npm tarball (npm pack swagger-ui-dist@5.36.0, whose sha512 npm
+# checks against the registry): the browser refuses anything else the CDN may serve there.
+_SWAGGER_JS = (
+    _SWAGGER_UI + "swagger-ui-bundle.js",
+    "sha384-fUpRgC19yPykTqzdrUbdAg8NTiu16NEKf9U12J+IJWCg8/1mEI8f2+PEIz60Wyd+",
+)
+_SWAGGER_CSS = (
+    _SWAGGER_UI + "swagger-ui.css",
+    "sha384-z/AtSaOHGn5MJ5auAHXUypohywlIWLBZo1jeGmhdpVIbCnFhxAH92cwdV41oyINc",
+)
 
 
 async def _every(
@@ -120,7 +134,9 @@ def create_app(
     async def _invalid_client(_: Request, _exc: oauth.InvalidClientError) -> JSONResponse:
         return oauth.invalid_client_response()
 
-    docs_csp = _install_docs(app)
+    page_csp = install_browser_routes(app, demo=settings.serves_demo)
+    if settings.serves_api_docs:
+        page_csp["/docs"] = _install_docs(app)
     app.add_middleware(FastProtectedRoute, tokenward=app)  # innermost: same headers as the route
     if settings.allowed_origins:
         # Credentialed CORS for the listed front-ends only; no wildcard, ever.
@@ -132,30 +148,48 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    page_csp = {"/docs": docs_csp, **install_browser_routes(app, demo=settings.serves_demo)}
-    app.add_middleware(RequestGuard, hsts=settings.production, html_csp=page_csp)
+    app.add_middleware(
+        RequestGuard,
+        hsts=settings.production,
+        html_csp=page_csp,
+        body_timeout=settings.request_body_timeout.total_seconds(),
+    )
     return app
 
 
+def _with_integrity(page: str, url: str, digest: str) -> str:
+    """Add SRI to the one tag that loads ``url``; fail loudly if FastAPI's page changed shape,
+    rather than serve the CDN's file unchecked."""
+    attribute = f'="{url}"'
+    if page.count(attribute) != 1:
+        raise RuntimeError(f"the Swagger UI page does not load {url} exactly once")
+    return page.replace(attribute, f'{attribute} integrity="{digest}" crossorigin="anonymous"')
+
+
 def _install_docs(app: FastAPI) -> str:
-    """Swagger UI at /docs under a CSP that allows its CDN and its one inline script only."""
+    """Swagger UI at /docs under a CSP that allows its two pinned files and its one inline
+    script only. The page shares the origin of the refresh cookie, hence the exact version,
+    the SRI hashes, and the CSP naming the files rather than the whole CDN."""
     openapi_url = app.openapi_url or "/openapi.json"
     page_bytes = get_swagger_ui_html(
         openapi_url=openapi_url,
         title="tokenward API",
+        swagger_js_url=_SWAGGER_JS[0],
+        swagger_css_url=_SWAGGER_CSS[0],
         oauth2_redirect_url=None,
         init_oauth={"usePkceWithAuthorizationCodeGrant": False},
     ).body
     page = bytes(page_bytes).decode()
+    for url, digest in (_SWAGGER_JS, _SWAGGER_CSS):
+        page = _with_integrity(page, url, digest)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(page)
 
-    cdn = "https://cdn.jsdelivr.net"
     scripts = " ".join(html_script_hashes(page))
     return (
-        f"default-src 'none'; script-src {cdn} {scripts}; style-src {cdn}; "
+        f"default-src 'none'; script-src {_SWAGGER_JS[0]} {scripts}; style-src {_SWAGGER_CSS[0]}; "
         "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )

@@ -50,7 +50,8 @@ _RETRY_AFTER = {
 
 
 _UNPROCESSABLE = {
-    "invalid-request": "the request does not match the schema (or a body nests too deeply)",
+    "invalid-request": "the request does not match the schema (or a body nests too deeply, or "
+    "is not UTF-8)",
     "invalid-email": "the email is not a valid address",
     "weak-password": "the password breaks the policy, `rule` says how (logging in, only the "
     "128-character cap applies)",
@@ -109,6 +110,9 @@ RATE_LIMITED: Responses = {
 }
 GUARDED: Responses = {
     # The transport guard's answers, for every method that may carry a body.
+    408: problem_response(
+        408, "The request body did not arrive in time (the connection closes).", "request-timeout"
+    ),
     413: problem_response(
         413, f"The request body is over {MAX_BODY_BYTES} bytes.", "payload-too-large"
     ),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import cookie_parser
 
+from tokenward.config import Settings
 from tokenward.exceptions import AuthenticationError, TokenError
 from tokenward.service import AuthService, IssuedTokens
 from tokenward.web.deps import (
@@ -41,12 +44,38 @@ from tokenward.web.schemas import (
 __all__ = ["router"]
 
 router = APIRouter()
+_log = logging.getLogger("tokenward")
 
 
-def cookie_path(request: Request) -> str:
-    """``/auth``, below the mount point when tokenward is embedded in another app."""
+def cookie_path(request: Request, settings: Settings) -> str:
+    """``/auth``, below the mount point when tokenward is embedded in another app; ``/`` for
+    a ``__Host-`` cookie, which browsers take with no other path."""
+    if settings.cookie_host_prefix:
+        return "/"
     root_path: str = request.scope.get("root_path", "")
     return root_path.rstrip("/") + "/auth"
+
+
+def refresh_cookie(request: Request, settings: Settings) -> str | None:
+    """The refresh token of the request's one refresh cookie; None if none, or if several.
+
+    Another host of the site (a sibling subdomain) can plant a second cookie of the same name
+    for a wider Domain or a narrower Path, and the browser sends both in an order it chooses;
+    picking either could run the visitor on the planted session. So two are no cookie at all,
+    counted across every Cookie header (Starlette's ``request.cookies`` reads the first header
+    only and keeps the last of a name). A ``__Host-`` name cannot be planted that way.
+    """
+    name = settings.refresh_cookie_name
+    values = [
+        value
+        for header in request.headers.getlist("cookie")
+        for pair in header.split(";")
+        for key, value in cookie_parser(pair).items()
+        if key == name
+    ]
+    if len(values) > 1:
+        _log.info("refresh cookie sent %d times: ignored (planted by another host?)", len(values))
+    return values[0] if len(values) == 1 else None
 
 
 def token_response(request: Request, service: AuthService, issued: IssuedTokens) -> JSONResponse:
@@ -57,7 +86,7 @@ def token_response(request: Request, service: AuthService, issued: IssuedTokens)
         settings.refresh_cookie_name,
         issued.refresh_token,
         max_age=issued.refresh_expires_in,
-        path=cookie_path(request),
+        path=cookie_path(request, settings),
         secure=settings.secure_cookie,
         httponly=True,
         samesite=settings.cookie_samesite,
@@ -69,7 +98,7 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     settings = service.settings
     response.delete_cookie(
         settings.refresh_cookie_name,
-        path=cookie_path(request),
+        path=cookie_path(request, settings),
         secure=settings.secure_cookie,
         httponly=True,
         samesite=settings.cookie_samesite,
@@ -120,7 +149,8 @@ async def login(
         **GUARDED,
         401: problem_response(
             401,
-            "The refresh cookie is missing, invalid, expired or revoked (and is cleared).",
+            "The refresh cookie is missing, sent twice, invalid, expired or revoked (and is "
+            "cleared).",
             "invalid-token",
         ),
         **CROSS_ORIGIN,
@@ -130,7 +160,7 @@ async def login(
     dependencies=[SameOrigin],
 )
 async def refresh(request: Request, service: Service, client: Client) -> Response:
-    token = request.cookies.get(service.settings.refresh_cookie_name)
+    token = refresh_cookie(request, service.settings)
     try:
         if not token:
             raise TokenError("no refresh cookie")
@@ -159,7 +189,7 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
     dependencies=[SameOrigin],
 )
 async def logout(request: Request, service: Service, client: Client) -> Response:
-    token = request.cookies.get(service.settings.refresh_cookie_name)
+    token = refresh_cookie(request, service.settings)  # two: ambiguous, so none is ended
     if token:
         await service.logout(token, client)
     response = Response(status_code=204)

@@ -1,11 +1,14 @@
-"""Transport defences: body and nesting caps, security headers, the cookie endpoints' CSRF check.
+"""Transport defences: body size, time, encoding and nesting caps, security headers, the
+cookie endpoints' CSRF check.
 
 A plain ASGI middleware rather than a framework one: it sees every request first, costs one
-pass over small bodies, and never lets an oversized or deeply nested body reach a parser.
+pass over small bodies, and never lets an oversized, slow, non-UTF-8 or deeply nested body
+reach a parser.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -23,6 +26,7 @@ __all__ = [
     "RequestGuard",
     "html_script_hashes",
     "is_allowed_origin",
+    "is_utf8_text",
     "json_depth",
 ]
 
@@ -40,6 +44,10 @@ _BASE_HEADERS = (
 )
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The only bodies exempt from the UTF-8 rule: no JSON parser reads them. FastAPI parses JSON
+# for application/json, application/*+json and a missing Content-Type; listing what is
+# exempt rather than what is parsed leaves no spelling of a JSON type to slip through.
+_FORM_TYPES = frozenset({b"application/x-www-form-urlencoded", b"multipart/form-data"})
 
 
 def json_depth(body: bytes) -> int:
@@ -64,6 +72,31 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
+def is_utf8_text(body: bytes) -> bool:
+    """Whether ``body`` is UTF-8 with no BOM and no NUL: the only JSON RFC 8259 (8.1) allows.
+
+    ``json.loads`` guesses UTF-16 or UTF-32 from a BOM or NUL bytes, while ``json_depth``
+    reads the bytes as UTF-8: a UTF-16 body can hide its nesting from the cap. Refusing BOMs,
+    NULs and invalid UTF-8 first makes both read the same text. (UTF-16 of ASCII is valid
+    UTF-8, but full of NULs; a raw NUL is never valid JSON anyway.)
+    """
+    if body.startswith(b"\xef\xbb\xbf") or b"\x00" in body:
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _is_form(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the (first) Content-Type, as FastAPI reads it, is a form: never parsed as JSON."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() in _FORM_TYPES
+    return False
+
+
 def _problem(status: int, code: str, title: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = json.dumps(
         {"type": f"urn:tokenward:problem:{code}", "title": title, "status": status}
@@ -75,12 +108,40 @@ def _problem(status: int, code: str, title: str) -> tuple[bytes, list[tuple[byte
     return body, headers
 
 
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None past MAX_BODY_BYTES (whatever Content-Length claimed)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 class RequestGuard:
     """Caps and headers around the whole app."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool, html_csp: dict[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool,
+        html_csp: dict[str, str],
+        body_timeout: float = 10.0,
+    ) -> None:
         self.app = app
         self.hsts = hsts
+        # Seconds from the request head to the end of its body: a slow sender holds a
+        # connection and a task for at most this long, whatever the server in front does.
+        self.body_timeout = body_timeout
         # Per-path CSP for the few HTML pages (each lists the hashes of its inline scripts).
         self.html_csp = {path: csp.encode() for path, csp in html_csp.items()}
 
@@ -103,20 +164,16 @@ class RequestGuard:
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
                 return too_large
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                read = await _read_body(receive)
+        except TimeoutError:
+            return 408, "request-timeout", "Request body not received in time"
+        if read is None:
+            return too_large
+        body: bytes = read
+        if not _is_form(scope["headers"]) and not is_utf8_text(body):
+            return 422, "invalid-request", "Request body is not UTF-8 text"
         if json_depth(body) > MAX_JSON_DEPTH:
             return 422, "invalid-request", "JSON nested too deeply"
         replayed = False
@@ -133,6 +190,8 @@ class RequestGuard:
     @staticmethod
     async def _answer(send: Send, status: int, code: str, title: str) -> None:
         body, headers = _problem(status, code, title)
+        if status == 408:
+            headers.append((b"connection", b"close"))  # the rest of the body may still come
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
