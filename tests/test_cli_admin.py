@@ -153,6 +153,41 @@ async def test_events_show_reuse_detection_to_the_operator(
     ]
 
 
+async def test_events_print_user_controlled_text_escaped_one_event_per_line(
+    api: Api, service: Any, data_dir: Path
+) -> None:
+    """Issue 13: a User-Agent with tabs, newlines, escape sequences, C0/C1 controls or U+2028
+    can neither add a column or a row to `tokenward events` nor reach the terminal raw."""
+    from tokenward.audit import ClientInfo
+
+    assert (await api.register("ada@example.com")).status_code == 201
+    # Over HTTP: header bytes, which the server decodes as latin-1 (so \x85 and \x9b are C1).
+    over_http = b"bot\t1.0\tip=10.0.0.1 \x1b[31mred\x1b[0m \x85\x9b2J \x7f\\end"
+    login = await api.login("ada@example.com", headers={"User-Agent": over_http})
+    assert login.status_code == 200
+    # What no HTTP client sends, straight to the service: CR/LF, NUL, U+2028/2029, bidi.
+    direct = "a\nb\rc\x00d\x08e\x0bf\x0cg\x1ch\u2028i\u2029j\u202ek\u0085l\u200bm"
+    await service.login("ada@example.com", PASSWORD, ClientInfo("203.0.113.9", direct))
+
+    out = ok(await acli(data_dir, "events", "--user", "ada@example.com"))
+    assert all(char.isprintable() or char in "\t\n" for char in out), repr(out)
+    lines = out.split("\n")
+    assert lines.pop() == ""
+    assert [line.split("\t")[1] for line in lines] == [
+        "user.registered",
+        "login.succeeded",
+        "login.succeeded",
+    ]
+    assert all(len(line.split("\t")) == 7 for line in lines), lines
+    assert lines[1].split("\t")[5] == (
+        "ua=bot\\t1.0\\tip=10.0.0.1 \\x1b[31mred\\x1b[0m \\x85\\x9b2J \\x7f\\\\end"
+    )
+    # NUL is stored as U+FFFD (PostgreSQL text cannot hold NUL), which prints as itself.
+    assert lines[2].split("\t")[5] == (
+        "ua=a\\nb\\rc\ufffdd\\x08e\\x0bf\\x0cg\\x1ch\\u2028i\\u2029j\\u202ek\\x85l\\u200bm"
+    )
+
+
 async def test_events_follow_prints_new_events_as_they_come(api: Api, data_dir: Path) -> None:
     await api.register("ada@example.com")
     process = await asyncio.create_subprocess_exec(

@@ -123,3 +123,34 @@ def test_the_env_example_loads_once_its_secret_is_filled_in(
     assert settings.secret_key is not None
     assert settings.issuer.startswith("https://")
     assert settings.trusted_proxies
+
+
+# Promises of work to come: once the work is done, the sentence is out of date.
+PROMISES = re.compile(
+    r"\b(?:a|the|some)\s+(?:later|future|next)\s+(?:issue|release|version)\b", re.I
+)
+LINK = re.compile(r"\]\(((?!https?:|mailto:)[^)#\s]+\.md)(?:#([^)\s]+))?\)")
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.M)
+    return {
+        re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-") for heading in headings
+    }
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_docs_speak_of_the_project_as_it_is(document: Path) -> None:
+    """Issue 13: no "a later issue" for what exists (the README said so of the revocation
+    feed); links to other documents, and their #anchors, lead somewhere."""
+    text = document.read_text(encoding="utf-8")
+    where = str(document.relative_to(ROOT))
+    assert not PROMISES.findall(text), f"{where} promises work to come: {PROMISES.findall(text)}"
+    for target, anchor in LINK.findall(text):
+        linked = (document.parent / target).resolve()
+        assert linked.is_file(), f"{where} links to a missing {target}"
+        if anchor:
+            assert anchor in _anchors(linked.read_text(encoding="utf-8")), (
+                f"{where}: {target}#{anchor}"
+            )

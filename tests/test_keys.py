@@ -200,6 +200,7 @@ def test_a_damaged_secret_file_is_one_line_not_a_traceback(tmp_path: Path) -> No
     keys = tmp_path / "data" / "keys"
     keys.mkdir(parents=True)
     (keys / "secret.key").write_bytes(b"")  # as a crash mid-write would once have left it
+    (keys / "secret.key").chmod(0o600)  # private, as tokenward made it: only damaged
     result = subprocess.run(
         [TOKENWARD, "users", "list"],
         env={**os.environ, "TOKENWARD_DATA_DIR": str(tmp_path / "data")},

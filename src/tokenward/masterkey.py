@@ -1,8 +1,9 @@
 """The one server secret, and the keys derived from it.
 
 ``TOKENWARD_SECRET_KEY`` (every instance the same), or else 32 random bytes made on first start
-in ``<data dir>/keys/secret.key`` (mode 0600). From it, with HKDF-SHA256 and distinct labels:
-the refresh-token MAC key, and the key that encrypts signing keys at rest (Fernet).
+in ``<data dir>/keys/secret.key`` (mode 0600: a file other users may read or write stops the
+start). From it, with HKDF-SHA256 and distinct labels: the refresh-token MAC key, and the key
+that encrypts signing keys at rest (Fernet).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def _write_private(path: Path, data: bytes) -> bytes:
     return data
 
 
+def _check_private(path: Path) -> None:
+    """Refuse a secret file that the group or others may read or write: anyone who can read it
+    can mint refresh-token MACs and decrypt the signing keys; anyone who can write it, swap it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigError(
+            f"{path}: the server secret file is open to other users (mode {mode:04o}); "
+            f"make it private to tokenward's user: chmod 600 {path}"
+        )
+
+
 class MasterKey:
     """Derives purpose-bound keys; the master secret itself is never used directly."""
 
@@ -58,9 +71,11 @@ class MasterKey:
         if settings.secret_key is not None:
             return cls(settings.secret_key.get_secret_value().encode())
         path = settings.data_dir / "keys" / "secret.key"
-        secret = (
-            path.read_bytes() if path.exists() else _write_private(path, secrets.token_bytes(32))
-        )
+        if path.exists():
+            _check_private(path)
+            secret = path.read_bytes()
+        else:
+            secret = _write_private(path, secrets.token_bytes(32))
         if len(secret) < 32:
             raise ConfigError(
                 f"{path}: the server secret file is damaged ({len(secret)} bytes); restore it "

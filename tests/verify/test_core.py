@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import json
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -60,6 +63,41 @@ def test_claims_are_typed() -> None:
     assert claims.raw["jti"] == "jti-1"
     with pytest.raises(TypeError):
         claims.raw["sub"] = "mallory"  # type: ignore[index]
+
+
+def test_claims_pickle_deepcopy_and_asdict() -> None:
+    """Issue 13: claims can be cached and queued (pickle, deepcopy, dataclasses.asdict gives
+    plain JSON-able data), and every copy's raw is as read-only as the original's."""
+    claims = verify(
+        FORGER.sign(claims=FORGER.claims(scope="notes:read", roles=["a"], extra={"k": [1, 2]}))
+    )
+    pickled = pickle.loads(pickle.dumps(claims))  # noqa: S301 - our own bytes
+    deep = copy.deepcopy(claims)
+    for twin in (pickled, deep, copy.copy(claims)):
+        assert twin == claims
+        assert dict(twin.raw) == dict(claims.raw)
+        assert twin.scope == ("notes:read",) and twin.roles == ("a",)
+        with pytest.raises(TypeError):
+            twin.raw["sub"] = "mallory"  # type: ignore[index]
+        with pytest.raises(TypeError):
+            twin.raw.update(sub="mallory")  # type: ignore[attr-defined]
+    assert deep.raw["extra"] == {"k": [1, 2]} and deep.raw["extra"] is not claims.raw["extra"]
+
+    data = dataclasses.asdict(claims)
+    assert type(data["raw"]) is dict and data["raw"] == dict(claims.raw)
+    assert data["sub"] == "user-1" and data["roles"] == ("a",)
+    assert json.loads(json.dumps(data))["raw"]["extra"] == {"k": [1, 2]}
+    data["raw"]["sub"] = "changed"  # a copy of one's own
+    assert claims.raw["sub"] == "user-1"
+
+    # Made by hand (tests, other token sources): raw is a read-only copy all the same.
+    given_raw = {"sub": "user-1"}
+    made = Claims("user-1", "s", "j", ISSUER, NOW, NOW + 60, raw=given_raw)
+    given_raw["sub"] = "mallory"
+    assert made.raw["sub"] == "user-1"
+    assert pickle.loads(pickle.dumps(made)).raw == {"sub": "user-1"}  # noqa: S301
+    with pytest.raises(TypeError):
+        made.raw.pop("sub")  # type: ignore[attr-defined]
 
 
 def test_expiry_raises_the_expired_subclass_at_exactly_the_leeway() -> None:

@@ -130,6 +130,21 @@ async def test_scopes_and_roles(
         assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize("claims", [{}, {"roles": ["editor"], "scope": "notes:read admin"}])
+async def test_a_missing_role_is_403_missing_role_not_a_scope(
+    local_api: httpx.AsyncClient, claims: dict[str, Any]
+) -> None:
+    """Issue 13: a role is not a scope. 403 whose body and error_description say "missing
+    role"; RFC 6750's only 403 code stays in the challenge, with no scope= (none is missing)."""
+    token = FORGER.sign(claims=FORGER.claims(**claims))
+    response = await local_api.delete("/notes", headers=bearer(token))
+    assert response.status_code == 403
+    assert response.json() == {"detail": "missing role"}
+    assert response.headers["www-authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", error_description="missing role"'
+    )
+
+
 async def test_tokenward_unreachable_is_503_not_401() -> None:
     """No key set could be fetched: 503 with Retry-After, so clients do not drop their token."""
     verifier = Verifier(f"http://127.0.0.1:{free_port()}", http_timeout=1)

@@ -66,6 +66,42 @@ def test_scopes_and_roles(method: str, claims: dict[str, Any], status: int) -> N
     assert client.open("/notes", method=method, headers=bearer(token)).status_code == status
 
 
+@pytest.mark.parametrize("claims", [{}, {"roles": ["editor"], "scope": "notes:read admin"}])
+def test_a_missing_role_is_403_missing_role_not_a_scope(claims: dict[str, Any]) -> None:
+    """Issue 13: as in the FastAPI glue, a missing role is "missing role", not a scope."""
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+    client = EXAMPLE.create_app(verifier).test_client()
+    response = client.delete("/notes", headers=bearer(FORGER.sign(claims=FORGER.claims(**claims))))
+    assert response.status_code == 403
+    assert response.get_json() == {"detail": "missing role"}
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", error_description="missing role"'
+    )
+
+
+def test_a_missing_scope_is_named_before_a_missing_role() -> None:
+    """scopes= and roles= together: a token lacking both is told the scope it needs."""
+    app = Flask(__name__)
+    verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
+
+    @app.get("/both")
+    @require_token(verifier, scopes=["notes:read"], roles=["admin"])
+    def both() -> str:
+        return "ok"
+
+    client = app.test_client()
+    lacking_both = client.get("/both", headers=bearer(FORGER.sign()))
+    assert lacking_both.status_code == 403
+    assert lacking_both.get_json() == {"detail": "insufficient scope"}
+    assert 'scope="notes:read"' in lacking_both.headers["WWW-Authenticate"]
+    scoped = FORGER.sign(claims=FORGER.claims(scope="notes:read"))
+    lacking_role = client.get("/both", headers=bearer(scoped))
+    assert lacking_role.get_json() == {"detail": "missing role"}
+    assert "scope=" not in lacking_role.headers["WWW-Authenticate"]
+    admin = FORGER.sign(claims=FORGER.claims(scope="notes:read", roles=["admin"]))
+    assert client.get("/both", headers=bearer(admin)).get_data(as_text=True) == "ok"
+
+
 def test_current_claims_outside_a_guarded_view() -> None:
     """current_claims() in an unguarded view is a LookupError, never someone else's claims."""
     app = Flask(__name__)

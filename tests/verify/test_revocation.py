@@ -370,10 +370,10 @@ async def test_concurrent_async_requests_share_one_poll(
 
 
 def _client_credentials(tokenward: Tokenward) -> tuple[str, str]:
-    """`tokenward clients create NAME`, or a skip while the server has no revocation feed."""
+    """`tokenward clients create NAME`, after checking the feed is there: its absence is a
+    regression these tests must report, never a skip."""
     probe = httpx.get(f"{tokenward.base}/auth/revocations")
-    if probe.status_code == 404:
-        pytest.skip("tokenward has no /auth/revocations yet: the client side runs on its contract")
+    assert probe.status_code == 401, f"/auth/revocations without credentials: {probe.status_code}"
     created = tokenward.cli("clients", "create", "notes-api")
     assert created.returncode == 0, created.stderr
     values = dict(re.findall(r"^(client_id|client_secret)=(\S+)$", created.stdout, re.MULTILINE))

@@ -4,7 +4,9 @@
 // or a readable cookie. The refresh token is the server's HttpOnly cookie, which scripts
 // cannot read. Refreshes are single-flight within a tab and across tabs (Web Locks, or a
 // BroadcastChannel fallback), and tabs share each new access token over a BroadcastChannel,
-// so N tabs send one refresh, not N.
+// so N tabs send one refresh, not N. The channel, the lock and the marker are named after the
+// server (its URL), so a page that talks to two tokenward servers never hands one's token to
+// the other, nor waits on the other's refresh.
 
 const CHANNEL = "tokenward";
 const LOCK = "tokenward-refresh";
@@ -29,17 +31,17 @@ export class TokenwardError extends Error {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function readMarker() {
+function readMarker(key) {
   try {
-    return Number(localStorage.getItem(REFRESHED_AT)) || 0;
+    return Number(localStorage.getItem(key)) || 0;
   } catch {
     return 0; // storage disabled: tabs simply wait for messages a little longer
   }
 }
 
-function writeMarker(time) {
+function writeMarker(key, time) {
   try {
-    localStorage.setItem(REFRESHED_AT, String(time));
+    localStorage.setItem(key, String(time));
   } catch {
     /* storage disabled */
   }
@@ -65,15 +67,23 @@ export class TokenwardClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.baseUrl = (options.baseUrl || globalThis.location.origin).replace(/\/+$/, "");
-    const serverOrigin = new URL(this.baseUrl, globalThis.location.href).origin;
-    this.tokenOrigins = new Set([serverOrigin, ...(options.tokenOrigins || [])]);
+    const server = new URL(this.baseUrl, globalThis.location.href);
+    this.tokenOrigins = new Set([server.origin, ...(options.tokenOrigins || [])]);
+    // Per server: the clients of one server share tokens across tabs, never those of another.
+    const scope = server.href.replace(/\/+$/, "");
+    this._names = {
+      channel: `${CHANNEL} ${scope}`,
+      lock: `${LOCK} ${scope}`,
+      marker: `${REFRESHED_AT} ${scope}`,
+    };
     this.marginSeconds = options.refreshMarginSeconds;
     this.refreshCount = 0; // refresh requests this tab sent, for tests and diagnostics
     this._token = null; // { value, expiresAt } (expiresAt in ms since the epoch)
     this._timer = null;
     this._inflight = null;
     this._started = null;
-    this._channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(CHANNEL) : null;
+    this._channel =
+      typeof BroadcastChannel === "function" ? new BroadcastChannel(this._names.channel) : null;
     this._channel?.addEventListener("message", (event) => this._onMessage(event.data));
     this._peerRefreshingUntil = 0;
     this._onVisible = () => {
@@ -212,7 +222,7 @@ export class TokenwardClient extends EventTarget {
     const decidedAt = Date.now();
     const work = async () => {
       if (this._usable(stale)) return; // another tab's token arrived while we waited
-      if (readMarker() > decidedAt) {
+      if (readMarker(this._names.marker) > decidedAt) {
         // Another tab refreshed while we waited: its token is on the way.
         await this._waitForToken(stale, 1000);
         if (this._usable(stale)) return;
@@ -220,7 +230,7 @@ export class TokenwardClient extends EventTarget {
       await this._refreshNow();
     };
     if (globalThis.navigator?.locks) {
-      await navigator.locks.request(LOCK, work);
+      await navigator.locks.request(this._names.lock, work);
     } else {
       // Fallback without Web Locks: announce, and let a tab that heard another's announcement
       // wait for that tab's token. Two tabs announcing at once both refresh; the server's
@@ -259,7 +269,7 @@ export class TokenwardClient extends EventTarget {
     const body = await response.json();
     const wasSignedIn = this._token !== null;
     this._accept(body, wasSignedIn ? null : "restore");
-    writeMarker(Date.now());
+    writeMarker(this._names.marker, Date.now());
   }
 
   // -- internals ---------------------------------------------------------------------------

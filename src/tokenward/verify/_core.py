@@ -285,9 +285,7 @@ def _check_claims(
     roles: tuple[str, ...] = ()
     if get("scope") is not None or get("roles") is not None:
         scope, roles = _optional_names(payload)
-    return Claims(
-        sub, sid, jti, issuer, iat, exp, audiences, scope, roles, MappingProxyType(payload)
-    )
+    return Claims(sub, sid, jti, issuer, iat, exp, audiences, scope, roles, payload)
 
 
 def _verify(

@@ -14,6 +14,7 @@ __all__ = [
     "challenge",
     "insufficient_scope",
     "missing_credentials",
+    "missing_role",
     "refused",
 ]
 
@@ -37,11 +38,16 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def challenge(realm: str, error: str | None = None, scope: Iterable[str] = ()) -> str:
-    """A ``WWW-Authenticate: Bearer`` challenge with the realm, an error code and scopes."""
+def challenge(
+    realm: str, error: str | None = None, scope: Iterable[str] = (), description: str = ""
+) -> str:
+    """A ``WWW-Authenticate: Bearer`` challenge with the realm, an error code, scopes and an
+    ``error_description``."""
     parts = [f"realm={_quoted(realm)}"]
     if error is not None:
         parts.append(f"error={_quoted(error)}")
+    if description:
+        parts.append(f"error_description={_quoted(description)}")
     scopes = " ".join(scope)
     if scopes:
         parts.append(f"scope={_quoted(scopes)}")
@@ -74,3 +80,13 @@ def insufficient_scope(realm: str, scopes: Iterable[str] = ()) -> Denial:
     """403 ``insufficient_scope``, naming the scopes the resource needs."""
     header = challenge(realm, "insufficient_scope", scopes)
     return Denial(403, {"WWW-Authenticate": header}, "insufficient scope")
+
+
+def missing_role(realm: str) -> Denial:
+    """403 for a token without a role the resource needs: roles are not scopes, so the body
+    and the ``error_description`` say "missing role". The error code stays
+    ``insufficient_scope``, the only one RFC 6750 3.1 has for "valid token, not allowed"; no
+    ``scope`` is named (a role is not one), nor the roles (what the resource needs is not the
+    caller's to learn)."""
+    header = challenge(realm, "insufficient_scope", description="missing role")
+    return Denial(403, {"WWW-Authenticate": header}, "missing role")

@@ -14,8 +14,10 @@
     async def add(user: Annotated[Claims, Depends(require_scopes(verifier, "notes:write"))]): ...
 
 No credentials: 401 ``WWW-Authenticate: Bearer realm="api"`` (no error code, RFC 6750 3.1);
-a refused token: 401 with ``error="invalid_token"``; a missing scope or role: 403 with
-``error="insufficient_scope"``; tokenward unreachable (see ``on_stale``): 503.
+a refused token: 401 with ``error="invalid_token"``; a missing scope: 403 with
+``error="insufficient_scope"`` naming the scope; a missing role: 403 "missing role" (the
+challenge keeps RFC 6750's ``insufficient_scope`` code); tokenward unreachable (see
+``on_stale``): 503.
 """
 
 import inspect
@@ -33,6 +35,7 @@ from tokenward.verify._http import (
     bearer_token,
     insufficient_scope,
     missing_credentials,
+    missing_role,
     refused,
 )
 from tokenward.verify._verifier import Verifier
@@ -97,7 +100,7 @@ def require_roles(verifier: Verifier, *roles: str) -> Callable[..., Awaitable[Cl
 
     async def dependency(claims: Annotated[Claims, Depends(verifier)]) -> Claims:
         if not claims.has_roles(*roles):
-            raise _http_error(insufficient_scope(verifier.realm))
+            raise _http_error(missing_role(verifier.realm))
         return claims
 
     return dependency

@@ -8,8 +8,9 @@
         return {"sub": g.claims.sub}
 
 Refusals as in the other glue: 401 with a Bearer challenge (``error="invalid_token"`` unless
-no credentials were sent), 403 ``insufficient_scope`` for a missing scope or role, 503 when
-tokenward cannot be asked. Flask views are synchronous: this uses ``verifier.verify``.
+no credentials were sent), 403 ``insufficient_scope`` for a missing scope, 403 "missing role"
+for a missing role, 503 when tokenward cannot be asked. Flask views are synchronous: this
+uses ``verifier.verify``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tokenward.verify._http import (
     bearer_token,
     insufficient_scope,
     missing_credentials,
+    missing_role,
     refused,
 )
 from tokenward.verify._verifier import Verifier
@@ -52,8 +54,10 @@ def _authorize(verifier: Verifier, scopes: tuple[str, ...], roles: tuple[str, ..
         claims = verifier.verify(token)
     except VerificationError as exc:
         return _response(refused(exc, verifier.realm))
-    if not claims.has_scopes(*scopes) or not claims.has_roles(*roles):
+    if not claims.has_scopes(*scopes):
         return _response(insufficient_scope(verifier.realm, scopes))
+    if not claims.has_roles(*roles):
+        return _response(missing_role(verifier.realm))
     return claims
 
 
