@@ -119,3 +119,24 @@ def test_the_demo_page_defaults_on_in_development_only() -> None:
     production = {"env": "production", "issuer": "https://auth.example.com"}
     assert not load_settings(**production).serves_demo
     assert load_settings(**production, demo_page=True).serves_demo
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "0m", 0])
+def test_a_zero_reuse_interval_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, text: str | int
+) -> None:
+    """0 is the strict setting: any replay of a rotated-out refresh token is theft."""
+    monkeypatch.setenv("TOKENWARD_REFRESH_REUSE_INTERVAL", str(text))
+    assert load_settings(_env_file=None).refresh_reuse_interval == timedelta(0)
+    assert load_settings(_env_file=None, refresh_reuse_interval=text).refresh_reuse_interval == (
+        timedelta(0)
+    )
+
+
+@pytest.mark.parametrize(
+    "variable", ["TOKENWARD_ACCESS_TTL", "TOKENWARD_REFRESH_TTL", "TOKENWARD_SESSION_MAX_AGE"]
+)
+def test_other_durations_still_refuse_zero(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "0s")
+    with pytest.raises(ConfigError, match=f"^invalid setting {variable}: must be longer than zero"):
+        load_settings(_env_file=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 import tokenward.service
 from tokenward.audit import EventType
+from tokenward.refresh import Rotation, decide_rotation
 from tokenward.store import EventRow, SessionRow
 from tokenward.store.sqlite_fast import FastTransaction
 
@@ -217,3 +219,40 @@ async def test_a_refresh_waits_its_turn_when_another_writer_holds_the_lock(
     assert response.status_code == 200
     [row] = await sessions(service)
     assert row.generation == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"refresh_reuse_interval": "0"}])
+async def test_with_a_zero_interval_any_replay_ends_the_session(
+    api: Api, clock: FakeClock, service: Any
+) -> None:
+    """TOKENWARD_REFRESH_REUSE_INTERVAL=0: the token rotated out is theft at once, even at the
+    very instant of its rotation; no grace, no shared successor."""
+    assert service.settings.refresh_reuse_interval.total_seconds() == 0
+    _, token = await api.signed_up()
+    rotated = await api.refresh(token)
+    assert rotated.status_code == 200
+    successor_access, successor = rotated.json()["access_token"], refresh_cookie(rotated)
+    replay = await api.refresh(token)  # the clock has not moved
+    assert replay.status_code == 401
+    assert (await api.refresh(successor)).status_code == 401
+    assert (await api.me(successor_access)).status_code == 401
+    [session] = await sessions(service)
+    assert session.revoked_reason == "reuse_detected"
+    assert len(await events(service, EventType.REFRESH_REUSE_DETECTED)) == 1
+
+
+def test_the_rotation_rule_with_a_zero_interval_has_no_grace() -> None:
+    """decide_rotation (both the ORM and the plain-sqlite3 path use it): with 0, the
+    predecessor is reuse even at the same instant or with a clock slightly behind."""
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    zero, ten = timedelta(0), timedelta(seconds=10)
+
+    def decide(rotated_at: datetime, interval: timedelta) -> Rotation:
+        return decide_rotation(
+            presented=4, current=5, rotated_at=rotated_at, now=now, reuse_interval=interval
+        )
+
+    assert decide(now, zero) is Rotation.REUSE
+    assert decide(now + timedelta(seconds=1), zero) is Rotation.REUSE
+    assert decide(now - ten, ten) is Rotation.REPLAY_SUCCESSOR  # the interval is inclusive
+    assert decide(now - ten - timedelta(microseconds=1), ten) is Rotation.REUSE

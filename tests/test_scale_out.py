@@ -21,6 +21,13 @@ from test_server_process import serving
 pytestmark = pytest.mark.postgresql_only
 
 
+@pytest.fixture(autouse=True)
+def _one_public_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instances behind one load balancer share the public URL (else each issuer would be
+    its own --port, and a token from one would not verify on another)."""
+    monkeypatch.setenv("TOKENWARD_ISSUER", "http://auth.scale-out.test")
+
+
 def _sign_up(base: str, email: str) -> httpx.Response:
     payload = {"email": email, "password": PASSWORD}
     assert httpx.post(f"{base}/auth/register", json=payload).status_code == 201

@@ -85,7 +85,8 @@ def serving(
 def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> None:
     """The README's flow over real HTTP; after a restart the refresh cookie and key survive."""
     data_dir = tmp_path / "data"
-    with serving(data_dir) as (base, log), httpx.Client(base_url=base) as client:
+    port = free_port()  # the same address after the restart: the default issuer follows it
+    with serving(data_dir, port) as (base, log), httpx.Client(base_url=base) as client:
         email = "ada@example.com"
         assert (
             client.post("/auth/register", json={"email": email, "password": PASSWORD}).status_code
@@ -114,7 +115,7 @@ def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> 
         database = (data_dir / "tokenward.db").read_bytes()
         assert b"PRIVATE KEY" not in database
 
-    with serving(data_dir) as (base, _), httpx.Client(base_url=base) as client:
+    with serving(data_dir, port) as (base, _), httpx.Client(base_url=base) as client:
         assert client.get("/.well-known/jwks.json").json()["keys"][0]["kid"] == kid
         # The access token signed before the restart still verifies: same key.
         assert (

@@ -73,7 +73,8 @@ class Rotation(Enum):
     ROTATE = "rotate"
     """It is the current token: advance the generation and issue the next."""
     REPLAY_SUCCESSOR = "replay_successor"
-    """It was rotated out within the reuse interval: answer with the same successor."""
+    """It was rotated out within the reuse interval (never when it is 0): answer with the
+    same successor."""
     REUSE = "reuse"
     """It was rotated out earlier than that: theft; end the whole session."""
     INVALID = "invalid"
@@ -93,7 +94,13 @@ def decide_rotation(
         return Rotation.ROTATE
     if presented > current:
         return Rotation.INVALID
-    recent = rotated_at is not None and now - rotated_at <= reuse_interval
+    # Inclusive bound for a positive interval; with zero there is no grace at all, not even
+    # at the same instant (or when this instance's clock is behind the one that rotated).
+    recent = (
+        rotated_at is not None
+        and reuse_interval > timedelta(0)
+        and now - rotated_at <= reuse_interval
+    )
     if presented == current - 1 and recent:
         return Rotation.REPLAY_SUCCESSOR
     return Rotation.REUSE
