@@ -19,7 +19,7 @@ import httpx
 from accounts import EMAIL, PASSWORD
 from servers import LOAD_CORE, PEER_COPY, SERVER_CORE, Server, pinned_to
 
-from tokenward.passwords import PasswordHasher
+from tokenward.core.passwords import PasswordHasher
 
 HASH = "argon2 verify, in-process"
 

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from tokenward.config import load_settings
-from tokenward.service import Principal
+from tokenward.app.service import Principal
+from tokenward.infra.config import load_settings
 from tokenward.web import create_app
 from tokenward.web.embed import embedded_user, tokenward_lifespan
 

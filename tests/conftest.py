@@ -23,8 +23,8 @@ from asgi_lifespan import LifespanManager
 from pgcluster import PostgresCluster
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from tokenward.config import Settings
-from tokenward.passwords import PasswordHasher
+from tokenward.core.passwords import PasswordHasher
+from tokenward.infra.config import Settings
 from tokenward.web import create_app
 
 PASSWORD = "a long enough passphrase 7"

@@ -263,7 +263,7 @@ def _insert(draw: st.DrawFn, token: str, donors: Sequence[str]) -> str:
 
 
 def _huge(draw: st.DrawFn, token: str, donors: Sequence[str]) -> str:
-    from tokenward.tokens import MAX_TOKEN_LENGTH
+    from tokenward.core.tokens import MAX_TOKEN_LENGTH
 
     kind = draw(st.sampled_from(["pad-to-limit", "repeat", "long-segment"]))
     if kind == "pad-to-limit":  # just under, at and just over the cap

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
-from tokenward.tokens import LEEWAY_SECONDS, MAX_TOKEN_LENGTH
+from tokenward.core.tokens import LEEWAY_SECONDS, MAX_TOKEN_LENGTH
 
 PROBLEM_JSON = "application/problem+json"
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -225,7 +225,9 @@ async def test_a_token_forged_with_the_real_key_is_accepted(victim: Victim) -> N
 
 async def test_a_token_issued_by_the_codec_is_accepted(victim: Victim) -> None:
     """service.access.issue() for the victim's session passes."""
-    token = victim.service.access.issue(user_id=victim.user_id, session_id=victim.session_id)
+    token = victim.service.access.issue(
+        user_id=victim.user_id, session_id=victim.session_id, now=victim.service.clock().timestamp()
+    )
     await assert_token_accepted(victim, token)
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import COOKIE, PASSWORD, Api, refresh_cookie
 from sqlalchemy import func, select
 
-from tokenward.store import SessionRow, UserRow
+from tokenward.storage import SessionRow, UserRow
 
 PROBLEM = "application/problem+json"
 

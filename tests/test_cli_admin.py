@@ -158,7 +158,7 @@ async def test_events_print_user_controlled_text_escaped_one_event_per_line(
 ) -> None:
     """Issue 13: a User-Agent with tabs, newlines, escape sequences, C0/C1 controls or U+2028
     can neither add a column or a row to `tokenward events` nor reach the terminal raw."""
-    from tokenward.audit import ClientInfo
+    from tokenward.core.events import ClientInfo
 
     assert (await api.register("ada@example.com")).status_code == 201
     # Over HTTP: header bytes, which the server decodes as latin-1 (so \x85 and \x9b are C1).
@@ -217,7 +217,7 @@ async def test_prune_removes_ended_sessions_and_old_events(
     api: Api, service: Any, clock: FakeClock
 ) -> None:
     """Tables stay bounded by live sessions, not by history."""
-    from tokenward.admin import Admin
+    from tokenward.app.operators import Admin
 
     _, ended = await api.signed_up()
     await api.logout(ended)

@@ -29,7 +29,7 @@ from conftest import LIFESPAN_TIMEOUT, Api, make_settings
 from pwdlib import PasswordHash
 from sqlalchemy import func, select
 
-from tokenward.store import UserRow
+from tokenward.storage import UserRow
 from tokenward.web import create_app
 
 

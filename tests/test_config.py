@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenward.config import load_settings, parse_duration
 from tokenward.exceptions import ConfigError
+from tokenward.infra.config import load_settings, parse_duration
 
 # Settings alone: the PostgreSQL run would repeat these unchanged.
 pytestmark = pytest.mark.sqlite_only

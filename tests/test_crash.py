@@ -29,8 +29,8 @@ import httpx
 from conftest import COOKIE, FAST_HASHER, PASSWORD, make_settings, refresh_cookie
 from test_server_process import TOKENWARD, Server, server_process
 
-from tokenward.audit import ClientInfo
-from tokenward.service import AuthService
+from tokenward.app.service import AuthService
+from tokenward.core.events import ClientInfo
 
 # Rate limits out of the way (this is about the database), and a reuse interval that outlasts
 # the restart, so that a rotation which committed just before the kill never makes the

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenward.config import ENV_PREFIX, Settings, load_settings
 from tokenward.exceptions import ConfigError
+from tokenward.infra.config import ENV_PREFIX, Settings, load_settings
 
 pytestmark = pytest.mark.sqlite_only  # no database at all
 

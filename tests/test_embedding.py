@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings, refresh_cookie
 from fastapi import Depends, FastAPI
 
-from tokenward.service import Principal
+from tokenward.app.service import Principal
 from tokenward.web import create_app
 from tokenward.web.embed import embedded_user, tokenward_lifespan
 

@@ -20,8 +20,8 @@ from conftest import PASSWORD, make_settings
 from test_server_process import free_port, server_process
 
 from tokenward.exceptions import ConfigError
-from tokenward.masterkey import MasterKey
-from tokenward.store import Database
+from tokenward.infra.masterkey import MasterKey
+from tokenward.storage import Database
 
 # The secret file exists only without TOKENWARD_SECRET_KEY, the database file only on SQLite.
 pytestmark = pytest.mark.sqlite_only

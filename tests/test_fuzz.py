@@ -46,11 +46,11 @@ from fuzz_support import (
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tokenward.config import SigningAlg
+from tokenward.core.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
+from tokenward.core.refresh import RefreshTokenCodec
+from tokenward.core.tokens import LEEWAY_SECONDS, AccessTokenCodec
 from tokenward.exceptions import TokenError
-from tokenward.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
-from tokenward.refresh import RefreshTokenCodec
-from tokenward.tokens import LEEWAY_SECONDS, AccessTokenCodec
+from tokenward.infra.config import SigningAlg
 from tokenward.verify import (
     Claims,
     VerificationError,

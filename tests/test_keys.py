@@ -12,7 +12,7 @@ import jwt
 import pytest
 from conftest import Api, FakeClock, refresh_cookie
 
-from tokenward.admin import Admin
+from tokenward.app.operators import Admin
 from tokenward.exceptions import KeyRotationError
 
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")
@@ -134,8 +134,8 @@ async def test_an_instance_with_another_secret_refuses_to_start(tmp_path: Path) 
     """Instances must share TOKENWARD_SECRET_KEY; a mismatch is one clear line, not a crash."""
     from conftest import make_settings
 
+    from tokenward.app.service import AuthService
     from tokenward.exceptions import ConfigError
-    from tokenward.service import AuthService
 
     data_dir = tmp_path / "data"
     first = await AuthService.open(make_settings(data_dir, secret_key="s" * 40))
@@ -151,9 +151,9 @@ async def test_instances_starting_together_make_one_first_key(tmp_path: Path) ->
     from conftest import make_settings
     from sqlalchemy import func, select
 
-    from tokenward.masterkey import MasterKey
-    from tokenward.store import Database, SigningKeyRow
-    from tokenward.store.keys import KeyStore
+    from tokenward.infra.masterkey import MasterKey
+    from tokenward.storage import Database, SigningKeyRow
+    from tokenward.storage.keys import KeyStore
 
     settings = make_settings(tmp_path / "data", secret_key="s" * 40)
     database = Database(settings.sqlalchemy_url)
@@ -176,9 +176,9 @@ async def test_a_scheduled_rotation_due_on_many_instances_happens_once(tmp_path:
 
     from conftest import make_settings
 
-    from tokenward.masterkey import MasterKey
-    from tokenward.store import Database
-    from tokenward.store.keys import KeyStore
+    from tokenward.infra.masterkey import MasterKey
+    from tokenward.storage import Database
+    from tokenward.storage.keys import KeyStore
 
     settings = make_settings(tmp_path / "data", secret_key="s" * 40, key_rotation="1d")
     database = Database(settings.sqlalchemy_url)
@@ -218,7 +218,7 @@ def test_a_damaged_secret_file_is_one_line_not_a_traceback(tmp_path: Path) -> No
 def test_processes_making_the_secret_together_agree_on_it(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tokenward.masterkey import _write_private
+    from tokenward.infra.masterkey import _write_private
 
     path = tmp_path / "keys" / "secret.key"
     with ThreadPoolExecutor(8) as pool:

@@ -50,7 +50,7 @@ def test_verify_installs_and_imports_without_the_server(tmp_path: Path) -> None:
             "-c",
             "from importlib.resources import files; t = files('tokenward'); print(all("
             "(t / p).is_file() for p in ('static/tokenward.js', 'demo/index.html', "
-            "'store/migrations/versions/0001_initial_schema.py')))",
+            "'storage/migrations/versions/0001_initial_schema.py')))",
         ],
         capture_output=True,
         text=True,

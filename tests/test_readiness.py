@@ -9,8 +9,8 @@ import pytest
 from conftest import SHARED_SECRET, Api
 from test_cli_admin import cli, ok
 
-from tokenward.config import load_settings
-from tokenward.store.db import Database
+from tokenward.infra.config import load_settings
+from tokenward.storage.db import Database
 
 
 async def test_readyz_reports_each_dependency(api: Api) -> None:

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from conftest import Api, FakeClock, refresh_cookie
 
-from tokenward.clients import ClientService
+from tokenward.app.resource_servers import ClientService
 
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")
 

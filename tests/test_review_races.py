@@ -31,10 +31,10 @@ from conftest import (
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import select, text, update
 
-from tokenward.config import Settings
-from tokenward.passwords import ImportedHashError, PasswordHasher, check_imported_hash
-from tokenward.ratelimit import client_key
-from tokenward.store import Database, SessionRow, UserRow
+from tokenward.core.passwords import ImportedHashError, PasswordHasher, check_imported_hash
+from tokenward.infra.config import Settings
+from tokenward.infra.ratelimit import client_key
+from tokenward.storage import Database, SessionRow, UserRow
 from tokenward.web import create_app
 
 NEW_PASSWORD = "another long passphrase 8"
@@ -169,7 +169,7 @@ async def test_a_racing_login_never_writes_a_rehash_of_the_old_password_over_the
 async def test_a_login_that_verified_before_the_user_was_disabled_gets_no_session(
     settings: Settings, clock: FakeClock
 ) -> None:
-    from tokenward.admin import Admin
+    from tokenward.app.operators import Admin
 
     hasher = GatedHasher(gated=PASSWORD)
     async with _app_client(settings, clock, hasher) as (app, http):
@@ -222,7 +222,7 @@ async def test_two_password_changes_with_the_same_current_password_do_not_both_w
 
 
 async def _client_credentials(app: Any) -> httpx.BasicAuth:
-    from tokenward.clients import ClientService
+    from tokenward.app.resource_servers import ClientService
 
     client, secret = await ClientService(app.state.service).create("api")
     return httpx.BasicAuth(client.id, secret)

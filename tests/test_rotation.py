@@ -11,11 +11,12 @@ import pytest
 from conftest import Api, FakeClock, refresh_cookie
 from sqlalchemy import select
 
-import tokenward.service
-from tokenward.audit import EventType
-from tokenward.refresh import Rotation, decide_rotation
-from tokenward.store import EventRow, SessionRow
-from tokenward.store.sqlite_fast import FastTransaction
+import tokenward.storage.queries
+from tokenward.core.events import EventType
+from tokenward.core.refresh import Rotation, decide_rotation
+from tokenward.core.sessions import NewEvent
+from tokenward.storage import EventRow, SessionRow
+from tokenward.storage.sqlite_fast import FastTransaction
 
 
 async def sessions(service: Any) -> list[SessionRow]:
@@ -112,21 +113,21 @@ async def test_a_failed_rotation_leaves_the_session_as_it_was(
 ) -> None:
     """If the rotation transaction fails, nothing of it is kept and the old token still works."""
     _, token = await api.signed_up()
-    real_event = tokenward.service.new_event
+    real_event = tokenward.storage.queries.event_row
 
-    def failing_event(kind: EventType, *args: Any, **kwargs: Any) -> Any:
-        if kind is EventType.REFRESH:
+    def failing_event(event: NewEvent) -> Any:
+        if event.kind is EventType.REFRESH:
             raise RuntimeError("disk full")
-        return real_event(kind, *args, **kwargs)
+        return real_event(event)
 
-    monkeypatch.setattr(tokenward.service, "new_event", failing_event)
+    monkeypatch.setattr(tokenward.storage.queries, "event_row", failing_event)
     # The same failure on the plain-sqlite3 path that SQLite refreshes take first.
     real_add = FastTransaction.add_event
 
-    def failing_add(self: FastTransaction, *, kind: str, **kwargs: Any) -> None:
-        if kind == EventType.REFRESH.value:
+    def failing_add(self: FastTransaction, event: NewEvent) -> None:
+        if event.kind is EventType.REFRESH:
             raise RuntimeError("disk full")
-        real_add(self, kind=kind, **kwargs)
+        real_add(self, event)
 
     monkeypatch.setattr(FastTransaction, "add_event", failing_add)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -37,7 +37,7 @@ from schemathesis.checks import (
 )
 from test_server_process import free_port, serving
 
-from tokenward.config import Settings
+from tokenward.infra.config import Settings
 from tokenward.web import create_app
 
 pytestmark = pytest.mark.sqlite_only  # a real server on its own SQLite file; no database here

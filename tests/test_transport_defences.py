@@ -18,8 +18,8 @@ from starlette.types import Message
 from test_defences import PROBLEM, counts
 from test_server_process import server_process
 
-from tokenward.config import load_settings
 from tokenward.exceptions import ConfigError
+from tokenward.infra.config import load_settings
 from tokenward.web.app import SWAGGER_UI_VERSION
 from tokenward.web.routes import cookie_path
 from tokenward.web.security import MAX_JSON_DEPTH, RequestGuard, is_utf8_text, json_depth

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from tokenward.config import ENV_PREFIX, Settings, load_settings
 from tokenward.exceptions import ConfigError, TokenwardError, UnavailableError
-from tokenward.store import Database
+from tokenward.infra.config import ENV_PREFIX, Settings, load_settings
+from tokenward.storage import Database
 
 if TYPE_CHECKING:
-    from tokenward.admin import Admin
-    from tokenward.store.queries import EventInfo, SessionInfo
+    from tokenward.app.operators import Admin
+    from tokenward.storage.queries import EventInfo, SessionInfo
 
 __all__ = ["app", "main"]
 
@@ -109,7 +109,7 @@ def served_issuer(host: str, port: int) -> str:
 
 
 async def _open_and_close(settings: Settings) -> None:
-    from tokenward.service import AuthService
+    from tokenward.app.service import AuthService
 
     service = await AuthService.open(settings)
     await service.close()
@@ -154,7 +154,7 @@ def db_check() -> None:
 
     Exits 0 when all is well, 1 with one line per problem otherwise.
     """
-    from tokenward.ratelimit import RateLimiter
+    from tokenward.infra.ratelimit import RateLimiter
 
     settings = _settings()
 
@@ -198,7 +198,7 @@ def users_import(
     file: Annotated[Path, typer.Argument(help="JSON lines of {email, password_hash}.")],
 ) -> None:
     """Import users with their existing bcrypt or argon2 hashes (no password reset)."""
-    from tokenward.service import AuthService
+    from tokenward.app.service import AuthService
 
     settings = _settings()
     records: list[dict[str, Any]] = []
@@ -233,8 +233,8 @@ def users_import(
 
 def _with_admin(action: Callable[[Admin], Awaitable[T]]) -> T:
     """Open the service, run one operator action, close; a tokenward error exits 1."""
-    from tokenward.admin import Admin
-    from tokenward.service import AuthService
+    from tokenward.app.operators import Admin
+    from tokenward.app.service import AuthService
 
     settings = _settings()
 
@@ -415,7 +415,7 @@ def keys_retire(kid: Annotated[str, typer.Argument(help="The key id (kid).")]) -
 @clients_app.command("create")
 def clients_create(name: Annotated[str, typer.Argument(help="A name to recognise it by.")]) -> None:
     """Credentials for a resource server (introspection, revocation, the revocation feed)."""
-    from tokenward.clients import ClientService
+    from tokenward.app.resource_servers import ClientService
 
     client, secret = _with_admin(lambda admin: ClientService(admin.service).create(name))
     typer.echo(f"client_id={client.id}")
@@ -426,7 +426,7 @@ def clients_create(name: Annotated[str, typer.Argument(help="A name to recognise
 @clients_app.command("list")
 def clients_list() -> None:
     """List resource-server clients (never their secrets)."""
-    from tokenward.clients import ClientService
+    from tokenward.app.resource_servers import ClientService
 
     clients = _with_admin(lambda admin: ClientService(admin.service).list())
     for client in clients:
@@ -437,7 +437,7 @@ def clients_list() -> None:
 @clients_app.command("delete")
 def clients_delete(client_id: Annotated[str, typer.Argument(help="The client_id.")]) -> None:
     """Delete a client: its credentials stop working at once."""
-    from tokenward.clients import ClientService
+    from tokenward.app.resource_servers import ClientService
 
     if not _with_admin(lambda admin: ClientService(admin.service).delete(client_id)):
         typer.echo(f"tokenward: no client {client_id}", err=True)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tokenward.core.keys import Keyring, load_key
+from tokenward.core.tokens import AccessTokenCodec
 from tokenward.exceptions import TokenError
-from tokenward.keys import Keyring, load_key
-from tokenward.tokens import AccessTokenCodec
 from tokenward.verify import VerificationError, verify_compact
 from tokenward.verify import load_key as load_verify_key
 

@@ -1,4 +1,4 @@
-"""The HTTP layer: a thin FastAPI app over :class:`tokenward.service.AuthService`."""
+"""The HTTP layer: a thin FastAPI app over :class:`tokenward.app.service.AuthService`."""
 
 from tokenward.web.app import create_app
 

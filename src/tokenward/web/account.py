@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from tokenward.passwords import PASSWORD_MAX_LENGTH
+from tokenward.core.passwords import PASSWORD_MAX_LENGTH
 from tokenward.web.deps import Client, CurrentUser, Service
 from tokenward.web.openapi import (
     BEARER,

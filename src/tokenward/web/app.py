@@ -14,12 +14,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from tokenward import __version__
-from tokenward.admin import Admin
-from tokenward.clientip import ProxyTrust
-from tokenward.clients import ClientService
-from tokenward.config import Settings, load_settings
-from tokenward.passwords import PasswordHasher
-from tokenward.service import AuthService, Clock, utcnow
+from tokenward.app.operators import Admin
+from tokenward.app.resource_servers import ClientService
+from tokenward.app.service import AuthService, Clock, utcnow
+from tokenward.core.passwords import PasswordHasher
+from tokenward.infra.clientip import ProxyTrust
+from tokenward.infra.config import Settings, load_settings
 from tokenward.web import account, oauth, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute

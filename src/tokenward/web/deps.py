@@ -9,12 +9,12 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from starlette.exceptions import HTTPException
 
-from tokenward.audit import ClientInfo
-from tokenward.clientip import ProxyTrust
-from tokenward.config import Settings
+from tokenward.app.service import AuthService, Principal
+from tokenward.core.events import ClientInfo
+from tokenward.core.tokens import MAX_TOKEN_LENGTH
 from tokenward.exceptions import TokenError
-from tokenward.service import AuthService, Principal
-from tokenward.tokens import MAX_TOKEN_LENGTH
+from tokenward.infra.clientip import ProxyTrust
+from tokenward.infra.config import Settings
 from tokenward.web.security import is_allowed_origin
 
 __all__ = ["NO_STORE", "Client", "CurrentUser", "SameOrigin", "Service"]

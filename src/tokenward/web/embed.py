@@ -25,8 +25,8 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
+from tokenward.app.service import AuthService, Principal
 from tokenward.exceptions import TokenError
-from tokenward.service import AuthService, Principal
 
 __all__ = ["embedded_user", "tokenward_lifespan"]
 

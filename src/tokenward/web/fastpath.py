@@ -12,9 +12,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tokenward.app.service import AuthService
+from tokenward.core.tokens import MAX_TOKEN_LENGTH
 from tokenward.exceptions import TokenwardError
-from tokenward.service import AuthService
-from tokenward.tokens import MAX_TOKEN_LENGTH
 from tokenward.web.schemas import UserResponse
 
 __all__ = ["FastProtectedRoute"]

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from tokenward.clients import ClientService
+from tokenward.app.resource_servers import ClientService
 from tokenward.web.deps import NO_STORE, Client, Service
 from tokenward.web.openapi import BODY, CLIENT, UNAVAILABLE, unprocessable
 from tokenward.web.schemas import Introspection, OAuthError, RevocationFeed, ServerMetadata

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import cookie_parser
 
-from tokenward.config import Settings
+from tokenward.app.service import AuthService, IssuedTokens
 from tokenward.exceptions import AuthenticationError, TokenError
-from tokenward.service import AuthService, IssuedTokens
+from tokenward.infra.config import Settings
 from tokenward.web.deps import (
     NO_STORE,
     Client,

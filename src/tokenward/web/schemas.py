@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from tokenward.passwords import PASSWORD_MAX_LENGTH
-from tokenward.users import MAX_EMAIL_LENGTH
+from tokenward.core.passwords import PASSWORD_MAX_LENGTH
+from tokenward.core.users import MAX_EMAIL_LENGTH
 
 __all__ = [
     "PASSWORD_SCHEMA",

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokenward.clientip import ProxyTrust
+from tokenward.infra.clientip import ProxyTrust
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -22,7 +22,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from tokenward.config import load_settings
+from tokenward.infra.config import load_settings
 
 __all__ = ["HeadTimeoutProtocol"]
 

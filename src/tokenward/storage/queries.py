@@ -9,20 +9,27 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenward.audit import ClientInfo, EventType
-from tokenward.devices import device_label
-from tokenward.store.db import Database, hold_lock
-from tokenward.store.models import EventRow, RevocationRow, SessionRow, UserRow
+from tokenward.core.devices import device_label
+from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.refresh import Rotation
+from tokenward.core.sessions import EndReason, NewEvent, RotationOutcome, Session
+from tokenward.storage.db import Database, hold_lock
+from tokenward.storage.models import EventRow, RevocationRow, SessionRow, UserRow
 
 __all__ = [
     "EventInfo",
     "SessionInfo",
     "end_sessions",
+    "event_row",
     "events_page",
     "live_session_count",
     "live_sessions",
+    "load_for_rotation",
     "log_revocations",
     "new_event",
+    "save_rotation",
+    "session_row",
+    "to_session",
     "user_by_email",
 ]
 
@@ -73,6 +80,89 @@ def new_event(
     )
 
 
+def event_row(event: NewEvent) -> EventRow:
+    return new_event(
+        event.kind,
+        event.at,
+        event.client,
+        user_id=event.user_id,
+        session_id=event.session_id,
+        detail=event.detail,
+    )
+
+
+def to_session(row: SessionRow) -> Session:
+    """The core value of a session row."""
+    return Session(
+        id=row.id,
+        user_id=row.user_id,
+        generation=row.generation,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        max_expires_at=row.max_expires_at,
+        rotated_at=row.rotated_at,
+        revoked_at=row.revoked_at,
+        revoked_reason=row.revoked_reason,
+        last_ip=row.last_ip,
+        last_user_agent=row.last_user_agent,
+    )
+
+
+def session_row(session: Session) -> SessionRow:
+    """A new row for a session that was just started."""
+    return SessionRow(
+        id=session.id,
+        user_id=session.user_id,
+        generation=session.generation,
+        created_at=session.created_at,
+        last_used_at=session.last_used_at,
+        expires_at=session.expires_at,
+        max_expires_at=session.max_expires_at,
+        created_ip=session.last_ip,
+        created_user_agent=session.last_user_agent,
+        last_ip=session.last_ip,
+        last_user_agent=session.last_user_agent,
+    )
+
+
+async def load_for_rotation(db: AsyncSession, session_id: str) -> tuple[Session, bool] | None:
+    """The session, locked for the rotation, and whether its user is disabled.
+
+    The row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) serialises rotations.
+    """
+    row = await db.get(SessionRow, session_id, with_for_update=True)
+    if row is None:
+        return None
+    user = await db.get(UserRow, row.user_id)
+    return to_session(row), user is None or user.disabled_at is not None
+
+
+async def save_rotation(db: AsyncSession, outcome: RotationOutcome) -> None:
+    """Write what a rotation decided (the sqlite3 path: FastTransaction.save_rotation)."""
+    session = outcome.session
+    if outcome.decision is Rotation.ROTATE:
+        await db.execute(
+            update(SessionRow)
+            .where(SessionRow.id == session.id)
+            .values(
+                generation=session.generation,
+                rotated_at=session.rotated_at,
+                last_used_at=session.last_used_at,
+                expires_at=session.expires_at,
+                last_ip=session.last_ip,
+                last_user_agent=session.last_user_agent,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    elif outcome.reused:
+        assert session.revoked_at is not None and session.revoked_reason  # noqa: S101
+        reason = EndReason(session.revoked_reason)
+        await end_sessions(db, session.user_id, session.revoked_at, reason, only=session.id)
+    if outcome.event is not None:
+        db.add(event_row(outcome.event))
+
+
 async def user_by_email(db: AsyncSession, email: str) -> UserRow | None:
     result = await db.execute(select(UserRow).where(UserRow.email == email))
     return result.scalar_one_or_none()
@@ -82,7 +172,7 @@ async def end_sessions(
     db: AsyncSession,
     user_id: str,
     now: datetime,
-    reason: str,
+    reason: EndReason,
     *,
     only: str | None = None,
     keep: str | None = None,
@@ -105,7 +195,7 @@ async def end_sessions(
     query = (
         update(SessionRow)
         .where(*chosen)
-        .values(revoked_at=now, revoked_reason=reason)
+        .values(revoked_at=now, revoked_reason=reason.value)
         .returning(SessionRow.id)
     )
     result = await db.execute(query, execution_options={"synchronize_session": False})

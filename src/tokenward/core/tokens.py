@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 
+from tokenward.core.keys import Keyring
 from tokenward.exceptions import TokenError
-from tokenward.keys import Keyring
 from tokenward.verify import (
     LEEWAY_SECONDS,
     MAX_TOKEN_LENGTH,
@@ -54,9 +53,9 @@ class AccessTokenCodec:
         # not a signature check. Keyed by the whole token, so only that exact string hits.
         self._verified: dict[str, tuple[Keyring, Claims]] = {}
 
-    def issue(self, *, user_id: str, session_id: str, now: float | None = None) -> str:
-        """Sign a new access token for ``user_id`` in session ``session_id``."""
-        issued_at = int(time.time() if now is None else now)
+    def issue(self, *, user_id: str, session_id: str, now: float) -> str:
+        """Sign a new access token for ``user_id`` in session ``session_id`` at ``now``."""
+        issued_at = int(now)
         key = self.keyring.signer(datetime.fromtimestamp(issued_at, UTC))
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -71,14 +70,14 @@ class AccessTokenCodec:
         headers = {"kid": key.kid, "typ": "at+jwt"}
         return jwt.encode(claims, key.private_key, key.alg, headers=headers)
 
-    def verify(self, token: str, *, now: float | None = None) -> Claims:
+    def verify(self, token: str, *, now: float) -> Claims:
         """Return the claims of a valid token; raise :class:`TokenError` for anything else.
 
         The rules are tokenward.verify's (one implementation for the server and for resource
         servers); the keyring decides which kids may still verify. Time claims are checked
-        against ``now`` (default: the system clock), with the leeway.
+        against ``now`` (Unix seconds, from the caller's clock), with the leeway.
         """
-        moment = time.time() if now is None else now
+        moment = now
         seen = self._verified.get(token)
         if seen is not None and seen[0] is self.keyring and self._in_time(seen[1], moment):
             return seen[1]

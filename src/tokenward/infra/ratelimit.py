@@ -25,8 +25,8 @@ from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
-from tokenward.config import Settings
 from tokenward.exceptions import ConfigError, RateLimitedError, UnavailableError
+from tokenward.infra.config import Settings
 
 __all__ = ["REDIS_TIMEOUT", "Limit", "RateLimiter", "client_key"]
 

@@ -15,11 +15,12 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-__all__ = ["FastTransaction", "RotationState", "SqliteWriter", "WriterBusy"]
+from tokenward.core.refresh import Rotation
+from tokenward.core.sessions import NewEvent, RotationOutcome, Session
+
+__all__ = ["FastTransaction", "SqliteWriter", "WriterBusy"]
 
 
 class WriterBusy(Exception):  # noqa: N818 - a signal to take the other path, not an error
@@ -35,68 +36,69 @@ def _moment(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class RotationState:
-    """What a refresh needs of its session row and user."""
-
-    session_id: str
-    user_id: str
-    generation: int
-    rotated_at: datetime | None
-    revoked_at: datetime | None
-    expires_at: datetime
-    max_expires_at: datetime
-    last_ip: str | None
-    last_user_agent: str | None
-    user_disabled: bool
+def _required(value: str) -> datetime:
+    moment = _moment(value)
+    assert moment is not None  # noqa: S101 - a NOT NULL column
+    return moment
 
 
 class FastTransaction:
+    """The storage side of a rotation (queries.load_for_rotation / save_rotation) in sqlite3."""
+
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
 
-    def rotation_state(self, session_id: str) -> RotationState | None:
+    def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
+        """The session, and whether its user is disabled; None for an unknown session."""
         row = self._db.execute(
-            "SELECT s.user_id, s.generation, s.rotated_at, s.revoked_at, s.expires_at,"
-            " s.max_expires_at, s.last_ip, s.last_user_agent, u.disabled_at"
+            "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
+            " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
+            " s.last_user_agent, u.disabled_at"
             " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = ?",
             (session_id,),
         ).fetchone()
         if row is None:
             return None
-        expires_at, max_expires_at = _moment(row[4]), _moment(row[5])
-        assert expires_at is not None and max_expires_at is not None  # noqa: S101 - NOT NULL
-        return RotationState(
-            session_id=session_id,
+        session = Session(
+            id=session_id,
             user_id=row[0],
             generation=row[1],
-            rotated_at=_moment(row[2]),
-            revoked_at=_moment(row[3]),
-            expires_at=expires_at,
-            max_expires_at=max_expires_at,
-            last_ip=row[6],
-            last_user_agent=row[7],
-            user_disabled=row[8] is not None,
+            created_at=_required(row[2]),
+            last_used_at=_required(row[3]),
+            expires_at=_required(row[4]),
+            max_expires_at=_required(row[5]),
+            rotated_at=_moment(row[6]),
+            revoked_at=_moment(row[7]),
+            revoked_reason=row[8],
+            last_ip=row[9],
+            last_user_agent=row[10],
         )
+        return session, row[11] is not None
 
-    def rotate(
-        self,
-        session_id: str,
-        *,
-        generation: int,
-        now: datetime,
-        expires_at: datetime,
-        ip: str | None,
-        user_agent: str | None,
-    ) -> None:
-        stamp = _stamp(now)
-        self._db.execute(
-            "UPDATE sessions SET generation = ?, rotated_at = ?, last_used_at = ?,"
-            " expires_at = ?, last_ip = ?, last_user_agent = ? WHERE id = ?",
-            (generation, stamp, stamp, _stamp(expires_at), ip, user_agent, session_id),
-        )
+    def save_rotation(self, outcome: RotationOutcome) -> None:
+        session = outcome.session
+        if outcome.decision is Rotation.ROTATE:
+            assert session.rotated_at is not None  # noqa: S101 - a rotation sets it
+            self._db.execute(
+                "UPDATE sessions SET generation = ?, rotated_at = ?, last_used_at = ?,"
+                " expires_at = ?, last_ip = ?, last_user_agent = ? WHERE id = ?",
+                (
+                    session.generation,
+                    _stamp(session.rotated_at),
+                    _stamp(session.last_used_at),
+                    _stamp(session.expires_at),
+                    session.last_ip,
+                    session.last_user_agent,
+                    session.id,
+                ),
+            )
+        elif outcome.reused:
+            assert session.revoked_at is not None and session.revoked_reason  # noqa: S101
+            self._end(session.id, now=session.revoked_at, reason=session.revoked_reason)
+        if outcome.event is not None:
+            self.add_event(outcome.event)
 
-    def end(self, session_id: str, *, now: datetime, reason: str) -> None:
+    def _end(self, session_id: str, *, now: datetime, reason: str) -> None:
         """queries.end_sessions for one session: the row, and its line in the revocation log."""
         stamp = _stamp(now)
         ended = self._db.execute(
@@ -110,21 +112,19 @@ class FastTransaction:
                 (session_id, stamp),
             )
 
-    def add_event(
-        self,
-        *,
-        kind: str,
-        at: datetime,
-        user_id: str | None,
-        session_id: str | None,
-        ip: str | None,
-        user_agent: str | None,
-        detail: dict[str, Any] | None,
-    ) -> None:
+    def add_event(self, event: NewEvent) -> None:
         self._db.execute(
             "INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (_stamp(at), kind, user_id, session_id, ip, user_agent, json.dumps(detail)),
+            (
+                _stamp(event.at),
+                event.kind.value,
+                event.user_id,
+                event.session_id,
+                event.client.ip,
+                event.client.user_agent,
+                json.dumps(event.detail),
+            ),
         )
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tokenward.exceptions import SchemaVersionError, UnavailableError
-from tokenward.store.sqlite_fast import SqliteWriter
+from tokenward.storage.sqlite_fast import SqliteWriter
 
 __all__ = [
     "NO_KEY_UPDATE",
@@ -118,7 +118,7 @@ def alembic_config(url: str) -> Config:
     """An Alembic config pointing at the migrations shipped inside the package."""
     config = Config()
     config.set_main_option(
-        "script_location", str(resources.files("tokenward.store") / "migrations")
+        "script_location", str(resources.files("tokenward.storage") / "migrations")
     )
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

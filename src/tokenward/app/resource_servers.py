@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from tokenward.audit import ClientInfo, EventType
+from tokenward.app.service import AuthService
+from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.sessions import EndReason
+from tokenward.core.tokens import LEEWAY_SECONDS
 from tokenward.exceptions import TokenError
-from tokenward.service import AuthService
-from tokenward.store import ClientRow, RevocationRow, SessionRow, UserRow
-from tokenward.store.db import retrying
-from tokenward.store.queries import end_sessions, new_event
-from tokenward.tokens import LEEWAY_SECONDS
+from tokenward.storage import ClientRow, RevocationRow, SessionRow, UserRow
+from tokenward.storage.db import retrying
+from tokenward.storage.queries import end_sessions, new_event, to_session
 
 __all__ = ["ClientService", "ResourceClient", "Revocation", "RevocationPage"]
 
@@ -150,7 +151,7 @@ class ClientService:
             return None
         session, user = found
         try:
-            service.check_alive(session, user, now)
+            to_session(session).check_alive(now, user_disabled=user.disabled_at is not None)
         except TokenError:
             return None
         if presented.generation != session.generation:
@@ -183,7 +184,7 @@ class ClientService:
             async with self.db.write() as db:
                 user_id = principal.user.id
                 only = principal.session_id
-                for sid in await end_sessions(db, user_id, now, "revoked", only=only):
+                for sid in await end_sessions(db, user_id, now, EndReason.REVOKED, only=only):
                     db.add(
                         new_event(
                             EventType.SESSION_REVOKED,

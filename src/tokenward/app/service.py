@@ -17,10 +17,23 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenward.audit import ClientInfo, EventType
-from tokenward.config import Settings
+from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.keys import Keyring, SigningKey
+from tokenward.core.passwords import (
+    ImportedHashError,
+    PasswordHasher,
+    PasswordPolicy,
+    check_imported_hash,
+    normalize_password,
+)
+from tokenward.core.refresh import (
+    PresentedRefreshToken,
+    RefreshTokenCodec,
+)
+from tokenward.core.sessions import EndReason, RotationOutcome, Session, SessionLifetimes
+from tokenward.core.tokens import AccessTokenCodec, Claims
+from tokenward.core.users import User, account_key, normalize_email
 from tokenward.exceptions import (
     AuthenticationError,
     EmailTakenError,
@@ -30,33 +43,27 @@ from tokenward.exceptions import (
     TokenError,
     UnavailableError,
 )
-from tokenward.keys import Keyring, SigningKey
-from tokenward.masterkey import MasterKey
-from tokenward.passwords import (
-    ImportedHashError,
-    PasswordHasher,
-    PasswordPolicy,
-    check_imported_hash,
-    normalize_password,
-)
-from tokenward.ratelimit import Limit, RateLimiter
-from tokenward.refresh import PresentedRefreshToken, RefreshTokenCodec, Rotation, decide_rotation
-from tokenward.store import Database, SessionRow, UserRow
-from tokenward.store.db import NO_KEY_UPDATE, retrying
-from tokenward.store.keys import KeyStore
-from tokenward.store.queries import (
+from tokenward.infra.config import Settings
+from tokenward.infra.masterkey import MasterKey
+from tokenward.infra.ratelimit import Limit, RateLimiter
+from tokenward.storage import Database, SessionRow, UserRow
+from tokenward.storage.db import NO_KEY_UPDATE, retrying
+from tokenward.storage.keys import KeyStore
+from tokenward.storage.queries import (
     EventInfo,
     SessionInfo,
     end_sessions,
     events_page,
     live_session_count,
     live_sessions,
+    load_for_rotation,
     new_event,
+    save_rotation,
+    session_row,
+    to_session,
     user_by_email,
 )
-from tokenward.store.sqlite_fast import SqliteWriter, WriterBusy
-from tokenward.tokens import AccessTokenCodec, Claims
-from tokenward.users import User, account_key, normalize_email
+from tokenward.storage.sqlite_fast import SqliteWriter, WriterBusy
 
 __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
 
@@ -114,49 +121,12 @@ class _Verified:
 
 @dataclass(frozen=True, slots=True)
 class _SessionState:
-    """What authenticate needs of a session row and its user, as read at ``marker``."""
+    """What authenticate needs of a session and its user, as read at ``marker``."""
 
     marker: int | None
-    session_id: str
+    session: Session
     user: User
-    revoked_at: datetime | None
-    expires_at: datetime
-    max_expires_at: datetime
     user_disabled: bool
-
-
-def _check_alive(
-    revoked_at: datetime | None,
-    expires_at: datetime,
-    max_expires_at: datetime,
-    user_disabled: bool,
-    now: datetime,
-) -> None:
-    if revoked_at is not None:
-        raise SessionEndedError("session revoked")
-    if now >= expires_at or now >= max_expires_at:
-        raise SessionEndedError("session expired")
-    if user_disabled:
-        raise SessionEndedError("user disabled")
-
-
-def _reuse_detail(
-    *,
-    rotated_at: datetime | None,
-    generation: int,
-    presented_generation: int,
-    first_ip: str | None,
-    first_user_agent: str | None,
-    client: ClientInfo,
-    now: datetime,
-) -> dict[str, Any]:
-    """What the ``session.reuse_detected`` event records: when, how far behind, and who."""
-    return {
-        "rotated_seconds_ago": (now - rotated_at).total_seconds() if rotated_at else None,
-        "generations_behind": generation - presented_generation,
-        "first_use": {"ip": first_ip, "user_agent": first_user_agent},
-        "reuse": {"ip": client.ip, "user_agent": client.user_agent},
-    }
 
 
 def _user(row: UserRow) -> User:
@@ -190,6 +160,9 @@ class AuthService:
             ttl=settings.access_ttl,
         )
         self.refresh_tokens = RefreshTokenCodec(refresh_secret)
+        self.lifetimes = SessionLifetimes(
+            idle=settings.refresh_ttl, absolute=settings.session_max_age
+        )
         self.limits = RateLimiter(settings)
         self._sessions: dict[str, _SessionState] = {}
         self._hash_slots = asyncio.Semaphore(HASH_CONCURRENCY)
@@ -427,7 +400,7 @@ class AuthService:
 
     async def _start_session(
         self, row: UserRow, verified: _Verified, client: ClientInfo, now: datetime
-    ) -> SessionRow | None:
+    ) -> Session | None:
         """The login's one transaction; None when the user changed since the password check."""
         async with self.db.write() as db:
             user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
@@ -452,22 +425,14 @@ class AuthService:
                 # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
                 # written over exactly the hash that was verified (checked just above).
                 user.password_hash = verified.new_hash
-            session = SessionRow(
+            session = Session.start(
                 id=str(uuid.uuid4()),
                 user_id=user.id,
-                generation=0,
-                created_at=now,
-                last_used_at=now,
-                expires_at=min(
-                    now + self.settings.refresh_ttl, now + self.settings.session_max_age
-                ),
-                max_expires_at=now + self.settings.session_max_age,
-                created_ip=client.ip,
-                created_user_agent=client.user_agent,
-                last_ip=client.ip,
-                last_user_agent=client.user_agent,
+                now=now,
+                lifetimes=self.lifetimes,
+                client=client,
             )
-            db.add(session)
+            db.add(session_row(session))
             db.add(
                 new_event(
                     EventType.LOGIN_SUCCEEDED, now, client, user_id=user.id, session_id=session.id
@@ -477,7 +442,7 @@ class AuthService:
             excess = live - self.settings.max_sessions_per_user
             if excess > 0:
                 for ended in await end_sessions(
-                    db, user.id, now, "session_limit", keep=session.id, oldest=excess
+                    db, user.id, now, EndReason.SESSION_LIMIT, keep=session.id, oldest=excess
                 ):
                     db.add(
                         new_event(
@@ -491,7 +456,7 @@ class AuthService:
                     )
         return session
 
-    def _issue(self, session: SessionRow, now: datetime) -> IssuedTokens:
+    def _issue(self, session: Session, now: datetime) -> IssuedTokens:
         return self._issue_tokens(
             session.id, session.user_id, session.generation, session.expires_at, now
         )
@@ -535,46 +500,12 @@ class AuthService:
         self, presented: PresentedRefreshToken, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
         """The rotation's one transaction through SQLAlchemy (PostgreSQL, or SQLite waiting)."""
-        reused = False
         async with self.db.write() as db:
-            # The row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) serialises rotations.
-            session = await db.get(SessionRow, presented.session_id, with_for_update=True)
-            if session is None:
-                raise TokenError("unknown session")
-            user = await db.get(UserRow, session.user_id)
-            self.check_alive(session, user, now)
-            decision = decide_rotation(
-                presented=presented.generation,
-                current=session.generation,
-                rotated_at=session.rotated_at,
-                now=now,
-                reuse_interval=self.settings.refresh_reuse_interval,
+            outcome = self._rotation(
+                await load_for_rotation(db, presented.session_id), presented, client, now
             )
-            if decision is Rotation.INVALID:
-                raise TokenError("generation ahead of the session")
-            if decision is Rotation.REUSE:
-                reused = True
-                await self._end_reused_session(db, session, presented.generation, client, now)
-            elif decision is Rotation.ROTATE:
-                session.generation += 1
-                session.rotated_at = now
-                session.last_used_at = now
-                session.expires_at = min(now + self.settings.refresh_ttl, session.max_expires_at)
-                session.last_ip = client.ip
-                session.last_user_agent = client.user_agent
-                db.add(
-                    new_event(
-                        EventType.REFRESH,
-                        now,
-                        client,
-                        user_id=session.user_id,
-                        session_id=session.id,
-                    )
-                )
-            # Rotation.REPLAY_SUCCESSOR changes nothing: the successor is recomputed below.
-        if reused:
-            raise RefreshTokenReusedError("refresh token reused; session ended")
-        return self._issue(session, now)
+            await save_rotation(db, outcome)
+        return self._issued(outcome, now)
 
     def _refresh_on(
         self,
@@ -583,101 +514,41 @@ class AuthService:
         client: ClientInfo,
         now: datetime,
     ) -> IssuedTokens:
-        """The same rotation as below, in one plain-sqlite3 transaction (see store.sqlite_fast)."""
-        reused = False
+        """The same transaction in plain sqlite3 (see storage.sqlite_fast): the same rule."""
         with writer.transaction() as tx:
-            state = tx.rotation_state(presented.session_id)
-            if state is None:
-                raise TokenError("unknown session")
-            _check_alive(
-                state.revoked_at, state.expires_at, state.max_expires_at, state.user_disabled, now
+            outcome = self._rotation(
+                tx.load_for_rotation(presented.session_id), presented, client, now
             )
-            decision = decide_rotation(
-                presented=presented.generation,
-                current=state.generation,
-                rotated_at=state.rotated_at,
-                now=now,
-                reuse_interval=self.settings.refresh_reuse_interval,
-            )
-            if decision is Rotation.INVALID:
-                raise TokenError("generation ahead of the session")
-            generation, expires_at = state.generation, state.expires_at
-            if decision is Rotation.REUSE:
-                reused = True
-                tx.end(state.session_id, now=now, reason="reuse_detected")
-                tx.add_event(
-                    kind=EventType.REFRESH_REUSE_DETECTED.value,
-                    at=now,
-                    user_id=state.user_id,
-                    session_id=state.session_id,
-                    ip=client.ip,
-                    user_agent=client.user_agent,
-                    detail=_reuse_detail(
-                        rotated_at=state.rotated_at,
-                        generation=state.generation,
-                        presented_generation=presented.generation,
-                        first_ip=state.last_ip,
-                        first_user_agent=state.last_user_agent,
-                        client=client,
-                        now=now,
-                    ),
-                )
-            elif decision is Rotation.ROTATE:
-                generation += 1
-                expires_at = min(now + self.settings.refresh_ttl, state.max_expires_at)
-                tx.rotate(
-                    state.session_id,
-                    generation=generation,
-                    now=now,
-                    expires_at=expires_at,
-                    ip=client.ip,
-                    user_agent=client.user_agent,
-                )
-                tx.add_event(
-                    kind=EventType.REFRESH.value,
-                    at=now,
-                    user_id=state.user_id,
-                    session_id=state.session_id,
-                    ip=client.ip,
-                    user_agent=client.user_agent,
-                    detail=None,
-                )
-        if reused:
-            raise RefreshTokenReusedError("refresh token reused; session ended")
-        return self._issue_tokens(state.session_id, state.user_id, generation, expires_at, now)
+            tx.save_rotation(outcome)
+        return self._issued(outcome, now)
 
-    def check_alive(self, session: SessionRow, user: UserRow | None, now: datetime) -> None:
-        """Raise SessionEndedError unless the session is live and its user enabled."""
-        disabled = user is None or user.disabled_at is not None
-        _check_alive(session.revoked_at, session.expires_at, session.max_expires_at, disabled, now)
-
-    async def _end_reused_session(
+    def _rotation(
         self,
-        db: AsyncSession,
-        session: SessionRow,
-        presented_generation: int,
+        loaded: tuple[Session, bool] | None,
+        presented: PresentedRefreshToken,
         client: ClientInfo,
         now: datetime,
-    ) -> None:
-        detail = _reuse_detail(
-            rotated_at=session.rotated_at,
-            generation=session.generation,
-            presented_generation=presented_generation,
-            first_ip=session.last_ip,
-            first_user_agent=session.last_user_agent,
+    ) -> RotationOutcome:
+        """Session.rotate with this server's settings; TokenError for an unknown session."""
+        if loaded is None:
+            raise TokenError("unknown session")
+        session, user_disabled = loaded
+        return session.rotate(
+            presented.generation,
+            now,
             client=client,
-            now=now,
+            reuse_interval=self.settings.refresh_reuse_interval,
+            idle=self.settings.refresh_ttl,
+            user_disabled=user_disabled,
         )
-        await end_sessions(db, session.user_id, now, "reuse_detected", only=session.id)
-        db.add(
-            new_event(
-                EventType.REFRESH_REUSE_DETECTED,
-                now,
-                client,
-                user_id=session.user_id,
-                session_id=session.id,
-                detail=detail,
-            )
+
+    def _issued(self, outcome: RotationOutcome, now: datetime) -> IssuedTokens:
+        """The successor's tokens, after the commit; a detected reuse is raised only now."""
+        if outcome.reused:
+            raise RefreshTokenReusedError("refresh token reused; session ended")
+        session = outcome.session
+        return self._issue_tokens(
+            session.id, session.user_id, session.generation, session.expires_at, now
         )
 
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
@@ -693,7 +564,9 @@ class AuthService:
                 session = await db.get(SessionRow, presented.session_id, with_for_update=True)
                 if session is None or presented.generation > session.generation:
                     return False
-                ended = await end_sessions(db, session.user_id, now, "logout", only=session.id)
+                ended = await end_sessions(
+                    db, session.user_id, now, EndReason.LOGOUT, only=session.id
+                )
                 if ended:
                     db.add(
                         new_event(
@@ -719,8 +592,8 @@ class AuthService:
             raise SessionEndedError("unknown session")
         if seen.user.id != claims.sub:
             raise TokenError("session does not belong to the subject")
-        _check_alive(seen.revoked_at, seen.expires_at, seen.max_expires_at, seen.user_disabled, now)
-        return Principal(user=seen.user, session_id=seen.session_id, claims=claims)
+        seen.session.check_alive(now, user_disabled=seen.user_disabled)
+        return Principal(user=seen.user, session_id=seen.session.id, claims=claims)
 
     async def _session_state(self, session_id: str) -> _SessionState | None:
         """The session and its user, from memory while nothing was committed since (SQLite)."""
@@ -741,11 +614,8 @@ class AuthService:
         session, user = found
         state = _SessionState(
             marker=marker,
-            session_id=session.id,
+            session=to_session(session),
             user=_user(user),
-            revoked_at=session.revoked_at,
-            expires_at=session.expires_at,
-            max_expires_at=session.max_expires_at,
             user_disabled=user.disabled_at is not None,
         )
         if marker is not None:
@@ -771,7 +641,9 @@ class AuthService:
 
         async def end() -> list[str]:
             async with self.db.write() as db:
-                ended = await end_sessions(db, principal.user.id, now, "revoked", only=session_id)
+                ended = await end_sessions(
+                    db, principal.user.id, now, EndReason.REVOKED, only=session_id
+                )
                 if ended:
                     db.add(
                         new_event(
@@ -797,7 +669,9 @@ class AuthService:
 
         async def end() -> list[str]:
             async with self.db.write() as db:
-                ended = await end_sessions(db, principal.user.id, now, "logout_all", keep=keep)
+                ended = await end_sessions(
+                    db, principal.user.id, now, EndReason.LOGOUT_ALL, keep=keep
+                )
                 db.add(
                     new_event(
                         EventType.LOGOUT_ALL,
@@ -850,7 +724,7 @@ class AuthService:
                 user.password_hash = password_hash
                 user.password_changed_at = now
                 ended = await end_sessions(
-                    db, user.id, now, "password_changed", keep=principal.session_id
+                    db, user.id, now, EndReason.PASSWORD_CHANGED, keep=principal.session_id
                 )
                 db.add(
                     new_event(

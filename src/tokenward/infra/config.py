@@ -13,6 +13,7 @@ from limits import parse
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tokenward.core.keys import SigningAlg
 from tokenward.exceptions import ConfigError
 
 __all__ = ["ENV_PREFIX", "Settings", "SigningAlg", "load_settings", "parse_duration"]
@@ -20,8 +21,6 @@ __all__ = ["ENV_PREFIX", "Settings", "SigningAlg", "load_settings", "parse_durat
 ENV_PREFIX = "TOKENWARD_"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-SigningAlg = Literal["ES256", "EdDSA", "RS256", "HS256"]
 
 
 def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select
 
-from tokenward.audit import EventType
+from tokenward.app.service import AuthService
+from tokenward.core.events import EventType
+from tokenward.core.sessions import EndReason
+from tokenward.core.users import normalize_email
 from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
-from tokenward.service import AuthService
-from tokenward.store import EventRow, RevocationRow, SessionRow, UserRow
-from tokenward.store.db import NO_KEY_UPDATE
-from tokenward.store.queries import (
+from tokenward.storage import EventRow, RevocationRow, SessionRow, UserRow
+from tokenward.storage.db import NO_KEY_UPDATE
+from tokenward.storage.queries import (
     EventInfo,
     SessionInfo,
     end_sessions,
@@ -21,7 +23,6 @@ from tokenward.store.queries import (
     new_event,
     user_by_email,
 )
-from tokenward.users import normalize_email
 
 __all__ = ["Admin", "KeyInfo", "PruneReport", "UserSummary"]
 
@@ -103,7 +104,9 @@ class Admin:
             user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
             assert user is not None  # noqa: S101 - users are never deleted
             user.disabled_at = now if disabled else None
-            ended = await end_sessions(db, user.id, now, "user_disabled") if disabled else []
+            ended = (
+                await end_sessions(db, user.id, now, EndReason.USER_DISABLED) if disabled else []
+            )
             kind = EventType.USER_DISABLED if disabled else EventType.USER_ENABLED
             db.add(new_event(kind, now, user_id=user.id, detail={"sessions_ended": len(ended)}))
         return len(ended)
@@ -117,7 +120,7 @@ class Admin:
         row = await self._user(email)
         now = self.service.clock()
         async with self.db.write() as db:
-            ended = await end_sessions(db, row.id, now, "revoked", only=session_id)
+            ended = await end_sessions(db, row.id, now, EndReason.REVOKED, only=session_id)
             for sid in ended:
                 db.add(
                     new_event(

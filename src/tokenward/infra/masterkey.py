@@ -19,8 +19,8 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tokenward.config import Settings
 from tokenward.exceptions import ConfigError
+from tokenward.infra.config import Settings
 
 __all__ = ["MasterKey"]
 

@@ -8,13 +8,13 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tokenward.config import Settings, SigningAlg
+from tokenward.core.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
+from tokenward.core.tokens import LEEWAY_SECONDS
 from tokenward.exceptions import ConfigError
-from tokenward.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
-from tokenward.masterkey import MasterKey
-from tokenward.store.db import Database
-from tokenward.store.models import SigningKeyRow
-from tokenward.tokens import LEEWAY_SECONDS
+from tokenward.infra.config import Settings, SigningAlg
+from tokenward.infra.masterkey import MasterKey
+from tokenward.storage.db import Database
+from tokenward.storage.models import SigningKeyRow
 
 __all__ = ["KeyStore"]
 

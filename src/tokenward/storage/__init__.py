@@ -1,7 +1,7 @@
 """Persistence: SQLAlchemy 2 models, the database handle and Alembic migrations."""
 
-from tokenward.store.db import Database
-from tokenward.store.models import (
+from tokenward.storage.db import Database
+from tokenward.storage.models import (
     Base,
     ClientRow,
     EventRow,

@@ -18,17 +18,19 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.algorithms import get_default_algorithms
 
-from tokenward.config import SigningAlg
+SigningAlg = Literal["ES256", "EdDSA", "RS256", "HS256"]
+"""The JWS algorithms tokenward signs access tokens with."""
 
 __all__ = [
     "Keyring",
+    "SigningAlg",
     "SigningKey",
     "generate_private_pem",
     "hs256_key",

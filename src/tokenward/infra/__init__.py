@@ -1,0 +1,1 @@
+"""What the process runs on: settings, rate limits, the server secret, trusted proxies."""
