@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium node screenshots
+.PHONY: run test quick lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium node screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ unit-postgresql:
 	$(BIN)/pytest --database=postgresql --ignore=tests/verify --basetemp=.pytest-tmp/postgresql
 
 test: lint typecheck unit
+
+# The fast inner loop: everything in-process on SQLite, no real processes, browsers or fuzzers.
+quick: $(VENV)/.dev-installed
+	$(BIN)/pytest -m "not slow" -q
 
 # The browser tests drive Debian's Chromium (never a browser the test tool downloads).
 CHROMIUM ?= /usr/bin/chromium

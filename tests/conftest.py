@@ -57,9 +57,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "postgresql_only: about PostgreSQL itself; not collected on SQLite"
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: starts real processes (tokenward serve, a browser, node, a fresh venv) or fuzzes; "
+        "`make quick` leaves them out",
+    )
+
+
+# Modules whose tests mostly start real processes or fuzz: seconds each, not milliseconds.
+SLOW_MODULES = frozenset(
+    {
+        "test_browser",
+        "test_cli_import",
+        "test_concurrency",
+        "test_crash",
+        "test_file_modes",
+        "test_fuzz",
+        "test_interop",
+        "test_packaging",
+        "test_readme",
+        "test_rotation_live",
+        "test_scale_out",
+        "test_schema_fuzz",
+        "test_serve_issuer",
+        "test_server_process",
+        "test_verifier_server",
+    }
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
     # Deselected, not skipped: each of these tests belongs to the other database's run.
     other = "postgresql_only" if config.getoption("database") == "sqlite" else "sqlite_only"
     kept = [item for item in items if item.get_closest_marker(other) is None]

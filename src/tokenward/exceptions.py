@@ -13,14 +13,39 @@ TokenwardError
 ├── UnknownUserError            an operator named a user that does not exist
 ├── KeyRotationError            a key operation was refused
 ├── SchemaVersionError          the database was migrated by a newer tokenward
-└── UnavailableError            the database or Redis cannot be reached (or stays busy)
+├── UnavailableError            the database or Redis cannot be reached (or stays busy)
+└── VerificationError           (tokenward.verify) a resource server refused a token
+
+Each class carries its HTTP answer as data: ``status``, ``problem`` (the stable
+``urn:tokenward:problem:<problem>`` type), ``title``, and what a client may read of it
+(:meth:`~TokenwardError.public_detail`, headers, extra members). One handler in the web layer
+turns any of them into problem+json, and the OpenAPI document declares them from the same
+classes. Nothing here imports anything: the resource-server library (the base install) roots
+its own errors here too.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class TokenwardError(Exception):
     """Root of every error tokenward raises on purpose."""
+
+    status: ClassVar[int] = 500
+    problem: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+
+    def public_detail(self) -> str | None:
+        """What the client may read; by default nothing (the message is for logs)."""
+        return None
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def extra(self) -> dict[str, Any]:
+        """Further problem members (RFC 9457 extensions)."""
+        return {}
 
 
 class ConfigError(TokenwardError):
@@ -32,6 +57,13 @@ class TokenError(TokenwardError):
 
     ``reason`` is for logs and tests; clients only ever see ``invalid_token``.
     """
+
+    status = 401
+    problem = "invalid-token"
+    title = "Invalid token"
+
+    def public_detail(self) -> str:
+        return "the token is invalid or has expired"  # one answer for every reason: no oracle
 
     def __init__(self, reason: str = "invalid token") -> None:
         super().__init__(reason)
@@ -49,9 +81,26 @@ class SessionEndedError(TokenError):
 class AuthenticationError(TokenwardError):
     """Unknown email or wrong password; deliberately the same error for both."""
 
+    status = 401
+    problem = "invalid-credentials"
+    title = "Invalid credentials"
+
+    def public_detail(self) -> str:
+        return "email or password is incorrect"
+
 
 class PasswordPolicyError(TokenwardError):
     """A new password breaks the policy. ``rule`` names the rule for the client."""
+
+    status = 422
+    problem = "weak-password"
+    title = "Password rejected"
+
+    def public_detail(self) -> str:
+        return str(self)
+
+    def extra(self) -> dict[str, Any]:
+        return {"rule": self.rule}
 
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)
@@ -61,21 +110,52 @@ class PasswordPolicyError(TokenwardError):
 class InvalidEmailError(TokenwardError):
     """The email address is not valid."""
 
+    status = 422
+    problem = "invalid-email"
+    title = "Invalid email"
+
+    def public_detail(self) -> str:
+        return str(self)
+
+    def extra(self) -> dict[str, Any]:
+        return {"rule": "email_invalid"}
+
 
 class EmailTakenError(TokenwardError):
     """An account with this (normalised) email already exists."""
+
+    status = 409
+    problem = "email-taken"
+    title = "Email already registered"
+
+    def public_detail(self) -> str:
+        return str(self)
 
 
 class RateLimitedError(TokenwardError):
     """Too many requests for one of the rate limits; try again in ``retry_after`` seconds."""
 
+    status = 429
+    problem = "rate-limited"
+    title = "Too many requests"
+
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many requests; retry after {retry_after} s")
         self.retry_after = retry_after
 
+    def public_detail(self) -> str:
+        return f"try again in {self.retry_after} seconds"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class UnknownUserError(TokenwardError):
     """No user has this email."""
+
+    status = 404
+    problem = "not-found"
+    title = "Not found"
 
 
 class KeyRotationError(TokenwardError):
@@ -86,8 +166,19 @@ class UnavailableError(TokenwardError):
     """A backing service (``dependency``: "database" or "redis") is unreachable or busy.
 
     Transient by nature: the request changed nothing and may be retried; the web layer answers
-    503 with Retry-After.
+    503 with Retry-After. Which dependency and why goes to the log, never to the client.
     """
+
+    status = 503
+    problem = "unavailable"
+    title = "Service unavailable"
+    retry_after: ClassVar[int] = 2
+
+    def public_detail(self) -> str:
+        return "tokenward cannot reach its storage right now; try again shortly"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
     def __init__(self, dependency: str, reason: str) -> None:
         super().__init__(f"{dependency} unavailable ({reason})")

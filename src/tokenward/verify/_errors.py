@@ -1,5 +1,7 @@
 """The one exception a refused token raises, and the reasons it carries.
 
+Under tokenward's root error (``tokenward.exceptions.TokenwardError``, which imports nothing):
+
 VerificationError              the token is refused: 401 ``invalid_token``
 ├── ExpiredTokenError          reason ``expired``
 ├── RevokedTokenError          reason ``revoked``: its session ended (revocation feed)
@@ -8,6 +10,8 @@ VerificationError              the token is refused: 401 ``invalid_token``
 """
 
 from __future__ import annotations
+
+from tokenward.exceptions import TokenwardError
 
 __all__ = [
     "REASONS",
@@ -41,12 +45,16 @@ REASONS = frozenset(
 """Every ``reason`` a :class:`VerificationError` can carry: a stable vocabulary for logs."""
 
 
-class VerificationError(Exception):
+class VerificationError(TokenwardError):
     """A token was refused; ``reason`` (one of :data:`REASONS`) says why, for logs only.
 
     The message holds the reason and at most the name of a claim or header: never the token
     nor a value read from it, so logging ``str(error)`` is safe.
     """
+
+    status = 401
+    problem = "invalid-token"
+    title = "Invalid token"
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -70,3 +78,7 @@ class RevokedTokenError(VerificationError):
 
 class VerifierUnavailableError(VerificationError):
     """tokenward could not be reached to decide: the framework glue answers 503, not 401."""
+
+    status = 503
+    problem = "unavailable"
+    title = "Service unavailable"

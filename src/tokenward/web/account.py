@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from tokenward.core.passwords import PASSWORD_MAX_LENGTH
+from tokenward.exceptions import AuthenticationError, PasswordPolicyError, TokenError
 from tokenward.web.deps import Client, CurrentUser, Service
 from tokenward.web.openapi import (
     BEARER,
@@ -116,8 +117,8 @@ async def logout_others(principal: CurrentUser, service: Service, client: Client
             401,
             "No valid access token (invalid-token), or a wrong current password "
             "(invalid-credentials).",
-            "invalid-token",
-            "invalid-credentials",
+            TokenError.problem,
+            AuthenticationError.problem,
             headers={
                 "WWW-Authenticate": {
                     "description": "With invalid-token only.",
@@ -125,7 +126,7 @@ async def logout_others(principal: CurrentUser, service: Service, client: Client
                 }
             },
         ),
-        **unprocessable("weak-password"),
+        **unprocessable(PasswordPolicyError.problem),
         **RATE_LIMITED,
     },
 )

@@ -16,6 +16,16 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from tokenward.exceptions import (
+    AuthenticationError,
+    EmailTakenError,
+    InvalidEmailError,
+    PasswordPolicyError,
+    RateLimitedError,
+    TokenError,
+    TokenwardError,
+    UnavailableError,
+)
 from tokenward.web.problems import PROBLEM_JSON
 from tokenward.web.schemas import OAuthError, PasswordGrant, Problem, RefreshTokenGrant
 from tokenward.web.security import MAX_BODY_BYTES
@@ -25,10 +35,13 @@ __all__ = [
     "BODY",
     "CLIENT",
     "CROSS_ORIGIN",
+    "EMAIL_TAKEN",
     "GUARDED",
     "RATE_LIMITED",
     "TOKEN_REQUEST_BODY",
     "UNAVAILABLE",
+    "WRONG_PASSWORD",
+    "declare",
     "install_openapi",
     "problem_response",
     "unprocessable",
@@ -52,9 +65,14 @@ _RETRY_AFTER = {
 _UNPROCESSABLE = {
     "invalid-request": "the request does not match the schema (or a body nests too deeply, or "
     "is not UTF-8)",
-    "invalid-email": "the email is not a valid address",
-    "weak-password": "the password breaks the policy, `rule` says how (logging in, only the "
-    "128-character cap applies)",
+    InvalidEmailError.problem: "the email is not a valid address",
+    PasswordPolicyError.problem: "the password breaks the policy, `rule` says how (logging in, "
+    "only the 128-character cap applies)",
+}
+# The headers an error's class adds to its answer, as the document states them.
+_ERROR_HEADERS: dict[type[TokenwardError], dict[str, Any]] = {
+    RateLimitedError: _RETRY_AFTER,
+    UnavailableError: _RETRY_AFTER,
 }
 
 
@@ -85,6 +103,16 @@ def problem_response(
     return response
 
 
+def declare(
+    error: type[TokenwardError], description: str, *, headers: dict[str, Any] | None = None
+) -> Responses:
+    """The answer an error class gives (its status and problem type, from the class itself)."""
+    found = headers or next(
+        (known for kind, known in _ERROR_HEADERS.items() if issubclass(error, kind)), None
+    )
+    return {error.status: problem_response(error.status, description, error.problem, headers=found)}
+
+
 def unprocessable(*codes: str) -> Responses:
     """422: the schema (invalid-request) and, per operation, the rules it cannot express."""
     codes = ("invalid-request", *codes)
@@ -92,22 +120,11 @@ def unprocessable(*codes: str) -> Responses:
     return {422: problem_response(422, description + ".", *codes)}
 
 
-UNAVAILABLE: Responses = {
-    503: problem_response(
-        503,
-        "The database (or Redis) is out of reach; nothing changed. Retry after Retry-After.",
-        "unavailable",
-        headers=_RETRY_AFTER,
-    )
-}
-RATE_LIMITED: Responses = {
-    429: problem_response(
-        429,
-        "A rate limit is used up. Retry after Retry-After.",
-        "rate-limited",
-        headers=_RETRY_AFTER,
-    )
-}
+UNAVAILABLE = declare(
+    UnavailableError,
+    "The database (or Redis) is out of reach; nothing changed. Retry after Retry-After.",
+)
+RATE_LIMITED = declare(RateLimitedError, "A rate limit is used up. Retry after Retry-After.")
 GUARDED: Responses = {
     # The transport guard's answers, for every method that may carry a body.
     408: problem_response(
@@ -122,14 +139,13 @@ BODY: Responses = {
     **GUARDED,
     400: problem_response(400, "The request body could not be parsed.", "http-error"),
 }
-BEARER: Responses = {
-    401: problem_response(
-        401,
-        "No access token, or one that is invalid, expired or of an ended session.",
-        "invalid-token",
-        headers=_challenge("Bearer"),
-    )
-}
+BEARER = declare(
+    TokenError,
+    "No access token, or one that is invalid, expired or of an ended session.",
+    headers=_challenge("Bearer"),
+)
+WRONG_PASSWORD = declare(AuthenticationError, "Wrong email or password.")
+EMAIL_TAKEN = declare(EmailTakenError, "An account with this email already exists.")
 CROSS_ORIGIN: Responses = {
     403: problem_response(
         403,

@@ -10,20 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenward.exceptions import (
-    AuthenticationError,
-    EmailTakenError,
-    InvalidEmailError,
-    PasswordPolicyError,
-    RateLimitedError,
-    TokenError,
-    UnavailableError,
-)
+from tokenward.exceptions import TokenError, TokenwardError, UnavailableError
 
-__all__ = ["PROBLEM_JSON", "install_problem_handlers", "problem"]
+__all__ = [
+    "PROBLEM_JSON",
+    "error_response",
+    "install_problem_handlers",
+    "problem",
+    "problem_body",
+]
 
 PROBLEM_JSON = "application/problem+json"
-RETRY_AFTER_UNAVAILABLE = 2
 _log = logging.getLogger("tokenward")
 
 # Stable problem types: clients branch on these, never on the human-readable text.
@@ -39,11 +36,41 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    body = problem_body(status, code, title, detail, **extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_body(
+    status: int, code: str, title: str, detail: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The RFC 9457 document: ``type`` is the stable ``urn:tokenward:problem:<code>``."""
     body: dict[str, Any] = {"type": _TYPE + code, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    return body
+
+
+def error_response(
+    exc: TokenwardError, *, detail: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The problem+json answer of any tokenward error, from the data on its class; ``detail``
+    and ``headers`` are the endpoint's words for it, where it has its own."""
+    if isinstance(exc, TokenError):
+        # One answer for every reason (no oracle); the kind goes to the log, never the client.
+        _log.info("token refused: %s", type(exc).__name__)
+    elif isinstance(exc, UnavailableError):
+        _log.warning("%s", exc)  # which dependency and why: for the operator only
+    elif exc.status >= 500:
+        _log.error("%s: %s", exc.problem, type(exc).__name__)
+    return problem(
+        exc.status,
+        exc.problem,
+        exc.title,
+        detail or exc.public_detail(),
+        headers={**exc.headers(), **(headers or {})},
+        **exc.extra(),
+    )
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -80,51 +107,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
-    @app.exception_handler(InvalidEmailError)
-    async def _bad_email(_: Request, exc: InvalidEmailError) -> JSONResponse:
-        return problem(422, "invalid-email", "Invalid email", str(exc), rule="email_invalid")
-
-    @app.exception_handler(PasswordPolicyError)
-    async def _weak_password(_: Request, exc: PasswordPolicyError) -> JSONResponse:
-        return problem(422, "weak-password", "Password rejected", str(exc), rule=exc.rule)
-
-    @app.exception_handler(EmailTakenError)
-    async def _taken(_: Request, exc: EmailTakenError) -> JSONResponse:
-        return problem(409, "email-taken", "Email already registered", str(exc))
-
-    @app.exception_handler(AuthenticationError)
-    async def _bad_credentials(_: Request, _exc: AuthenticationError) -> JSONResponse:
-        return problem(
-            401, "invalid-credentials", "Invalid credentials", "email or password is incorrect"
-        )
-
-    @app.exception_handler(TokenError)
-    async def _bad_token(_: Request, exc: TokenError) -> JSONResponse:
-        # One answer for every reason (no oracle); the reason goes to the log, never the client.
-        _log.info("refresh token refused: %s", type(exc).__name__)
-        return problem(401, "invalid-token", "Invalid token", "the token is invalid or has expired")
-
-    @app.exception_handler(RateLimitedError)
-    async def _too_many(_: Request, exc: RateLimitedError) -> JSONResponse:
-        return problem(
-            429,
-            "rate-limited",
-            "Too many requests",
-            f"try again in {exc.retry_after} seconds",
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    @app.exception_handler(UnavailableError)
-    async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
-        # Which dependency and why goes to the log; the client learns only when to come back.
-        _log.warning("%s", exc)
-        return problem(
-            503,
-            "unavailable",
-            "Service unavailable",
-            "tokenward cannot reach its storage right now; try again shortly",
-            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-        )
+    @app.exception_handler(TokenwardError)
+    async def _tokenward_error(_: Request, exc: TokenwardError) -> JSONResponse:
+        return error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,12 @@ from fastapi.responses import JSONResponse
 from starlette.requests import cookie_parser
 
 from tokenward.app.service import AuthService, IssuedTokens
-from tokenward.exceptions import AuthenticationError, TokenError
+from tokenward.exceptions import (
+    AuthenticationError,
+    InvalidEmailError,
+    PasswordPolicyError,
+    TokenError,
+)
 from tokenward.infra.config import Settings
 from tokenward.web.deps import (
     NO_STORE,
@@ -23,14 +28,16 @@ from tokenward.web.openapi import (
     BEARER,
     BODY,
     CROSS_ORIGIN,
+    EMAIL_TAKEN,
     GUARDED,
     RATE_LIMITED,
     TOKEN_REQUEST_BODY,
     UNAVAILABLE,
+    WRONG_PASSWORD,
     problem_response,
     unprocessable,
 )
-from tokenward.web.problems import PROBLEM_JSON
+from tokenward.web.problems import error_response
 from tokenward.web.schemas import (
     Credentials,
     JWKSet,
@@ -111,8 +118,8 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     response_model=UserResponse,
     responses={
         **BODY,
-        409: problem_response(409, "An account with this email already exists.", "email-taken"),
-        **unprocessable("invalid-email", "weak-password"),
+        **EMAIL_TAKEN,
+        **unprocessable(InvalidEmailError.problem, PasswordPolicyError.problem),
         **RATE_LIMITED,
         **UNAVAILABLE,
     },
@@ -127,9 +134,9 @@ async def register(body: Credentials, service: Service, client: Client) -> UserR
     response_model=TokenResponse,
     responses={
         **BODY,
-        401: problem_response(401, "Wrong email or password.", "invalid-credentials"),
+        **WRONG_PASSWORD,
         **CROSS_ORIGIN,
-        **unprocessable("weak-password"),
+        **unprocessable(PasswordPolicyError.problem),
         **RATE_LIMITED,
         **UNAVAILABLE,
     },
@@ -165,16 +172,10 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
         if not token:
             raise TokenError("no refresh cookie")
         issued = await service.refresh(token, client)
-    except TokenError:
-        response = JSONResponse(
-            {
-                "type": "urn:tokenward:problem:invalid-token",
-                "title": "Invalid token",
-                "status": 401,
-                "detail": "the refresh token is missing, invalid, expired or revoked",
-            },
-            status_code=401,
-            media_type=PROBLEM_JSON,
+    except TokenError as refused:
+        response = error_response(
+            refused,
+            detail="the refresh token is missing, invalid, expired or revoked",
             headers=NO_STORE,
         )
         clear_cookie(request, service, response)
@@ -224,7 +225,7 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
             ),
             "model": OAuthError,
         },
-        **unprocessable("weak-password"),
+        **unprocessable(PasswordPolicyError.problem),
         **RATE_LIMITED,
         **UNAVAILABLE,
     },

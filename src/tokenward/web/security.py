@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenward.infra.clientip import ProxyTrust
+from tokenward.web.problems import problem_body
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -98,9 +99,7 @@ def _is_form(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 def _problem(status: int, code: str, title: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    body = json.dumps(
-        {"type": f"urn:tokenward:problem:{code}", "title": title, "status": status}
-    ).encode()
+    body = json.dumps(problem_body(status, code, title)).encode()
     headers = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),
