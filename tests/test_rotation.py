@@ -12,9 +12,8 @@ from conftest import Api, FakeClock, refresh_cookie
 from sqlalchemy import select
 
 import tokenward.storage.queries
-from tokenward.core.events import EventType
+from tokenward.core.events import EventType, NewEvent
 from tokenward.core.refresh import Rotation, decide_rotation
-from tokenward.core.sessions import NewEvent
 from tokenward.storage import EventRow, SessionRow
 from tokenward.storage.sqlite_fast import FastTransaction
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from tokenward.exceptions import ConfigError, TokenwardError, UnavailableError
 from tokenward.infra.config import ENV_PREFIX, Settings, load_settings
 from tokenward.storage import Database
+from tokenward.storage.db import DatabaseError
 
 if TYPE_CHECKING:
     from tokenward.app.operators import Admin
@@ -126,7 +126,7 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
     except TokenwardError as exc:
         typer.echo(f"tokenward: {exc}", err=True)
         raise typer.Exit(1) from None
-    except SQLAlchemyError as exc:
+    except DatabaseError as exc:
         reason = getattr(exc, "orig", None) or exc.__class__.__name__
         typer.echo(f"tokenward: database error: {reason}", err=True)
         raise typer.Exit(1) from None

@@ -5,24 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
-
 from tokenward.app.service import AuthService
-from tokenward.core.events import EventType
+from tokenward.core.events import EventType, NewEvent
 from tokenward.core.sessions import EndReason
-from tokenward.core.users import normalize_email
+from tokenward.core.users import Account, normalize_email
 from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
-from tokenward.storage import EventRow, RevocationRow, SessionRow, UserRow
-from tokenward.storage.db import NO_KEY_UPDATE
-from tokenward.storage.queries import (
-    EventInfo,
-    SessionInfo,
-    end_sessions,
-    events_page,
-    live_sessions,
-    new_event,
-    user_by_email,
-)
+from tokenward.storage.port import EventInfo, SessionInfo
 
 __all__ = ["Admin", "KeyInfo", "PruneReport", "UserSummary"]
 
@@ -59,74 +47,59 @@ class Admin:
 
     def __init__(self, service: AuthService) -> None:
         self.service = service
-        self.db = service.db
+        self.store = service.store
 
-    async def _user(self, email: str) -> UserRow:
+    async def _user(self, email: str) -> Account:
         try:
             normalized = normalize_email(email)
         except InvalidEmailError:
             raise UnknownUserError(f"no user with email {email!r}") from None
-        async with self.db.read() as db:
-            row = await user_by_email(db, normalized)
-        if row is None:
+        async with self.store.read() as tx:
+            account = await tx.account_by_email(normalized)
+        if account is None:
             raise UnknownUserError(f"no user with email {normalized!r}")
-        return row
+        return account
 
     async def list_users(self) -> list[UserSummary]:
-        now = self.service.clock()
-        live = (
-            select(SessionRow.user_id, func.count().label("n"))
-            .where(
-                SessionRow.revoked_at.is_(None),
-                SessionRow.expires_at > now,
-                SessionRow.max_expires_at > now,
-            )
-            .group_by(SessionRow.user_id)
-            .subquery()
-        )
-        query = (
-            select(UserRow, func.coalesce(live.c.n, 0))
-            .outerjoin(live, live.c.user_id == UserRow.id)
-            .order_by(UserRow.email)
-        )
-        async with self.db.read() as db:
-            rows = (await db.execute(query)).all()
+        async with self.store.read() as tx:
+            found = await tx.accounts_with_live_sessions(self.service.clock())
         return [
-            UserSummary(user.id, user.email, user.created_at, user.disabled_at is not None, n)
-            for user, n in rows
+            UserSummary(user.id, user.email, user.created_at, user.disabled, live)
+            for user, live in found
         ]
 
     async def set_disabled(self, email: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; return the sessions ended."""
-        row = await self._user(email)
+        account = await self._user(email)
         now = self.service.clock()
-        async with self.db.write() as db:
-            user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
-            assert user is not None  # noqa: S101 - users are never deleted
-            user.disabled_at = now if disabled else None
+        async with self.store.write() as tx:
+            await tx.account(account.id, lock=True)
+            await tx.set_disabled(account.id, now if disabled else None)
             ended = (
-                await end_sessions(db, user.id, now, EndReason.USER_DISABLED) if disabled else []
+                await tx.end_sessions(account.id, now, EndReason.USER_DISABLED) if disabled else []
             )
             kind = EventType.USER_DISABLED if disabled else EventType.USER_ENABLED
-            db.add(new_event(kind, now, user_id=user.id, detail={"sessions_ended": len(ended)}))
+            detail = {"sessions_ended": len(ended)}
+            tx.add_event(NewEvent(kind, now, user_id=account.id, detail=detail))
         return len(ended)
 
     async def sessions(self, email: str) -> list[SessionInfo]:
-        row = await self._user(email)
-        return await live_sessions(self.db, row.id, self.service.clock())
+        account = await self._user(email)
+        async with self.store.read() as tx:
+            return await tx.live_sessions(account.id, self.service.clock())
 
     async def revoke(self, email: str, session_id: str | None = None) -> int:
         """End one session of the user, or all of them; return how many ended."""
-        row = await self._user(email)
+        account = await self._user(email)
         now = self.service.clock()
-        async with self.db.write() as db:
-            ended = await end_sessions(db, row.id, now, EndReason.REVOKED, only=session_id)
+        async with self.store.write() as tx:
+            ended = await tx.end_sessions(account.id, now, EndReason.REVOKED, only=session_id)
             for sid in ended:
-                db.add(
-                    new_event(
+                tx.add_event(
+                    NewEvent(
                         EventType.SESSION_REVOKED,
                         now,
-                        user_id=row.id,
+                        user_id=account.id,
                         session_id=sid,
                         detail={"by": "operator"},
                     )
@@ -137,7 +110,8 @@ class Admin:
         self, email: str | None = None, *, after_id: int | None = None, limit: int = 50
     ) -> list[EventInfo]:
         user_id = (await self._user(email)).id if email else None
-        return await events_page(self.db, user_id=user_id, after_id=after_id, limit=limit)
+        async with self.store.read() as tx:
+            return await tx.events(user_id=user_id, after_id=after_id, limit=limit)
 
     async def keys(self) -> list[KeyInfo]:
         now = self.service.clock()
@@ -179,22 +153,6 @@ class Admin:
         now = self.service.clock()
         cutoff = now - ENDED_SESSION_GRACE
         events_cutoff = now - self.service.settings.event_retention
-        async with self.db.write() as db:
-            sessions = await db.execute(
-                delete(SessionRow).where(
-                    or_(
-                        SessionRow.revoked_at < cutoff,
-                        SessionRow.expires_at < cutoff,
-                        SessionRow.max_expires_at < cutoff,
-                    )
-                )
-            )
-            events = await db.execute(delete(EventRow).where(EventRow.at < events_cutoff))
-            # The feed reaches back one access token lifetime; a day covers it many times.
-            await db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < cutoff))
-        return PruneReport(sessions=_rowcount(sessions), events=_rowcount(events))
-
-
-def _rowcount(result: object) -> int:
-    count = getattr(result, "rowcount", 0)
-    return int(count) if isinstance(count, int) else 0
+        async with self.store.write() as tx:
+            sessions, events = await tx.prune(ended_before=cutoff, events_before=events_cutoff)
+        return PruneReport(sessions=sessions, events=events)

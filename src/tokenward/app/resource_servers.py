@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
-
 from tokenward.app.service import AuthService
-from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.sessions import EndReason
 from tokenward.core.tokens import LEEWAY_SECONDS
 from tokenward.exceptions import TokenError
-from tokenward.storage import ClientRow, RevocationRow, SessionRow, UserRow
-from tokenward.storage.db import retrying
-from tokenward.storage.queries import end_sessions, new_event, to_session
+from tokenward.storage.port import ClientRecord, retrying
 
 __all__ = ["ClientService", "ResourceClient", "Revocation", "RevocationPage"]
 
@@ -65,7 +61,7 @@ class ClientService:
 
     def __init__(self, service: AuthService) -> None:
         self.service = service
-        self.db = service.db
+        self.store = service.store
 
     # -- credentials (the CLI) ---------------------------------------------------------------
 
@@ -74,26 +70,23 @@ class ClientService:
         client_id = "twc_" + secrets.token_urlsafe(12)
         secret = secrets.token_urlsafe(32)
         now = self.service.clock()
-        async with self.db.write() as db:
-            db.add(
-                ClientRow(id=client_id, name=name, secret_hash=_secret_hash(secret), created_at=now)
-            )
+        async with self.store.write() as tx:
+            await tx.add_client(ClientRecord(client_id, name, _secret_hash(secret), now))
         return ResourceClient(client_id, name, now), secret
 
     async def list(self) -> list[ResourceClient]:
-        async with self.db.read() as db:
-            rows = (await db.execute(select(ClientRow).order_by(ClientRow.created_at))).scalars()
-            return [ResourceClient(row.id, row.name, row.created_at) for row in rows]
+        async with self.store.read() as tx:
+            found = await tx.clients()
+        return [ResourceClient(client.id, client.name, client.created_at) for client in found]
 
     async def delete(self, client_id: str) -> bool:
-        async with self.db.write() as db:
-            result = await db.execute(delete(ClientRow).where(ClientRow.id == client_id))
-        return bool(getattr(result, "rowcount", 0))
+        async with self.store.write() as tx:
+            return await tx.delete_client(client_id)
 
     async def authenticate(self, client_id: str, secret: str) -> bool:
         """Constant-time check; an unknown id costs the same comparison."""
-        async with self.db.read() as db:
-            row = await db.get(ClientRow, client_id[:64])
+        async with self.store.read() as tx:
+            row = await tx.client(client_id[:64])
         expected = row.secret_hash if row else _DUMMY_HASH
         return hmac.compare_digest(expected, _secret_hash(secret)) and row is not None
 
@@ -139,19 +132,13 @@ class ClientService:
         except TokenError:
             return None
         now = service.clock()
-        async with self.db.read() as db:
-            found = (
-                await db.execute(
-                    select(SessionRow, UserRow)
-                    .join(UserRow, UserRow.id == SessionRow.user_id)
-                    .where(SessionRow.id == presented.session_id)
-                )
-            ).first()
+        async with self.store.read() as tx:
+            found = await tx.session_and_account(presented.session_id)
         if found is None:
             return None
         session, user = found
         try:
-            to_session(session).check_alive(now, user_disabled=user.disabled_at is not None)
+            session.check_alive(now, user_disabled=user.disabled)
         except TokenError:
             return None
         if presented.generation != session.generation:
@@ -163,7 +150,7 @@ class ClientService:
             "sid": session.id,
             "username": user.email,
             "iss": service.settings.issuer,
-            "exp": int(min(session.expires_at, session.max_expires_at).timestamp()),
+            "exp": int(session.ends_at.timestamp()),
             "iat": int(session.created_at.timestamp()),
         }
 
@@ -181,12 +168,12 @@ class ClientService:
         now = service.clock()
 
         async def end() -> None:
-            async with self.db.write() as db:
+            async with self.store.write() as tx:
                 user_id = principal.user.id
                 only = principal.session_id
-                for sid in await end_sessions(db, user_id, now, EndReason.REVOKED, only=only):
-                    db.add(
-                        new_event(
+                for sid in await tx.end_sessions(user_id, now, EndReason.REVOKED, only=only):
+                    tx.add_event(
+                        NewEvent(
                             EventType.SESSION_REVOKED,
                             now,
                             client,
@@ -215,19 +202,14 @@ class ClientService:
         """
         now = self.service.clock()
         since = 0 if not after else _parse_cursor(after)
-        async with self.db.read() as db:
-            last = (await db.execute(select(func.max(RevocationRow.id)))).scalar_one() or 0
+        async with self.store.read() as tx:
+            # One snapshot on SQLite; on PostgreSQL every number up to the newest visible one
+            # has committed already (the log's lock), so a later statement sees them all.
+            last = await tx.last_revocation()
             if since > last:
                 raise ValueError("cursor past the end of the revocation log")
-            query = (
-                select(RevocationRow.id, RevocationRow.session_id, RevocationRow.revoked_at)
-                .where(RevocationRow.id > since, RevocationRow.id <= last)
-                .order_by(RevocationRow.id)
-                .limit(FEED_PAGE)
-            )
-            if not after:
-                query = query.where(RevocationRow.revoked_at >= now - self.window())
-            rows = (await db.execute(query)).all()
-        revoked = [Revocation(sid, int(at.timestamp())) for _, sid, at in rows]
-        cursor = rows[-1][0] if len(rows) == FEED_PAGE else last
+            window = None if after else now - self.window()
+            rows = await tx.revocations(after=since, upto=last, since=window, limit=FEED_PAGE)
+        revoked = [Revocation(row.session_id, int(row.revoked_at.timestamp())) for row in rows]
+        cursor = rows[-1].number if len(rows) == FEED_PAGE else last
         return RevocationPage(revoked, str(cursor))

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
-from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.keys import Keyring, SigningKey
 from tokenward.core.passwords import (
     ImportedHashError,
@@ -33,7 +30,7 @@ from tokenward.core.refresh import (
 )
 from tokenward.core.sessions import EndReason, RotationOutcome, Session, SessionLifetimes
 from tokenward.core.tokens import AccessTokenCodec, Claims
-from tokenward.core.users import User, account_key, normalize_email
+from tokenward.core.users import Account, User, account_key, normalize_email
 from tokenward.exceptions import (
     AuthenticationError,
     EmailTakenError,
@@ -46,23 +43,10 @@ from tokenward.exceptions import (
 from tokenward.infra.config import Settings
 from tokenward.infra.masterkey import MasterKey
 from tokenward.infra.ratelimit import Limit, RateLimiter
-from tokenward.storage import Database, SessionRow, UserRow
-from tokenward.storage.db import NO_KEY_UPDATE, retrying
+from tokenward.storage import Database
 from tokenward.storage.keys import KeyStore
-from tokenward.storage.queries import (
-    EventInfo,
-    SessionInfo,
-    end_sessions,
-    events_page,
-    live_session_count,
-    live_sessions,
-    load_for_rotation,
-    new_event,
-    save_rotation,
-    session_row,
-    to_session,
-    user_by_email,
-)
+from tokenward.storage.port import EventInfo, SessionInfo, retrying
+from tokenward.storage.sql import SqlStore
 from tokenward.storage.sqlite_fast import SqliteWriter, WriterBusy
 
 __all__ = ["AuthService", "ClientInfo", "ImportReport", "IssuedTokens", "Principal"]
@@ -129,10 +113,6 @@ class _SessionState:
     user_disabled: bool
 
 
-def _user(row: UserRow) -> User:
-    return User(id=row.id, email=row.email, created_at=row.created_at)
-
-
 class AuthService:
     """Everything tokenward does, behind typed methods. One instance per process."""
 
@@ -149,6 +129,7 @@ class AuthService:
     ) -> None:
         self.settings = settings
         self.db = db
+        self.store = SqlStore(db)
         self.keys = keys
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
@@ -255,12 +236,12 @@ class AuthService:
         email = normalize_email(email)
         password = normalize_password(password)
         self.policy.check(password, email=email)
-        async with self.db.read() as db:
-            if await user_by_email(db, email) is not None:
+        async with self.store.read() as tx:
+            if await tx.account_by_email(email) is not None:
                 raise EmailTakenError("an account with this email already exists")
         password_hash = await self._in_hash_slot(self.hasher.hash, password)
         now = self.clock()
-        row = UserRow(
+        account = Account(
             id=str(uuid.uuid4()),
             email=email,
             password_hash=password_hash,
@@ -268,17 +249,15 @@ class AuthService:
             password_changed_at=now,
         )
         kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
+        event = NewEvent(kind, now, client or ClientInfo(), user_id=account.id)
 
         async def insert() -> None:
-            async with self.db.write() as db:
-                db.add(row)
-                db.add(new_event(kind, now, client, user_id=row.id))
+            async with self.store.write() as tx:
+                await tx.add_account(account)
+                tx.add_event(event)
 
-        try:
-            await retrying(insert)
-        except IntegrityError:
-            raise EmailTakenError("an account with this email already exists") from None
-        return _user(row)
+        await retrying(insert)
+        return account.user
 
     async def import_users(self, records: Iterable[Mapping[str, Any]]) -> ImportReport:
         """Take users with existing hashes (argon2 or bcrypt): no password reset needed."""
@@ -300,21 +279,19 @@ class AuthService:
                 report.rejected.append(number)
                 report.reasons[number] = str(error)
                 continue
-            async with self.db.write() as db:
-                if await user_by_email(db, email) is not None:
+            async with self.store.write() as tx:
+                if await tx.account_by_email(email) is not None:
                     report.skipped_existing += 1
                     continue
-                user_id = str(uuid.uuid4())
-                db.add(
-                    UserRow(
-                        id=user_id,
-                        email=email,
-                        password_hash=password_hash,
-                        created_at=now,
-                        password_changed_at=now,
-                    )
+                account = Account(
+                    id=str(uuid.uuid4()),
+                    email=email,
+                    password_hash=password_hash,
+                    created_at=now,
+                    password_changed_at=now,
                 )
-                db.add(new_event(EventType.USER_IMPORTED, now, user_id=user_id))
+                await tx.add_account(account)
+                tx.add_event(NewEvent(EventType.USER_IMPORTED, now, user_id=account.id))
             report.imported += 1
         return report
 
@@ -339,8 +316,8 @@ class AuthService:
             email = ""
         row = None
         if email:
-            async with self.db.read() as db:
-                row = await user_by_email(db, email)
+            async with self.store.read() as tx:
+                row = await tx.account_by_email(email)
         verified = await self._check_password(account, ip, password, row)
         now = self.clock()
         if row is None or verified is None:
@@ -354,7 +331,7 @@ class AuthService:
         return self._issue(session, now)
 
     async def _check_password(
-        self, account: str, ip: str, password: str, row: UserRow | None
+        self, account: str, ip: str, password: str, row: Account | None
     ) -> _Verified | None:
         """Verify ``password`` under the account's failure limits; None unless it may sign in.
 
@@ -383,36 +360,32 @@ class AuthService:
         reason: str,
         session_id: str | None = None,
     ) -> None:
+        event = NewEvent(
+            EventType.LOGIN_FAILED,
+            now,
+            client,
+            user_id=user_id,
+            session_id=session_id,
+            detail={"reason": reason},
+        )
+
         async def write() -> None:
-            async with self.db.write() as db:
-                db.add(
-                    new_event(
-                        EventType.LOGIN_FAILED,
-                        now,
-                        client,
-                        user_id=user_id,
-                        session_id=session_id,
-                        detail={"reason": reason},
-                    )
-                )
+            async with self.store.write() as tx:
+                tx.add_event(event)
 
         await retrying(write)
 
     async def _start_session(
-        self, row: UserRow, verified: _Verified, client: ClientInfo, now: datetime
+        self, row: Account, verified: _Verified, client: ClientInfo, now: datetime
     ) -> Session | None:
         """The login's one transaction; None when the user changed since the password check."""
-        async with self.db.write() as db:
-            user = await db.get(UserRow, row.id, with_for_update=NO_KEY_UPDATE)
-            if (
-                user is None
-                or user.password_hash != verified.password_hash
-                or user.disabled_at is not None
-            ):
+        async with self.store.write() as tx:
+            user = await tx.account(row.id, lock=True)
+            if user is None or user.password_hash != verified.password_hash or user.disabled:
                 # The password was changed (or the user disabled) while this login hashed:
                 # what was verified is not the account's password any more.
-                db.add(
-                    new_event(
+                tx.add_event(
+                    NewEvent(
                         EventType.LOGIN_FAILED,
                         now,
                         client,
@@ -424,7 +397,7 @@ class AuthService:
             if verified.new_hash is not None:
                 # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
                 # written over exactly the hash that was verified (checked just above).
-                user.password_hash = verified.new_hash
+                await tx.set_password_hash(user.id, verified.new_hash)
             session = Session.start(
                 id=str(uuid.uuid4()),
                 user_id=user.id,
@@ -432,25 +405,25 @@ class AuthService:
                 lifetimes=self.lifetimes,
                 client=client,
             )
-            db.add(session_row(session))
-            db.add(
-                new_event(
+            await tx.add_session(session)
+            tx.add_event(
+                NewEvent(
                     EventType.LOGIN_SUCCEEDED, now, client, user_id=user.id, session_id=session.id
                 )
             )
-            live = await live_session_count(db, user.id, now)
-            excess = live - self.settings.max_sessions_per_user
+            excess = await tx.live_session_count(user.id, now) - self.settings.max_sessions_per_user
             if excess > 0:
-                for ended in await end_sessions(
-                    db, user.id, now, EndReason.SESSION_LIMIT, keep=session.id, oldest=excess
-                ):
-                    db.add(
-                        new_event(
+                ended = await tx.end_sessions(
+                    user.id, now, EndReason.SESSION_LIMIT, keep=session.id, oldest=excess
+                )
+                for sid in ended:
+                    tx.add_event(
+                        NewEvent(
                             EventType.SESSION_REVOKED,
                             now,
                             client,
                             user_id=user.id,
-                            session_id=ended,
+                            session_id=sid,
                             detail={"by": "session_limit"},
                         )
                     )
@@ -500,11 +473,10 @@ class AuthService:
         self, presented: PresentedRefreshToken, client: ClientInfo, now: datetime
     ) -> IssuedTokens:
         """The rotation's one transaction through SQLAlchemy (PostgreSQL, or SQLite waiting)."""
-        async with self.db.write() as db:
-            outcome = self._rotation(
-                await load_for_rotation(db, presented.session_id), presented, client, now
-            )
-            await save_rotation(db, outcome)
+        async with self.store.write() as tx:
+            loaded = await tx.load_for_rotation(presented.session_id)
+            outcome = self._rotation(loaded, presented, client, now)
+            await tx.save_rotation(outcome)
         return self._issued(outcome, now)
 
     def _refresh_on(
@@ -560,21 +532,16 @@ class AuthService:
         now = self.clock()
 
         async def end() -> bool:
-            async with self.db.write() as db:
-                session = await db.get(SessionRow, presented.session_id, with_for_update=True)
+            async with self.store.write() as tx:
+                session = await tx.session(presented.session_id, lock=True)
                 if session is None or presented.generation > session.generation:
                     return False
-                ended = await end_sessions(
-                    db, session.user_id, now, EndReason.LOGOUT, only=session.id
-                )
+                user_id = session.user_id
+                ended = await tx.end_sessions(user_id, now, EndReason.LOGOUT, only=session.id)
                 if ended:
-                    db.add(
-                        new_event(
-                            EventType.LOGOUT,
-                            now,
-                            client,
-                            user_id=session.user_id,
-                            session_id=session.id,
+                    tx.add_event(
+                        NewEvent(
+                            EventType.LOGOUT, now, client, user_id=user_id, session_id=session.id
                         )
                     )
             return bool(ended)
@@ -602,21 +569,13 @@ class AuthService:
             cached = self._sessions.get(session_id)
             if cached is not None and cached.marker == marker:
                 return cached
-        async with self.db.read() as db:
-            result = await db.execute(
-                select(SessionRow, UserRow)
-                .join(UserRow, UserRow.id == SessionRow.user_id)
-                .where(SessionRow.id == session_id)
-            )
-            found = result.first()
+        async with self.store.read() as tx:
+            found = await tx.session_and_account(session_id)
         if found is None:
             return None
-        session, user = found
+        session, account = found
         state = _SessionState(
-            marker=marker,
-            session=to_session(session),
-            user=_user(user),
-            user_disabled=user.disabled_at is not None,
+            marker=marker, session=session, user=account.user, user_disabled=account.disabled
         )
         if marker is not None:
             if len(self._sessions) >= SESSION_CACHE_SIZE:
@@ -628,9 +587,10 @@ class AuthService:
 
     async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
         """The caller's live sessions, newest first, the caller's own marked ``current``."""
-        return await live_sessions(
-            self.db, principal.user.id, self.clock(), current=principal.session_id
-        )
+        async with self.store.read() as tx:
+            return await tx.live_sessions(
+                principal.user.id, self.clock(), current=principal.session_id
+            )
 
     async def revoke_session(
         self, principal: Principal, session_id: str, client: ClientInfo
@@ -640,13 +600,13 @@ class AuthService:
         now = self.clock()
 
         async def end() -> list[str]:
-            async with self.db.write() as db:
-                ended = await end_sessions(
-                    db, principal.user.id, now, EndReason.REVOKED, only=session_id
+            async with self.store.write() as tx:
+                ended = await tx.end_sessions(
+                    principal.user.id, now, EndReason.REVOKED, only=session_id
                 )
                 if ended:
-                    db.add(
-                        new_event(
+                    tx.add_event(
+                        NewEvent(
                             EventType.SESSION_REVOKED,
                             now,
                             client,
@@ -668,12 +628,12 @@ class AuthService:
         keep = principal.session_id if keep_current else None
 
         async def end() -> list[str]:
-            async with self.db.write() as db:
-                ended = await end_sessions(
-                    db, principal.user.id, now, EndReason.LOGOUT_ALL, keep=keep
+            async with self.store.write() as tx:
+                ended = await tx.end_sessions(
+                    principal.user.id, now, EndReason.LOGOUT_ALL, keep=keep
                 )
-                db.add(
-                    new_event(
+                tx.add_event(
+                    NewEvent(
                         EventType.LOGOUT_ALL,
                         now,
                         client,
@@ -701,8 +661,8 @@ class AuthService:
         self.policy.check_length_cap(current)
         self.policy.check(new, email=principal.user.email)
         await self.limits.hit(Limit.PASSWORD_CHANGE_ACCOUNT, principal.user.id)
-        async with self.db.read() as db:
-            row = await db.get(UserRow, principal.user.id)
+        async with self.store.read() as tx:
+            row = await tx.account(principal.user.id)
         verified = await self._check_password(account, ip, current, row)
         now = self.clock()
         if verified is None:
@@ -717,17 +677,16 @@ class AuthService:
         password_hash = await self._in_hash_slot(self.hasher.hash, new)
 
         async def replace() -> bool:
-            async with self.db.write() as db:
-                user = await db.get(UserRow, principal.user.id, with_for_update=NO_KEY_UPDATE)
+            async with self.store.write() as tx:
+                user = await tx.account(principal.user.id, lock=True)
                 if user is None or user.password_hash != verified.password_hash:
                     return False  # changed by another request since the check: not ours to undo
-                user.password_hash = password_hash
-                user.password_changed_at = now
-                ended = await end_sessions(
-                    db, user.id, now, EndReason.PASSWORD_CHANGED, keep=principal.session_id
+                await tx.set_password_hash(user.id, password_hash, changed_at=now)
+                ended = await tx.end_sessions(
+                    user.id, now, EndReason.PASSWORD_CHANGED, keep=principal.session_id
                 )
-                db.add(
-                    new_event(
+                tx.add_event(
+                    NewEvent(
                         EventType.PASSWORD_CHANGED,
                         now,
                         client,
@@ -743,4 +702,5 @@ class AuthService:
 
     async def recent_events(self, user_id: str, limit: int = 50) -> list[EventInfo]:
         """The user's own security events, newest first."""
-        return await events_page(self.db, user_id=user_id, limit=limit)
+        async with self.store.read() as tx:
+            return await tx.events(user_id=user_id, limit=limit)

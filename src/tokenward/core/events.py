@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["ClientInfo", "EventType"]
+__all__ = ["ClientInfo", "EventType", "NewEvent"]
 
 
 class EventType(StrEnum):
@@ -50,3 +52,17 @@ class ClientInfo:
             # PostgreSQL text cannot hold NUL: the one character no column may keep.
             user_agent = self.user_agent[:512].replace("\x00", "\ufffd")
             object.__setattr__(self, "user_agent", user_agent)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A security event to record along with a change, in the same transaction."""
+
+    kind: EventType
+    at: datetime
+    client: ClientInfo = field(default_factory=ClientInfo)
+    """Who caused it; an empty one for operators and the server itself."""
+    user_id: str | None = None
+    session_id: str | None = None
+    detail: dict[str, Any] | None = None
+    """Never a secret."""

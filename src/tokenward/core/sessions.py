@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.refresh import Rotation, decide_rotation
 from tokenward.exceptions import SessionEndedError, TokenError
 
-__all__ = ["EndReason", "NewEvent", "RotationOutcome", "Session", "SessionLifetimes"]
+__all__ = ["EndReason", "RotationOutcome", "Session", "SessionLifetimes"]
 
 
 class EndReason(StrEnum):
@@ -39,18 +39,6 @@ class SessionLifetimes:
 
     idle: timedelta
     absolute: timedelta
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """A security event to record along with a change, in the same transaction."""
-
-    kind: EventType
-    at: datetime
-    user_id: str | None
-    session_id: str | None
-    client: ClientInfo
-    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +151,10 @@ class Session:
             event = NewEvent(
                 EventType.REFRESH_REUSE_DETECTED,
                 now,
-                self.user_id,
-                self.id,
                 client,
-                self._reuse_detail(presented, client, now),
+                user_id=self.user_id,
+                session_id=self.id,
+                detail=self._reuse_detail(presented, client, now),
             )
             return RotationOutcome(decision, self.end(EndReason.REUSE_DETECTED, now), event)
         rotated = replace(
@@ -178,7 +166,7 @@ class Session:
             last_ip=client.ip,
             last_user_agent=client.user_agent,
         )
-        event = NewEvent(EventType.REFRESH, now, self.user_id, self.id, client)
+        event = NewEvent(EventType.REFRESH, now, client, user_id=self.user_id, session_id=self.id)
         return RotationOutcome(decision, rotated, event)
 
     def _reuse_detail(self, presented: int, client: ClientInfo, now: datetime) -> dict[str, Any]:

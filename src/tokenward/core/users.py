@@ -10,7 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from tokenward.exceptions import InvalidEmailError
 
-__all__ = ["MAX_EMAIL_LENGTH", "User", "account_key", "normalize_email"]
+__all__ = ["MAX_EMAIL_LENGTH", "Account", "User", "account_key", "normalize_email"]
 
 MAX_EMAIL_LENGTH = 254
 """RFC 5321's limit on a forward path, less the angle brackets."""
@@ -21,6 +21,27 @@ class User:
     id: str
     email: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user as storage keeps it: with the password hash and the disabled mark."""
+
+    id: str
+    email: str
+    """Normalised (see :func:`normalize_email`)."""
+    password_hash: str
+    created_at: datetime
+    password_changed_at: datetime
+    disabled_at: datetime | None = None
+
+    @property
+    def user(self) -> User:
+        return User(id=self.id, email=self.email, created_at=self.created_at)
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
 
 def normalize_email(email: str) -> str:

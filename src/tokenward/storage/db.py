@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,11 +31,15 @@ from tokenward.storage.sqlite_fast import SqliteWriter
 __all__ = [
     "NO_KEY_UPDATE",
     "Database",
+    "DatabaseError",
     "RetryableConflict",
     "alembic_config",
     "hold_lock",
     "retrying",
 ]
+
+DatabaseError = SQLAlchemyError
+"""Any error of the database layer that was not translated into one of tokenward's own."""
 
 # Row lock for changing a user: FOR NO KEY UPDATE does not block the key-share locks that
 # inserting a session or an event takes on the user row, so it cannot deadlock with them.

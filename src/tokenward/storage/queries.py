@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +9,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.core.devices import device_label
-from tokenward.core.events import ClientInfo, EventType
+from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.refresh import Rotation
-from tokenward.core.sessions import EndReason, NewEvent, RotationOutcome, Session
-from tokenward.storage.db import Database, hold_lock
+from tokenward.core.sessions import EndReason, RotationOutcome, Session
+from tokenward.storage.db import hold_lock
 from tokenward.storage.models import EventRow, RevocationRow, SessionRow, UserRow
+from tokenward.storage.port import EventInfo, SessionInfo
 
 __all__ = [
     "EventInfo",
@@ -32,31 +32,6 @@ __all__ = [
     "to_session",
     "user_by_email",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """A live session as its user (or an operator) sees it."""
-
-    id: str
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
-    device: str
-    ip: str | None
-    current: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class EventInfo:
-    id: int
-    at: datetime
-    type: str
-    user_id: str | None
-    session_id: str | None
-    ip: str | None
-    user_agent: str | None
-    detail: dict[str, Any] | None
 
 
 def new_event(
@@ -230,7 +205,7 @@ async def live_session_count(db: AsyncSession, user_id: str, now: datetime) -> i
 
 
 async def live_sessions(
-    database: Database, user_id: str, now: datetime, *, current: str | None = None
+    db: AsyncSession, user_id: str, now: datetime, *, current: str | None = None
 ) -> list[SessionInfo]:
     """The user's sessions that are neither revoked nor expired, newest first."""
     query = (
@@ -243,8 +218,7 @@ async def live_sessions(
         )
         .order_by(SessionRow.created_at.desc())
     )
-    async with database.read() as db:
-        rows = (await db.execute(query)).scalars().all()
+    rows = (await db.execute(query)).scalars().all()
     return [
         SessionInfo(
             id=row.id,
@@ -260,7 +234,7 @@ async def live_sessions(
 
 
 async def events_page(
-    database: Database,
+    db: AsyncSession,
     *,
     user_id: str | None = None,
     after_id: int | None = None,
@@ -274,8 +248,7 @@ async def events_page(
         query = query.where(EventRow.id > after_id).order_by(EventRow.id.asc())
     else:
         query = query.order_by(EventRow.id.desc())
-    async with database.read() as db:
-        rows = (await db.execute(query.limit(limit))).scalars().all()
+    rows = (await db.execute(query.limit(limit))).scalars().all()
     return [
         EventInfo(
             id=row.id,

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
-from tokenward.core.sessions import NewEvent, RotationOutcome, Session
+from tokenward.core.sessions import RotationOutcome, Session
 
 __all__ = ["FastTransaction", "SqliteWriter", "WriterBusy"]
 

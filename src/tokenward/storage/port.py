@@ -1,0 +1,166 @@
+"""The storage port: what the use cases ask of storage, in core values, with no SQL in sight.
+
+A use case opens a unit of work (``store.write()`` or ``store.read()``) and calls these
+methods on it; the adapter (``storage.sql``, SQLAlchemy on SQLite and PostgreSQL) commits
+when the block ends and rolls back on any exception. ``retrying`` runs one unit of work
+again when the database rolled it back as a conflict: around the transaction only, never
+around the hashes or rate-limit hits before it. The plain-``sqlite3`` refresh path is an
+adapter of the rotation part (``load_for_rotation`` / ``save_rotation``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from tokenward.core.events import NewEvent
+from tokenward.core.sessions import EndReason, RotationOutcome, Session
+from tokenward.core.users import Account
+from tokenward.storage.db import retrying
+
+__all__ = [
+    "ClientRecord",
+    "EventInfo",
+    "RevocationEntry",
+    "SessionInfo",
+    "Store",
+    "UnitOfWork",
+    "retrying",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A live session as its user (or an operator) sees it."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    device: str
+    ip: str | None
+    current: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    id: int
+    at: datetime
+    type: str
+    user_id: str | None
+    session_id: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """A resource server's credentials: only the secret's hash is kept."""
+
+    id: str
+    name: str
+    secret_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEntry:
+    """One line of the revocation log, numbered in commit order."""
+
+    number: int
+    session_id: str
+    revoked_at: datetime
+
+
+class UnitOfWork(Protocol):
+    """One transaction's worth of storage operations."""
+
+    # -- accounts --------------------------------------------------------------------------
+    async def account(self, user_id: str, *, lock: bool = False) -> Account | None:
+        """The account; ``lock`` holds its row until the end (a change decided on it)."""
+
+    async def account_by_email(self, email: str) -> Account | None: ...
+
+    async def add_account(self, account: Account) -> None:
+        """Raises EmailTakenError when the (normalised) email already has an account."""
+
+    async def set_password_hash(
+        self, user_id: str, password_hash: str, *, changed_at: datetime | None = None
+    ) -> None:
+        """A new hash (``changed_at``: the password itself changed, not just its hash)."""
+
+    async def set_disabled(self, user_id: str, disabled_at: datetime | None) -> None: ...
+
+    async def accounts_with_live_sessions(self, now: datetime) -> list[tuple[Account, int]]: ...
+
+    # -- sessions --------------------------------------------------------------------------
+    async def add_session(self, session: Session) -> None: ...
+
+    async def session(self, session_id: str, *, lock: bool = False) -> Session | None: ...
+
+    async def session_and_account(self, session_id: str) -> tuple[Session, Account] | None: ...
+
+    async def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
+        """The session locked for its rotation, and whether its user is disabled."""
+
+    async def save_rotation(self, outcome: RotationOutcome) -> None: ...
+
+    async def end_sessions(
+        self,
+        user_id: str,
+        now: datetime,
+        reason: EndReason,
+        *,
+        only: str | None = None,
+        keep: str | None = None,
+        oldest: int | None = None,
+    ) -> list[str]:
+        """End live sessions (``only`` one, all but ``keep``, or the ``oldest`` N) and log
+        them for the revocation feed, in commit order; return their ids."""
+
+    async def live_session_count(self, user_id: str, now: datetime) -> int: ...
+
+    async def live_sessions(
+        self, user_id: str, now: datetime, *, current: str | None = None
+    ) -> list[SessionInfo]: ...
+
+    # -- events ----------------------------------------------------------------------------
+    def add_event(self, event: NewEvent) -> None: ...
+
+    async def events(
+        self, *, user_id: str | None = None, after_id: int | None = None, limit: int = 50
+    ) -> list[EventInfo]: ...
+
+    # -- resource servers and the revocation feed ------------------------------------------
+    async def add_client(self, client: ClientRecord) -> None: ...
+
+    async def client(self, client_id: str) -> ClientRecord | None: ...
+
+    async def clients(self) -> list[ClientRecord]: ...
+
+    async def delete_client(self, client_id: str) -> bool: ...
+
+    async def last_revocation(self) -> int:
+        """The newest revocation log number (0 for an empty log)."""
+
+    async def revocations(
+        self, *, after: int, upto: int, since: datetime | None, limit: int
+    ) -> list[RevocationEntry]: ...
+
+    # -- housekeeping ----------------------------------------------------------------------
+    async def prune(self, *, ended_before: datetime, events_before: datetime) -> tuple[int, int]:
+        """Delete sessions (and revocation log lines) ended before ``ended_before`` and events
+        before ``events_before``; return (sessions, events) deleted."""
+
+
+class Store(Protocol):
+    """Where units of work come from."""
+
+    def write(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work that commits on success and rolls back on any exception."""
+
+    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work for reading; it never waits for writers."""
