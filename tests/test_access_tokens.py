@@ -117,11 +117,11 @@ class Victim:
 
     @property
     def key(self) -> ec.EllipticCurvePrivateKey:
-        return self.service.signing_key.private_key
+        return self.service.signing_keys.signing_key.private_key
 
     @property
     def kid(self) -> str:
-        return self.service.signing_key.kid
+        return self.service.signing_keys.signing_key.kid
 
     def header(self, **changes: Any) -> dict[str, Any]:
         """The header the server itself writes, with ``changes`` applied."""
@@ -493,7 +493,7 @@ async def test_any_alg_but_es256_is_refused_even_with_a_valid_es256_signature(
 
 
 def _public_pem(victim: Victim) -> bytes:
-    return victim.service.signing_key.verify_key.public_bytes(
+    return victim.service.signing_keys.signing_key.verify_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -501,14 +501,16 @@ def _public_pem(victim: Victim) -> bytes:
 HMAC_SECRETS = {
     "public-pem": _public_pem,
     "public-pem-stripped": lambda victim: _public_pem(victim).strip(),
-    "public-der": lambda victim: victim.service.signing_key.verify_key.public_bytes(
+    "public-der": lambda victim: victim.service.signing_keys.signing_key.verify_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ),
-    "jwk-x": lambda victim: victim.service.signing_key.public_jwk["x"].encode(),
+    "jwk-x": lambda victim: victim.service.signing_keys.signing_key.public_jwk["x"].encode(),
     "jwk-x-decoded": lambda victim: base64.urlsafe_b64decode(
-        victim.service.signing_key.public_jwk["x"] + "="
+        victim.service.signing_keys.signing_key.public_jwk["x"] + "="
     ),
-    "jwk-json": lambda victim: json.dumps(victim.service.signing_key.public_jwk).encode(),
+    "jwk-json": lambda victim: json.dumps(
+        victim.service.signing_keys.signing_key.public_jwk
+    ).encode(),
     "kid": lambda victim: victim.kid.encode(),
 }
 

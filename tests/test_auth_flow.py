@@ -118,7 +118,7 @@ async def test_access_token_claims(api: Api, service: Any) -> None:
     header = jwt.get_unverified_header(access)
     assert header["typ"] == "at+jwt"
     assert header["alg"] == "ES256"
-    assert header["kid"] == service.signing_key.kid
+    assert header["kid"] == service.signing_keys.signing_key.kid
     claims = jwt.decode(access, options={"verify_signature": False})
     assert set(claims) == {"iss", "sub", "iat", "exp", "jti", "sid"}
     assert claims["exp"] - claims["iat"] == 900
@@ -230,7 +230,7 @@ async def test_jwks_publishes_the_public_key_only(api: Api, service: Any) -> Non
     response = await api.http.get("/.well-known/jwks.json")
     assert response.status_code == 200
     [key] = response.json()["keys"]
-    assert key["kid"] == service.signing_key.kid
+    assert key["kid"] == service.signing_keys.signing_key.kid
     assert key["alg"] == "ES256"
     assert key["use"] == "sig"
     assert key["kty"] == "EC"

@@ -167,7 +167,7 @@ async def test_events_print_user_controlled_text_escaped_one_event_per_line(
     assert login.status_code == 200
     # What no HTTP client sends, straight to the service: CR/LF, NUL, U+2028/2029, bidi.
     direct = "a\nb\rc\x00d\x08e\x0bf\x0cg\x1ch\u2028i\u2029j\u202ek\u0085l\u200bm"
-    await service.login("ada@example.com", PASSWORD, ClientInfo("203.0.113.9", direct))
+    await service.sessions.login("ada@example.com", PASSWORD, ClientInfo("203.0.113.9", direct))
 
     out = ok(await acli(data_dir, "events", "--user", "ada@example.com"))
     assert all(char.isprintable() or char in "\t\n" for char in out), repr(out)

@@ -172,9 +172,10 @@ async def _chain_sessions(data_dir: Path) -> list[str]:
     service = await AuthService.open(make_settings(data_dir, rate_limits=False), hasher=FAST_HASHER)
     client = ClientInfo(ip="127.0.0.1", user_agent="seed")
     try:
-        await service.register(CHAIN_USER, PASSWORD, client)
+        await service.accounts.register(CHAIN_USER, PASSWORD, client)
         return [
-            (await service.login(CHAIN_USER, PASSWORD, client)).refresh_token for _ in range(CHAINS)
+            (await service.sessions.login(CHAIN_USER, PASSWORD, client)).refresh_token
+            for _ in range(CHAINS)
         ]
     finally:
         await service.close()

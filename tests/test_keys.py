@@ -35,7 +35,7 @@ async def test_rotation_publishes_first_signs_later_and_keeps_the_old_key(
     old_access, refresh = await api.signed_up()
     old_kid = kid_of(old_access)
     new = await admin.rotate_key()
-    await service.reload_keys()
+    await service.signing_keys.reload_keys()
 
     # Published at once, not signing yet: verifiers caching the JWKS learn it first.
     assert await published_kids(api) == [old_kid, new.kid]
@@ -68,7 +68,7 @@ async def test_retire_withdraws_a_key_at_once(api: Api, service: Any, clock: Fak
     old_kid = kid_of(old_access)
     new = await admin.rotate_key(immediately=True)
     await admin.retire_key(old_kid)
-    await service.reload_keys()
+    await service.signing_keys.reload_keys()
     assert await published_kids(api) == [new.kid]
     assert (await api.me(old_access)).status_code == 401
     response = await api.refresh(refresh)
@@ -90,11 +90,11 @@ async def test_automatic_rotation(api: Api, service: Any, clock: FakeClock) -> N
     """TOKENWARD_KEY_ROTATION: the key reload makes a new key once the newest is too old."""
     access, _ = await api.signed_up()
     clock.advance(86400 + 1)
-    await service.reload_keys()
+    await service.signing_keys.reload_keys()
     kids = await published_kids(api)
     assert len(kids) == 2
     assert kids[0] == kid_of(access)
-    await service.reload_keys()
+    await service.signing_keys.reload_keys()
     assert len(await published_kids(api)) == 2  # once, not on every reload
 
 

@@ -81,7 +81,7 @@ async def _app_client(
         app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT
     ):
         # A held verification keeps its hash slot: give the racing request slots of its own.
-        app.state.service._hash_slots = asyncio.Semaphore(4)
+        app.state.service.hash_slots = asyncio.Semaphore(4)
         transport = httpx.ASGITransport(app=app, client=(ip, 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield app, http
@@ -136,7 +136,7 @@ async def test_a_racing_login_never_writes_a_rehash_of_the_old_password_over_the
     async with _app_client(settings, clock, hasher) as (app, http):
         service = app.state.service
         legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
-        report = await service.import_users([{"email": "b@x.io", "password_hash": legacy}])
+        report = await service.accounts.import_users([{"email": "b@x.io", "password_hash": legacy}])
         assert report.imported == 1
         hasher._held = True
         owner = await http.post("/auth/login", json={"email": "b@x.io", "password": PASSWORD})

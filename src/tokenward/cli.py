@@ -215,7 +215,7 @@ def users_import(
     async def run() -> None:
         service = await AuthService.open(settings)
         try:
-            report = await service.import_users(records)
+            report = await service.accounts.import_users(records)
         finally:
             await service.close()
         rejected = ", ".join(map(str, report.rejected)) or "none"
@@ -267,7 +267,7 @@ def users_create(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = _with_admin(lambda admin: admin.service.register(email, password))
+    user = _with_admin(lambda admin: admin.service.accounts.register(email, password))
     typer.echo(f"created user {user.email} ({user.id})")
 
 

@@ -106,7 +106,7 @@ class ClientService:
     async def _introspect_access(self, token: str) -> dict[str, Any] | None:
         service = self.service
         try:
-            principal = await service.authenticate(token)
+            principal = await service.sessions.authenticate(token)
         except TokenError:
             return None
         claims = principal.claims
@@ -159,10 +159,10 @@ class ClientService:
     async def revoke(self, token: str, client: ClientInfo) -> None:
         """End the session of a refresh or access token; unknown tokens are silently fine."""
         service = self.service
-        if await service.logout(token, client):
+        if await service.sessions.logout(token, client):
             return
         try:
-            principal = await service.authenticate(token)
+            principal = await service.sessions.authenticate(token)
         except TokenError:
             return
         now = service.clock()

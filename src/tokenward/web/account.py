@@ -68,7 +68,7 @@ class PasswordChange(BaseModel):
 
 @router.get("/sessions", response_model=SessionList)
 async def list_sessions(principal: CurrentUser, service: Service) -> SessionList:
-    sessions = await service.list_sessions(principal)
+    sessions = await service.sessions.list_sessions(principal)
     return SessionList(
         sessions=[SessionOut.model_validate(s, from_attributes=True) for s in sessions]
     )
@@ -87,7 +87,7 @@ async def revoke_session(
     session_id: str, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
     # Someone else's session answers exactly like one that does not exist: 404, never 403.
-    if not await service.revoke_session(principal, session_id, client):
+    if not await service.sessions.revoke_session(principal, session_id, client):
         raise HTTPException(404, "no such session")
     return Response(status_code=204)
 
@@ -96,7 +96,7 @@ async def revoke_session(
 async def logout_all(
     request: Request, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
-    await service.logout_all(principal, client)
+    await service.sessions.logout_all(principal, client)
     response = Response(status_code=204)
     clear_cookie(request, service, response)
     return response
@@ -104,7 +104,7 @@ async def logout_all(
 
 @router.post("/logout-others", status_code=204, responses={**GUARDED, **RATE_LIMITED})
 async def logout_others(principal: CurrentUser, service: Service, client: Client) -> Response:
-    await service.logout_all(principal, client, keep_current=True)
+    await service.sessions.logout_all(principal, client, keep_current=True)
     return Response(status_code=204)
 
 
@@ -133,7 +133,9 @@ async def logout_others(principal: CurrentUser, service: Service, client: Client
 async def change_password(
     body: PasswordChange, principal: CurrentUser, service: Service, client: Client
 ) -> Response:
-    await service.change_password(principal, body.current_password, body.new_password, client)
+    await service.accounts.change_password(
+        principal, body.current_password, body.new_password, client
+    )
     return Response(status_code=204)
 
 
@@ -143,5 +145,5 @@ async def recent_events(
     service: Service,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> EventList:
-    events = await service.recent_events(principal.user.id, limit)
+    events = await service.sessions.recent_events(principal.user.id, limit)
     return EventList(events=[EventOut.model_validate(e, from_attributes=True) for e in events])

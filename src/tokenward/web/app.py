@@ -101,7 +101,7 @@ def create_app(
             asyncio.create_task(
                 _every(
                     settings.key_reload_interval.total_seconds(),
-                    service.reload_keys,
+                    service.signing_keys.reload_keys,
                     stopping,
                     "reloading keys",
                 )

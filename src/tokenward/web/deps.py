@@ -77,7 +77,7 @@ async def current_user(
     if len(header) > MAX_TOKEN_LENGTH + len("Bearer ") or token is None:
         raise _bearer_challenge(error=True)
     try:
-        return await service.authenticate(token)
+        return await service.sessions.authenticate(token)
     except TokenError:
         raise _bearer_challenge(error=True) from None
 

@@ -52,7 +52,7 @@ def embedded_user(identity: FastAPI) -> Callable[..., Awaitable[Principal]]:
             raise HTTPException(401, headers={"WWW-Authenticate": 'Bearer realm="tokenward"'})
         service: AuthService = identity.state.service
         try:
-            return await service.authenticate(credentials.credentials)
+            return await service.sessions.authenticate(credentials.credentials)
         except TokenError:
             challenge = 'Bearer realm="tokenward", error="invalid_token"'
             raise HTTPException(401, headers={"WWW-Authenticate": challenge}) from None

@@ -60,7 +60,7 @@ class FastProtectedRoute:
     async def _answer(self, token: str, send: Send) -> bool:
         service: AuthService = self.tokenward.state.service
         try:
-            principal = await service.authenticate(token)
+            principal = await service.sessions.authenticate(token)
         except TokenwardError:
             return False
         user = principal.user

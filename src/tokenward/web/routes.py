@@ -125,7 +125,7 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     },
 )
 async def register(body: Credentials, service: Service, client: Client) -> UserResponse:
-    user = await service.register(body.email, body.password, client)
+    user = await service.accounts.register(body.email, body.password, client)
     return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
 
 
@@ -145,7 +145,7 @@ async def register(body: Credentials, service: Service, client: Client) -> UserR
 async def login(
     request: Request, body: Credentials, service: Service, client: Client
 ) -> JSONResponse:
-    issued = await service.login(body.email, body.password, client)
+    issued = await service.sessions.login(body.email, body.password, client)
     return token_response(request, service, issued)
 
 
@@ -171,7 +171,7 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
     try:
         if not token:
             raise TokenError("no refresh cookie")
-        issued = await service.refresh(token, client)
+        issued = await service.sessions.refresh(token, client)
     except TokenError as refused:
         response = error_response(
             refused,
@@ -192,7 +192,7 @@ async def refresh(request: Request, service: Service, client: Client) -> Respons
 async def logout(request: Request, service: Service, client: Client) -> Response:
     token = refresh_cookie(request, service.settings)  # two: ambiguous, so none is ended
     if token:
-        await service.logout(token, client)
+        await service.sessions.logout(token, client)
     response = Response(status_code=204)
     clear_cookie(request, service, response)
     return response
@@ -246,11 +246,11 @@ async def token(
         if grant_type == "password":
             if not username or password is None:
                 return _oauth_error("invalid_request", "username and password are required")
-            issued = await service.login(username, password, client)
+            issued = await service.sessions.login(username, password, client)
         elif grant_type == "refresh_token":
             if not refresh_token:
                 return _oauth_error("invalid_request", "refresh_token is required")
-            issued = await service.refresh(refresh_token, client)
+            issued = await service.sessions.refresh(refresh_token, client)
         elif grant_type is None:
             return _oauth_error("invalid_request", "grant_type is required")
         else:
@@ -271,7 +271,7 @@ async def token(
 async def jwks(service: Service) -> JSONResponse:
     max_age = int(service.settings.jwks_max_age.total_seconds())
     return JSONResponse(
-        {"keys": service.published_keys()},
+        {"keys": service.signing_keys.published_keys()},
         headers={"Cache-Control": f"public, max-age={max_age}"},
     )
 

@@ -1,0 +1,69 @@
+"""Checking a password under the account's failure limits, shared by sign-in and changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tokenward.app.context import Context
+from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.users import Account
+from tokenward.infra.ratelimit import Limit
+from tokenward.storage.port import retrying
+
+__all__ = ["Verified", "check_password", "record_failure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A password check that passed: the hash it passed against, and its upgrade if due."""
+
+    password_hash: str
+    new_hash: str | None
+
+
+async def check_password(
+    ctx: Context, account: str, ip: str, password: str, row: Account | None
+) -> Verified | None:
+    """Verify ``password`` under the account's failure limits; None unless it may sign in.
+
+    The failure is counted *before* the hash runs and given back on success, so a burst
+    of concurrent guesses cannot all pass a check that none of them was counted in yet.
+    An unknown account still costs one verification (no timing oracle).
+    """
+    await ctx.limits.reserve(
+        (Limit.LOGIN_FAILURES_ACCOUNT_IP, (account, ip)),
+        (Limit.LOGIN_FAILURES_ACCOUNT, (account,)),
+    )
+    password_hash = row.password_hash if row else None
+    ok, new_hash = await ctx.hashed(ctx.hasher.verify, password, password_hash)
+    if row is None or password_hash is None or not ok or row.disabled_at is not None:
+        return None
+    await ctx.limits.clear(Limit.LOGIN_FAILURES_ACCOUNT_IP, account, ip)
+    await ctx.limits.refund(Limit.LOGIN_FAILURES_ACCOUNT, account)
+    return Verified(password_hash=password_hash, new_hash=new_hash)
+
+
+async def record_failure(
+    ctx: Context,
+    client: ClientInfo,
+    now: datetime,
+    user_id: str | None,
+    *,
+    reason: str,
+    session_id: str | None = None,
+) -> None:
+    event = NewEvent(
+        EventType.LOGIN_FAILED,
+        now,
+        client,
+        user_id=user_id,
+        session_id=session_id,
+        detail={"reason": reason},
+    )
+
+    async def write() -> None:
+        async with ctx.store.write() as tx:
+            tx.add_event(event)
+
+    await retrying(write)

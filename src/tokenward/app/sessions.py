@@ -1,0 +1,386 @@
+"""Sessions: signing in, refreshing with rotation, signing out, and what a signed-in user sees.
+
+Every rule about a session itself (liveness, rotation, ending) is ``core.sessions.Session``'s;
+this module joins it to the storage port, the rate limits and the token codecs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from tokenward.app.context import Context
+from tokenward.app.credentials import Verified, check_password, record_failure
+from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.passwords import normalize_password
+from tokenward.core.refresh import PresentedRefreshToken
+from tokenward.core.sessions import EndReason, RotationOutcome, Session
+from tokenward.core.tokens import Claims
+from tokenward.core.users import Account, User, account_key, normalize_email
+from tokenward.exceptions import (
+    AuthenticationError,
+    InvalidEmailError,
+    RefreshTokenReusedError,
+    SessionEndedError,
+    TokenError,
+)
+from tokenward.infra.ratelimit import Limit
+from tokenward.storage.port import EventInfo, SessionInfo, retrying
+from tokenward.storage.sqlite_fast import SqliteWriter, WriterBusy
+
+__all__ = ["IssuedTokens", "Principal", "Sessions"]
+
+FAST_WRITE_PAUSES = (0.0005, 0.001, 0.002, 0.004, 0.008)
+"""Seconds between tries of the plain-sqlite3 rotation while another writer holds the lock."""
+SESSION_CACHE_SIZE = 50_000
+"""Sessions remembered per process between commits (SQLite); the oldest go first."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user behind a verified access token, and the session it belongs to."""
+
+    user: User
+    session_id: str
+    claims: Claims
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionState:
+    """What authenticate needs of a session and its user, as read at ``marker``."""
+
+    marker: int | None
+    session: Session
+    user: User
+    user_disabled: bool
+
+
+class Sessions:
+    """Sign-in, rotation, sign-out, and the signed-in user's sessions and events."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._sessions: dict[str, _SessionState] = {}
+
+    async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
+        """Check the password and start a session. Raises AuthenticationError, one for all.
+
+        Raises RateLimitedError, before any verification, when the client IP or the account is
+        over its limit; PasswordPolicyError (password_too_long) before hashing a huge input.
+        The session starts only if the password hash and the user's state are still the ones
+        verified: a login racing a password change (or a disabling) loses.
+        """
+        password = normalize_password(password)
+        account = account_key(email)
+        ip = self.ctx.limits.client(client.ip)
+        await self.ctx.limits.hit(Limit.LOGIN_IP, ip)
+        self.ctx.policy.check_length_cap(password)
+        try:
+            email = normalize_email(email)
+        except InvalidEmailError:
+            email = ""
+        row = None
+        if email:
+            async with self.ctx.store.read() as tx:
+                row = await tx.account_by_email(email)
+        verified = await check_password(self.ctx, account, ip, password, row)
+        now = self.ctx.clock()
+        if row is None or verified is None:
+            reason = "disabled" if row is not None and row.disabled_at else "bad_credentials"
+            await record_failure(self.ctx, client, now, row.id if row else None, reason=reason)
+            raise AuthenticationError("email or password is incorrect")
+        await self.ctx.limits.hit(Limit.USER_ACTIONS, row.id)
+        session = await retrying(lambda: self._start_session(row, verified, client, now))
+        if session is None:
+            raise AuthenticationError("email or password is incorrect")
+        return self._issue(session, now)
+
+    async def _start_session(
+        self, row: Account, verified: Verified, client: ClientInfo, now: datetime
+    ) -> Session | None:
+        """The login's one transaction; None when the user changed since the password check."""
+        async with self.ctx.store.write() as tx:
+            user = await tx.account(row.id, lock=True)
+            if user is None or user.password_hash != verified.password_hash or user.disabled:
+                # The password was changed (or the user disabled) while this login hashed:
+                # what was verified is not the account's password any more.
+                tx.add_event(
+                    NewEvent(
+                        EventType.LOGIN_FAILED,
+                        now,
+                        client,
+                        user_id=row.id,
+                        detail={"reason": "changed_during_login"},
+                    )
+                )
+                return None
+            if verified.new_hash is not None:
+                # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
+                # written over exactly the hash that was verified (checked just above).
+                await tx.set_password_hash(user.id, verified.new_hash)
+            session = Session.start(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                now=now,
+                lifetimes=self.ctx.lifetimes,
+                client=client,
+            )
+            await tx.add_session(session)
+            tx.add_event(
+                NewEvent(
+                    EventType.LOGIN_SUCCEEDED, now, client, user_id=user.id, session_id=session.id
+                )
+            )
+            cap = self.ctx.settings.max_sessions_per_user
+            excess = await tx.live_session_count(user.id, now) - cap
+            if excess > 0:
+                ended = await tx.end_sessions(
+                    user.id, now, EndReason.SESSION_LIMIT, keep=session.id, oldest=excess
+                )
+                for sid in ended:
+                    tx.add_event(
+                        NewEvent(
+                            EventType.SESSION_REVOKED,
+                            now,
+                            client,
+                            user_id=user.id,
+                            session_id=sid,
+                            detail={"by": "session_limit"},
+                        )
+                    )
+        return session
+
+    def _issue(self, session: Session, now: datetime) -> IssuedTokens:
+        return self._issue_tokens(
+            session.id, session.user_id, session.generation, session.expires_at, now
+        )
+
+    def _issue_tokens(
+        self, session_id: str, user_id: str, generation: int, expires_at: datetime, now: datetime
+    ) -> IssuedTokens:
+        return IssuedTokens(
+            access_token=self.ctx.access.issue(
+                user_id=user_id, session_id=session_id, now=now.timestamp()
+            ),
+            expires_in=self.ctx.access.ttl_seconds,
+            refresh_token=self.ctx.refresh_tokens.issue(session_id, generation),
+            refresh_expires_in=max(0, int((expires_at - now).total_seconds())),
+            session_id=session_id,
+            user_id=user_id,
+        )
+
+    async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
+        """Rotate: the current token gets a successor; a recent predecessor gets the same one.
+
+        Raises RefreshTokenReusedError (after ending the session) for an older predecessor,
+        SessionEndedError for an ended session, TokenError for anything unknown or malformed.
+        """
+        await self.ctx.limits.hit(Limit.REFRESH_IP, self.ctx.limits.client(client.ip))
+        presented = self.ctx.refresh_tokens.parse(refresh_token)
+        await self.ctx.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
+        now = self.ctx.clock()
+        writer = self.ctx.db.fast_writer()
+        if writer is not None:
+            # Another connection (a worker process, the CLI, an ORM transaction here) holds
+            # the write lock only briefly: try again a few times after a millisecond or two,
+            # far sooner than SQLite's own busy handler would wake up, then wait below.
+            for pause in FAST_WRITE_PAUSES:
+                with contextlib.suppress(WriterBusy):
+                    return self._refresh_on(writer, presented, client, now)
+                await asyncio.sleep(pause)
+        return await retrying(lambda: self._refresh_in(presented, client, now))
+
+    async def _refresh_in(
+        self, presented: PresentedRefreshToken, client: ClientInfo, now: datetime
+    ) -> IssuedTokens:
+        """The rotation's one transaction through SQLAlchemy (PostgreSQL, or SQLite waiting)."""
+        async with self.ctx.store.write() as tx:
+            loaded = await tx.load_for_rotation(presented.session_id)
+            outcome = self._rotation(loaded, presented, client, now)
+            await tx.save_rotation(outcome)
+        return self._issued(outcome, now)
+
+    def _refresh_on(
+        self,
+        writer: SqliteWriter,
+        presented: PresentedRefreshToken,
+        client: ClientInfo,
+        now: datetime,
+    ) -> IssuedTokens:
+        """The same transaction in plain sqlite3 (see storage.sqlite_fast): the same rule."""
+        with writer.transaction() as tx:
+            outcome = self._rotation(
+                tx.load_for_rotation(presented.session_id), presented, client, now
+            )
+            tx.save_rotation(outcome)
+        return self._issued(outcome, now)
+
+    def _rotation(
+        self,
+        loaded: tuple[Session, bool] | None,
+        presented: PresentedRefreshToken,
+        client: ClientInfo,
+        now: datetime,
+    ) -> RotationOutcome:
+        """Session.rotate with this server's settings; TokenError for an unknown session."""
+        if loaded is None:
+            raise TokenError("unknown session")
+        session, user_disabled = loaded
+        return session.rotate(
+            presented.generation,
+            now,
+            client=client,
+            reuse_interval=self.ctx.settings.refresh_reuse_interval,
+            idle=self.ctx.settings.refresh_ttl,
+            user_disabled=user_disabled,
+        )
+
+    def _issued(self, outcome: RotationOutcome, now: datetime) -> IssuedTokens:
+        """The successor's tokens, after the commit; a detected reuse is raised only now."""
+        if outcome.reused:
+            raise RefreshTokenReusedError("refresh token reused; session ended")
+        session = outcome.session
+        return self._issue_tokens(
+            session.id, session.user_id, session.generation, session.expires_at, now
+        )
+
+    async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
+        """End the session the token belongs to. Returns False when there was nothing to end."""
+        try:
+            presented = self.ctx.refresh_tokens.parse(refresh_token)
+        except TokenError:
+            return False
+        now = self.ctx.clock()
+
+        async def end() -> bool:
+            async with self.ctx.store.write() as tx:
+                session = await tx.session(presented.session_id, lock=True)
+                if session is None or presented.generation > session.generation:
+                    return False
+                user_id = session.user_id
+                ended = await tx.end_sessions(user_id, now, EndReason.LOGOUT, only=session.id)
+                if ended:
+                    tx.add_event(
+                        NewEvent(
+                            EventType.LOGOUT, now, client, user_id=user_id, session_id=session.id
+                        )
+                    )
+            return bool(ended)
+
+        return await retrying(end)
+
+    # -- access tokens -----------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal:
+        """A valid access token whose session is still alive and whose user is enabled."""
+        now = self.ctx.clock()
+        claims = self.ctx.access.verify(token, now=now.timestamp())
+        seen = await self._session_state(claims.sid)
+        if seen is None:
+            raise SessionEndedError("unknown session")
+        if seen.user.id != claims.sub:
+            raise TokenError("session does not belong to the subject")
+        seen.session.check_alive(now, user_disabled=seen.user_disabled)
+        return Principal(user=seen.user, session_id=seen.session.id, claims=claims)
+
+    async def _session_state(self, session_id: str) -> _SessionState | None:
+        """The session and its user, from memory while nothing was committed since (SQLite)."""
+        marker = self.ctx.db.change_marker()  # read first: a commit after it forces a reread
+        if marker is not None:
+            cached = self._sessions.get(session_id)
+            if cached is not None and cached.marker == marker:
+                return cached
+        async with self.ctx.store.read() as tx:
+            found = await tx.session_and_account(session_id)
+        if found is None:
+            return None
+        session, account = found
+        state = _SessionState(
+            marker=marker, session=session, user=account.user, user_disabled=account.disabled
+        )
+        if marker is not None:
+            if len(self._sessions) >= SESSION_CACHE_SIZE:
+                self._sessions.pop(next(iter(self._sessions)))  # the oldest entry
+            self._sessions[session_id] = state
+        return state
+
+    # -- the signed-in user's own sessions, password and events ------------------------------
+
+    async def list_sessions(self, principal: Principal) -> list[SessionInfo]:
+        """The caller's live sessions, newest first, the caller's own marked ``current``."""
+        async with self.ctx.store.read() as tx:
+            return await tx.live_sessions(
+                principal.user.id, self.ctx.clock(), current=principal.session_id
+            )
+
+    async def revoke_session(
+        self, principal: Principal, session_id: str, client: ClientInfo
+    ) -> bool:
+        """End one of the caller's sessions; False if the caller has no such live session."""
+        await self.ctx.limits.hit(Limit.USER_ACTIONS, principal.user.id)
+        now = self.ctx.clock()
+
+        async def end() -> list[str]:
+            async with self.ctx.store.write() as tx:
+                ended = await tx.end_sessions(
+                    principal.user.id, now, EndReason.REVOKED, only=session_id
+                )
+                if ended:
+                    tx.add_event(
+                        NewEvent(
+                            EventType.SESSION_REVOKED,
+                            now,
+                            client,
+                            user_id=principal.user.id,
+                            session_id=session_id,
+                            detail={"by": "user"},
+                        )
+                    )
+            return ended
+
+        return bool(await retrying(end))
+
+    async def logout_all(
+        self, principal: Principal, client: ClientInfo, *, keep_current: bool = False
+    ) -> int:
+        """End every session of the caller (or all but the current one); return how many."""
+        await self.ctx.limits.hit(Limit.USER_ACTIONS, principal.user.id)
+        now = self.ctx.clock()
+        keep = principal.session_id if keep_current else None
+
+        async def end() -> list[str]:
+            async with self.ctx.store.write() as tx:
+                ended = await tx.end_sessions(
+                    principal.user.id, now, EndReason.LOGOUT_ALL, keep=keep
+                )
+                tx.add_event(
+                    NewEvent(
+                        EventType.LOGOUT_ALL,
+                        now,
+                        client,
+                        user_id=principal.user.id,
+                        session_id=principal.session_id,
+                        detail={"ended": len(ended), "kept_current": keep_current},
+                    )
+                )
+            return ended
+
+        return len(await retrying(end))
+
+    async def recent_events(self, user_id: str, limit: int = 50) -> list[EventInfo]:
+        """The user's own security events, newest first."""
+        async with self.ctx.store.read() as tx:
+            return await tx.events(user_id=user_id, limit=limit)

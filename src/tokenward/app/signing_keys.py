@@ -1,0 +1,34 @@
+"""Signing keys as the running process sees them: the signer, the published set, reloads."""
+
+from __future__ import annotations
+
+from tokenward.app.context import Context
+from tokenward.core.keys import SigningKey
+
+__all__ = ["SigningKeys"]
+
+
+class SigningKeys:
+    """The keyring of this process, kept in step with the database."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key that signs access tokens now."""
+        return self.ctx.access.keyring.signer(self.ctx.clock())
+
+    def published_keys(self) -> list[dict[str, str]]:
+        """The public JWKs verifiers need now or soon (RFC 7517 key set members)."""
+        return [
+            key.public_jwk
+            for key in self.ctx.access.keyring.published(self.ctx.clock())
+            if key.public_jwk is not None
+        ]
+
+    async def reload_keys(self) -> None:
+        """Pick up keys rotated or retired by another instance or the CLI."""
+        now = self.ctx.clock()
+        await self.ctx.keys.rotate_if_due(now)
+        self.ctx.access.keyring = await self.ctx.keys.ensure_signer(now)
