@@ -52,12 +52,8 @@ class Accounts:
                 raise EmailTakenError("an account with this email already exists")
         password_hash = await self.ctx.hashed(self.ctx.hasher.hash, password)
         now = self.ctx.clock()
-        account = Account(
-            id=str(uuid.uuid4()),
-            email=email,
-            password_hash=password_hash,
-            created_at=now,
-            password_changed_at=now,
+        account = Account.new(
+            id=str(uuid.uuid4()), email=email, password_hash=password_hash, now=now
         )
         kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
         event = NewEvent(kind, now, client or ClientInfo(), user_id=account.id)
@@ -94,12 +90,8 @@ class Accounts:
                 if await tx.account_by_email(email) is not None:
                     report.skipped_existing += 1
                     continue
-                account = Account(
-                    id=str(uuid.uuid4()),
-                    email=email,
-                    password_hash=password_hash,
-                    created_at=now,
-                    password_changed_at=now,
+                account = Account.new(
+                    id=str(uuid.uuid4()), email=email, password_hash=password_hash, now=now
                 )
                 await tx.add_account(account)
                 tx.add_event(NewEvent(EventType.USER_IMPORTED, now, user_id=account.id))

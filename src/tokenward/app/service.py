@@ -8,13 +8,13 @@ build on it: ``app.operators.Admin``, ``app.resource_servers.ClientService``).
 from __future__ import annotations
 
 import asyncio
+from functools import cached_property
 
 from tokenward.app.accounts import Accounts, ImportReport
 from tokenward.app.context import Clock, Context, utcnow
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
 from tokenward.app.signing_keys import SigningKeys
 from tokenward.core.events import ClientInfo
-from tokenward.core.keys import Keyring
 from tokenward.core.passwords import PasswordHasher
 from tokenward.exceptions import UnavailableError
 from tokenward.infra.config import Settings
@@ -38,29 +38,17 @@ READINESS_TIMEOUT = 3.0
 class AuthService(Context):
     """One per process: the shared context, and each capability built on it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        *,
-        keys: KeyStore,
-        keyring: Keyring,
-        refresh_secret: bytes,
-        hasher: PasswordHasher | None = None,
-        clock: Clock = utcnow,
-    ) -> None:
-        super().__init__(
-            settings,
-            db,
-            keys=keys,
-            keyring=keyring,
-            refresh_secret=refresh_secret,
-            hasher=hasher,
-            clock=clock,
-        )
-        self.accounts = Accounts(self)
-        self.sessions = Sessions(self)
-        self.signing_keys = SigningKeys(self)
+    @cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self)
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        return Sessions(self)
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        return SigningKeys(self)
 
     @classmethod
     async def open(

@@ -35,6 +35,11 @@ class Account:
     password_changed_at: datetime
     disabled_at: datetime | None = None
 
+    @classmethod
+    def new(cls, *, id: str, email: str, password_hash: str, now: datetime) -> Account:
+        """A new, enabled account whose password was set ``now``."""
+        return cls(id, email, password_hash, created_at=now, password_changed_at=now)
+
     @property
     def user(self) -> User:
         return User(id=self.id, email=self.email, created_at=self.created_at)
