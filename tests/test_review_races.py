@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -430,25 +429,27 @@ async def test_a_corrupt_stored_hash_is_a_wrong_password_not_a_500(api: Api, ser
 
 @pytest.mark.sqlite_only
 def test_an_imported_bcrypt_account_answers_no_faster_than_an_unknown_email() -> None:
-    """With production argon2 parameters, a bcrypt-10 check waits out the rest of one."""
+    """A bcrypt-10 check (a third of an argon2id one) waits out the floor: one verification
+    at today's parameters. The floor follows those verifications, never the padded ones.
+    (The timing itself, side by side: bench/enumeration.py.)"""
     hasher = PasswordHasher()
     legacy = bcrypt.hashpw(b"right password", bcrypt.gensalt(10)).decode()
-
-    def timed(password_hash: str | None) -> float:
-        started = time.perf_counter()
-        hasher.verify("a wrong password", password_hash)
-        return time.perf_counter() - started
-
     started = time.perf_counter()
     bcrypt.checkpw(b"a wrong password", legacy.encode())
-    raw_bcrypt = time.perf_counter() - started
-    unknown, imported = [], []
-    for _ in range(7):
-        unknown.append(timed(None))
-        imported.append(timed(legacy))
-    # Unpadded, bcrypt 10 answers in about a third of the time; padded, within noise.
-    assert raw_bcrypt < 0.7 * statistics.median(unknown)
-    assert statistics.median(imported) >= 0.8 * statistics.median(unknown), (imported, unknown)
+    assert time.perf_counter() - started < 0.3  # unpadded, bcrypt 10 is well under the floor
+
+    hasher.floor = 0.3
+    started = time.perf_counter()
+    assert hasher.verify("a wrong password", legacy) == (False, None)
+    assert time.perf_counter() - started >= 0.3
+    assert hasher.floor == 0.3  # a padded check does not move the floor
+
+    hasher.floor = 100.0  # an unknown email: one real verification, never padded
+    started = time.perf_counter()
+    assert hasher.verify("a wrong password", None) == (False, None)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 10
+    assert hasher.floor == pytest.approx(100.0 + (elapsed - 100.0) / 5, abs=0.5)
 
 
 # -- caps: sessions per user, events per user ------------------------------------------------
