@@ -53,6 +53,7 @@ async def record_failure(
     reason: str,
     session_id: str | None = None,
 ) -> None:
+    """Record a failed password check (``login.failed``, ``detail.reason``) on its own."""
     event = NewEvent(
         EventType.LOGIN_FAILED,
         now,
