@@ -52,3 +52,45 @@ async def test_refused_tokens_still_get_the_routes_answer(api: Api) -> None:
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == 'Bearer realm="tokenward", error="invalid_token"'
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def _refresh_answers(api: Api, monkeypatch: pytest.MonkeyPatch, cookie: str | None) -> tuple:
+    """The same refresh, replayed within the reuse interval, through the fast path and the
+    route: a replay of the rotated-out token gets the same successor, so both can be asked."""
+    fast = await api.refresh(cookie)
+
+    async def decline(self: FastProtectedRoute, *args: object) -> bool:
+        return False
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FastProtectedRoute, "_refresh", decline)
+        routed = await api.refresh(cookie)
+    return fast, routed
+
+
+@pytest.mark.parametrize("cookie", ["current", None, "garbage"])
+async def test_the_fast_refresh_is_the_routes_refresh(
+    api: Api, monkeypatch: pytest.MonkeyPatch, cookie: str | None
+) -> None:
+    """Same status, body, Set-Cookie and headers: a rotation (its replay gets the same
+    successor), no cookie (401, cookie cleared), and a malformed one."""
+    _, refresh = await api.signed_up()
+    presented = {"current": refresh, None: None, "garbage": "twr_garbage"}[cookie]
+    fast, routed = await _refresh_answers(api, monkeypatch, presented)
+    assert fast.status_code == routed.status_code
+    if fast.status_code == 200:
+        # Two answers for one rotation: the same successor, fresh access tokens (jti, iat).
+        assert fast.headers.get_list("set-cookie") == routed.headers.get_list("set-cookie")
+        assert fast.json().keys() == routed.json().keys()
+    else:
+        assert fast.content == routed.content
+    assert sorted(k for k, _ in fast.headers.multi_items()) == sorted(
+        k for k, _ in routed.headers.multi_items()
+    )
+
+
+async def test_a_cross_origin_refresh_goes_to_the_route(api: Api) -> None:
+    _, refresh = await api.signed_up()
+    refused = await api.refresh(refresh, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "urn:tokenward:problem:cross-origin-request"

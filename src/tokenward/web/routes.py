@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import cookie_parser
 
 from tokenward.app.service import AuthService, IssuedTokens
+from tokenward.core.events import ClientInfo
 from tokenward.exceptions import (
     AuthenticationError,
     InvalidEmailError,
@@ -48,7 +49,7 @@ from tokenward.web.schemas import (
     UserResponse,
 )
 
-__all__ = ["router"]
+__all__ = ["refresh_answer", "router"]
 
 router = APIRouter()
 _log = logging.getLogger("tokenward")
@@ -167,6 +168,12 @@ async def login(
     dependencies=[SameOrigin],
 )
 async def refresh(request: Request, service: Service, client: Client) -> Response:
+    return await refresh_answer(request, service, client)
+
+
+async def refresh_answer(request: Request, service: AuthService, client: ClientInfo) -> Response:
+    """The refresh endpoint's answer, once the CSRF check passed: the route's and the fast
+    path's (web.fastpath) alike. Other tokenward errors propagate to the one error handler."""
     token = refresh_cookie(request, service.settings)
     try:
         if not token:
