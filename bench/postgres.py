@@ -1,6 +1,6 @@
 """A real PostgreSQL for the refresh scenario, from the pgserver wheel's binaries.
 
-The test suite's ``tests/pgcluster.py`` does the work (initdb, pg_ctl, an unprivileged user
+The test suite's ``tests/support/pgcluster.py`` does the work (initdb, pg_ctl, an unprivileged user
 when run as root); here it runs durable (fsync on, as deployed). The postmaster and the
 processes it has started are pinned to the server core afterwards, and the backends it forks
 later inherit that, so tokenward and its database share one core as SQLite does.
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 from servers import REPO, SERVER_CORE, process_tree
 
 if TYPE_CHECKING:
-    from pgcluster import PostgresCluster
+    from support.pgcluster import PostgresCluster
 
 DATABASE = "tokenward"
 
 
 def _cluster() -> PostgresCluster:
-    sys.path.insert(0, str(REPO / "tests"))  # pgcluster.py belongs to the tests
-    from pgcluster import PostgresCluster
+    sys.path.insert(0, str(REPO / "tests"))  # support/pgcluster.py belongs to the tests
+    from support.pgcluster import PostgresCluster
 
     return PostgresCluster(durable=True)
 
@@ -48,7 +48,7 @@ def pin(pid: int) -> int:
 
 def version() -> str:
     sys.path.insert(0, str(REPO / "tests"))
-    from pgcluster import POSTGRES_BIN_PATH
+    from support.pgcluster import POSTGRES_BIN_PATH
 
     done = subprocess.run(
         [str(POSTGRES_BIN_PATH / "postgres"), "--version"],

@@ -335,7 +335,7 @@ def description(scenario: Scenario) -> str:
         "bench/growth.py; the table under this one), alternating round by round.",
         "postgres": f"{wrk}: scenario 2 against tokenward on a real PostgreSQL "
         "(`TOKENWARD_DATABASE_URL`, `TOKENWARD_SECRET_KEY` set; the pgserver wheel's "
-        "binaries started by tests/pgcluster.py, durable: fsync on).",
+        "binaries started by tests/support/pgcluster.py, durable: fsync on).",
     }[scenario.key]
 
 

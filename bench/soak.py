@@ -281,7 +281,7 @@ def database(kind: str, data_dir: Path) -> Iterator[dict[str, str]]:
         yield env
         return
     sys.path.insert(0, str(REPO / "tests"))
-    from pgcluster import PostgresCluster
+    from support.pgcluster import PostgresCluster
 
     cluster = PostgresCluster(durable=True)
     try:

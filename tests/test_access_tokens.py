@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import Api
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 from cryptography.x509.oid import NameOID
+from support import Api
 
 from tokenward.core.tokens import LEEWAY_SECONDS, MAX_TOKEN_LENGTH
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import COOKIE, PASSWORD, Api, refresh_cookie
 from sqlalchemy import func, select
+from support import COOKIE, PASSWORD, Api, refresh_cookie
 
 from tokenward.storage import SessionRow, UserRow
 

@@ -21,10 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import PASSWORD
 from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
-from test_cli_admin import cli, ok
-from test_server_process import free_port, serving
+from support import PASSWORD, cli, free_port, ok, serving
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 

@@ -25,9 +25,9 @@ import bcrypt
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import LIFESPAN_TIMEOUT, Api, make_settings
 from pwdlib import PasswordHash
 from sqlalchemy import func, select
+from support import LIFESPAN_TIMEOUT, Api, make_settings
 
 from tokenward.storage import UserRow
 from tokenward.web import create_app

@@ -11,8 +11,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from conftest import COOKIE, PASSWORD, refresh_cookie
-from test_server_process import serving
+from support import COOKIE, PASSWORD, refresh_cookie, serving
 
 PARALLEL = 50
 # Limits out of the way: this is about the database, not about throttling one client.

@@ -26,8 +26,16 @@ from typing import Any
 
 import asyncpg
 import httpx
-from conftest import COOKIE, FAST_HASHER, PASSWORD, make_settings, refresh_cookie
-from test_server_process import TOKENWARD, Server, server_process
+from support import (
+    COOKIE,
+    FAST_HASHER,
+    PASSWORD,
+    TOKENWARD,
+    Server,
+    make_settings,
+    refresh_cookie,
+    server_process,
+)
 
 from tokenward.app.service import AuthService
 from tokenward.core.events import ClientInfo

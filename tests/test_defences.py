@@ -6,25 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, Api, refresh_cookie
-from sqlalchemy import func, select
+from support import PASSWORD, PROBLEM, Api, counts, refresh_cookie
 
-from tokenward.storage import SessionRow, UserRow
 from tokenward.web.security import json_depth
 
-PROBLEM = "application/problem+json"
 WRONG = "definitely not the password"
-
-
-async def counts(service: Any) -> tuple[int, int, int]:
-    """(users, sessions, sum of generations): what an attack must not change."""
-    async with service.db.read() as db:
-        users = (await db.execute(select(func.count()).select_from(UserRow))).scalar_one()
-        sessions = (await db.execute(select(func.count()).select_from(SessionRow))).scalar_one()
-        generations = (
-            await db.execute(select(func.coalesce(func.sum(SessionRow.generation), 0)))
-        ).scalar_one()
-    return int(users), int(sessions), int(generations)
 
 
 def assert_429(response: Any) -> None:

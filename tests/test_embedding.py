@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings, refresh_cookie
 from fastapi import Depends, FastAPI
+from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings, refresh_cookie
 
 from tokenward.app.service import Principal
 from tokenward.web import create_app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Api
+from support import Api
 
 from tokenward.web.fastpath import FastProtectedRoute, _bearer_token
 

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, make_settings
-from test_server_process import free_port, server_process
+from support import PASSWORD, free_port, make_settings, server_process
 
 from tokenward.exceptions import ConfigError
 from tokenward.infra.masterkey import MasterKey

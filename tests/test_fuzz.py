@@ -1,7 +1,7 @@
 """Hostile-input fuzzing: token parsers, verifiers, the HTTP endpoints and the JWKS client.
 
 Each subject gets arbitrary text and bytes, plus near-misses mutated from valid values (see
-fuzz_support). The properties: only the documented exception comes out (TokenError on the
+support.fuzz). The properties: only the documented exception comes out (TokenError on the
 server, the VerificationError family in tokenward.verify), a mutated token never succeeds, an
 HTTP answer is never a 5xx and has the documented error shape, and no answer echoes the
 password that was sent. Bounded for CI; FUZZ_SCALE=10 runs ten times as many examples.
@@ -25,9 +25,11 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 import pytest
-from conftest import PASSWORD
 from cryptography.hazmat.primitives.asymmetric import ec
-from fuzz_support import (
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from support import PASSWORD
+from support.fuzz import (
     B64URL,
     PRINTABLE_LATIN1,
     AppHarness,
@@ -43,8 +45,6 @@ from fuzz_support import (
     same_json,
     text_bytes,
 )
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
 
 from tokenward.core.keys import Keyring, SigningKey, generate_private_pem, hs256_key, load_key
 from tokenward.core.refresh import RefreshTokenCodec

@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Api, FakeClock, refresh_cookie
+from support import Api, FakeClock, refresh_cookie
 
 from tokenward.app.operators import Admin
 from tokenward.exceptions import KeyRotationError
@@ -132,7 +132,7 @@ def test_keys_cli(tmp_path: Path) -> None:
 
 async def test_an_instance_with_another_secret_refuses_to_start(tmp_path: Path) -> None:
     """Instances must share TOKENWARD_SECRET_KEY; a mismatch is one clear line, not a crash."""
-    from conftest import make_settings
+    from support import make_settings
 
     from tokenward.app.service import AuthService
     from tokenward.exceptions import ConfigError
@@ -148,8 +148,8 @@ async def test_instances_starting_together_make_one_first_key(tmp_path: Path) ->
     import asyncio
     from datetime import UTC, datetime
 
-    from conftest import make_settings
     from sqlalchemy import func, select
+    from support import make_settings
 
     from tokenward.infra.masterkey import MasterKey
     from tokenward.storage import Database, SigningKeyRow
@@ -174,7 +174,7 @@ async def test_a_scheduled_rotation_due_on_many_instances_happens_once(tmp_path:
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from conftest import make_settings
+    from support import make_settings
 
     from tokenward.infra.masterkey import MasterKey
     from tokenward.storage import Database

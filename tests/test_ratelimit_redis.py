@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
+from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
 
 from tokenward.web import create_app
 

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_SECRET, Api
-from test_cli_admin import cli, ok
+from support import SHARED_SECRET, Api, cli, ok
 
 from tokenward.infra.config import load_settings
 from tokenward.storage.db import Database
@@ -112,7 +111,7 @@ async def test_an_unreachable_redis_fails_closed_with_503(tmp_path: Path) -> Non
 
     import httpx
     from asgi_lifespan import LifespanManager
-    from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
+    from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
 
     from tokenward.web import create_app
 

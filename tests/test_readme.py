@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from test_server_process import serving
+from support import serving
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import Api, FakeClock, refresh_cookie
+from support import Api, FakeClock, refresh_cookie
 
 from tokenward.app.resource_servers import ClientService
 

@@ -18,7 +18,9 @@ import bcrypt
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import (
+from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy import select, text, update
+from support import (
     FAST_HASHER,
     LIFESPAN_TIMEOUT,
     PASSWORD,
@@ -27,8 +29,6 @@ from conftest import (
     make_settings,
     refresh_cookie,
 )
-from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import select, text, update
 
 from tokenward.core.passwords import ImportedHashError, PasswordHasher, check_imported_hash
 from tokenward.infra.config import Settings
@@ -491,7 +491,7 @@ def test_a_password_change_ends_every_session_of_logins_racing_it(tmp_path: Any)
     the sessions those logins got is alive, and the old password no longer works."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from test_server_process import serving
+    from support import serving
 
     with serving(tmp_path / "data", TOKENWARD_RATE_LIMITS="false") as (base, _):
         with httpx.Client(base_url=base, timeout=30) as owner:

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Api, FakeClock, refresh_cookie
 from sqlalchemy import select
+from support import Api, FakeClock, refresh_cookie
 
 import tokenward.storage.queries
 from tokenward.core.events import EventType, NewEvent

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 import jwt
-from conftest import PASSWORD
-from test_server_process import free_port, serving
+from support import PASSWORD, free_port, serving
 
 from tokenward.verify import Verifier
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import COOKIE, PASSWORD, SHARED_SECRET, refresh_cookie
-from pgcluster import PostgresCluster
-from test_server_process import serving
+from support import COOKIE, PASSWORD, SHARED_SECRET, refresh_cookie, serving
+from support.pgcluster import PostgresCluster
 
 pytestmark = pytest.mark.postgresql_only
 

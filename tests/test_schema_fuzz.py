@@ -28,14 +28,13 @@ import httpx
 import pytest
 import schemathesis
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, make_settings
 from schemathesis.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from test_server_process import free_port, serving
+from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, free_port, make_settings, serving
 
 from tokenward.infra.config import Settings
 from tokenward.web import create_app

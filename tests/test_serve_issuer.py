@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PASSWORD
-from test_server_process import free_port, serving
+from support import PASSWORD, free_port, serving
 
 from tokenward.cli import served_issuer
 

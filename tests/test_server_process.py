@@ -3,83 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from conftest import PASSWORD
-
-TOKENWARD = str(Path(sys.executable).parent / "tokenward")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-
-@contextmanager
-def server_process(
-    data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
-) -> Iterator[Server]:
-    """Run the console script until the block ends (or the test kills it); hand out the
-    process, its base URL and its log file. Stopped with SIGTERM at the end if still up."""
-    port = port or free_port()
-    log = data_dir.parent / f"serve-{port}.log"
-    environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield Server(process, base, log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise
-
-
-@contextmanager
-def serving(
-    data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
-) -> Iterator[tuple[str, Path]]:
-    """Run the console script until the block ends; yield its base URL and log file."""
-    with server_process(data_dir, port, args=args, **env) as server:
-        yield server.base, server.log
+from support import PASSWORD, free_port, serving
 
 
 def test_walkthrough_and_restart_keep_users_sessions_and_key(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ from typing import Any, TypeVar
 import httpx
 import jwt
 from asgi_lifespan import LifespanManager
-from conftest import (
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from support import (
     FAST_HASHER,
     LIFESPAN_TIMEOUT,
     PASSWORD,
@@ -29,9 +32,6 @@ from conftest import (
     new_database,
     refresh_cookie,
 )
-from hypothesis import HealthCheck, event, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tokenward.web import create_app
 

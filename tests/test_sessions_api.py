@@ -6,7 +6,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import PASSWORD, Api, FakeClock, refresh_cookie
+from support import PASSWORD, Api, FakeClock, refresh_cookie
 
 NEW_PASSWORD = "a brand new passphrase 2026"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

@@ -6,7 +6,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Api
+from support import Api
 
 SECRET = "an HS256 secret of at least thirty-two bytes"
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, Api, make_settings, refresh_cookie
+from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, Api, make_settings, refresh_cookie
 
 from tokenward.web import create_app
 from tokenward.web.browser import DEMO_CSP

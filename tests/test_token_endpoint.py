@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, Api, FakeClock
+from support import PASSWORD, Api, FakeClock
 
 
 async def token(api: Api, **form: str) -> Any:

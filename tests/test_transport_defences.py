@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import COOKIE, Api, make_settings
 from starlette.requests import Request
 from starlette.types import Message
-from test_defences import PROBLEM, counts
-from test_server_process import server_process
+from support import COOKIE, PROBLEM, Api, counts, make_settings, server_process
 
 from tokenward.exceptions import ConfigError
 from tokenward.infra.config import load_settings

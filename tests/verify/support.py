@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import PASSWORD
+from support import PASSWORD
 
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")
 HS256_SECRET = "verify-tests-hs256-secret-0123456789abcdef"

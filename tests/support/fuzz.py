@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import httpx
 from asgi_lifespan import LifespanManager
-from conftest import FAST_HASHER, LIFESPAN_TIMEOUT, make_settings
 from hypothesis import event
 from hypothesis import strategies as st
 
+from support import FAST_HASHER, LIFESPAN_TIMEOUT, make_settings
 from tokenward.web import create_app
 
 T = TypeVar("T")
