@@ -33,17 +33,33 @@ class Server:
 
 @contextmanager
 def server_process(
-    data_dir: Path, port: int | None = None, *, args: Sequence[str] = (), **env: str
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    args: Sequence[str] = (),
+    hermetic: bool = False,
+    cwd: Path | None = None,
+    **env: str,
 ) -> Iterator[Server]:
     """Run the console script until the block ends (or the test kills it); hand out the
-    process, its base URL and its log file. Stopped with SIGTERM at the end if still up."""
+    process, its base URL and its log file. Stopped with SIGTERM at the end if still up.
+
+    ``hermetic``: only the given TOKENWARD_* settings reach it, none of the test session's
+    (the PostgreSQL run's database, for one); ``cwd``: where it runs (its ``.env`` folder).
+    """
     port = port or free_port()
     log = data_dir.parent / f"serve-{port}.log"
-    environment = {**os.environ, "TOKENWARD_DATA_DIR": str(data_dir), **env}
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not (hermetic and name.startswith("TOKENWARD_"))
+    }
+    environment = {**inherited, "TOKENWARD_DATA_DIR": str(data_dir), **env}
     with log.open("wb") as output:
         process = subprocess.Popen(
             [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=environment,
+            cwd=cwd,
             stdout=output,
             stderr=subprocess.STDOUT,
         )

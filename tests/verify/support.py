@@ -6,10 +6,7 @@ import base64
 import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,16 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import PASSWORD
+from support import PASSWORD, TOKENWARD, free_port, server_process
 
-TOKENWARD = str(Path(sys.executable).parent / "tokenward")
 HS256_SECRET = "verify-tests-hs256-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -40,37 +30,16 @@ def run_tokenward(data_dir: Path, **settings: str) -> Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWARD_")}
-    env.update(
-        TOKENWARD_DATA_DIR=str(data_dir),
+    with server_process(
+        data_dir,
+        port,
+        hermetic=True,
+        cwd=data_dir,
         TOKENWARD_ISSUER=base,
         TOKENWARD_RATE_LIMITS="false",  # many logins from one loopback address
         **settings,
-    )
-    log = data_dir / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=data_dir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "tokenward did not start"
-            time.sleep(0.1)
+    ):
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 @dataclass
