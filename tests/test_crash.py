@@ -401,12 +401,13 @@ LOGINS = 12
 
 
 async def _refused(base: str, deadline: float) -> float:
-    """When a new connection to ``base`` was first refused (the listener is closed)."""
+    """When a new connection to ``base`` was first not served: refused (the listener is
+    closed), or taken from the kernel's backlog at the last moment and closed unanswered."""
     while True:
         try:
             async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
                 await probe.get("/healthz")
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
             return time.monotonic()
         assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
         await asyncio.sleep(0.02)
