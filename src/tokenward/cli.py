@@ -20,7 +20,7 @@ from tokenward.storage.db import DatabaseError
 
 if TYPE_CHECKING:
     from tokenward.app.operators import Admin
-    from tokenward.storage.queries import EventInfo, SessionInfo
+    from tokenward.storage.port import EventInfo, SessionInfo
 
 __all__ = ["app", "main"]
 

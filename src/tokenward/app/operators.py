@@ -73,7 +73,7 @@ class Admin:
         account = await self._user(email)
         now = self.service.clock()
         async with self.store.write() as tx:
-            await tx.account(account.id, lock=True)
+            await tx.account(account.id, lock=True)  # a racing login sees it disabled or not
             await tx.set_disabled(account.id, now if disabled else None)
             ended = (
                 await tx.end_sessions(account.id, now, EndReason.USER_DISABLED) if disabled else []

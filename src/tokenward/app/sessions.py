@@ -164,22 +164,16 @@ class Sessions:
         return session
 
     def _issue(self, session: Session, now: datetime) -> IssuedTokens:
-        return self._issue_tokens(
-            session.id, session.user_id, session.generation, session.expires_at, now
-        )
-
-    def _issue_tokens(
-        self, session_id: str, user_id: str, generation: int, expires_at: datetime, now: datetime
-    ) -> IssuedTokens:
+        """An access token and the session's current refresh token, issued ``now``."""
         return IssuedTokens(
             access_token=self.ctx.access.issue(
-                user_id=user_id, session_id=session_id, now=now.timestamp()
+                user_id=session.user_id, session_id=session.id, now=now.timestamp()
             ),
             expires_in=self.ctx.access.ttl_seconds,
-            refresh_token=self.ctx.refresh_tokens.issue(session_id, generation),
-            refresh_expires_in=max(0, int((expires_at - now).total_seconds())),
-            session_id=session_id,
-            user_id=user_id,
+            refresh_token=self.ctx.refresh_tokens.issue(session.id, session.generation),
+            refresh_expires_in=max(0, int((session.expires_at - now).total_seconds())),
+            session_id=session.id,
+            user_id=session.user_id,
         )
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
@@ -252,10 +246,7 @@ class Sessions:
         """The successor's tokens, after the commit; a detected reuse is raised only now."""
         if outcome.reused:
             raise RefreshTokenReusedError("refresh token reused; session ended")
-        session = outcome.session
-        return self._issue_tokens(
-            session.id, session.user_id, session.generation, session.expires_at, now
-        )
+        return self._issue(outcome.session, now)
 
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
         """End the session the token belongs to. Returns False when there was nothing to end."""

@@ -108,16 +108,6 @@ class RateLimiter:
             for limit in Limit
         }
 
-    async def check(self, limit: Limit, *key: str) -> None:
-        """Raise :class:`RateLimitedError` if the limit for ``key`` is already used up."""
-        if not self.enabled:
-            return
-        rule = self._rules[limit]
-        async with self._storage_errors():
-            allowed = await self._limiter.test(rule.item, rule.prefix, *key)
-        if not allowed:
-            await self._refuse(rule, key)
-
     async def hit(self, limit: Limit, *key: str) -> None:
         """Count one request; raise :class:`RateLimitedError` if it goes over the limit."""
         if not self.enabled:

@@ -289,10 +289,8 @@ class Database:
         """
         with _translated_errors():
             async with self._writer.begin() as session:
-                if lock is not None and not self.is_sqlite:
-                    await session.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)}
-                    )
+                if lock is not None:
+                    await hold_lock(session, lock)
                 yield session
 
     @asynccontextmanager

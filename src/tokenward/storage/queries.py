@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.core.devices import device_label
-from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.storage.db import hold_lock
@@ -26,7 +25,6 @@ __all__ = [
     "live_sessions",
     "load_for_rotation",
     "log_revocations",
-    "new_event",
     "save_rotation",
     "session_row",
     "to_session",
@@ -34,34 +32,14 @@ __all__ = [
 ]
 
 
-def new_event(
-    kind: EventType,
-    now: datetime,
-    client: ClientInfo | None = None,
-    *,
-    user_id: str | None = None,
-    session_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> EventRow:
-    client = client or ClientInfo()
-    return EventRow(
-        at=now,
-        type=kind.value,
-        user_id=user_id,
-        session_id=session_id,
-        ip=client.ip,
-        user_agent=client.user_agent,
-        detail=detail,
-    )
-
-
 def event_row(event: NewEvent) -> EventRow:
-    return new_event(
-        event.kind,
-        event.at,
-        event.client,
+    return EventRow(
+        at=event.at,
+        type=event.kind.value,
         user_id=event.user_id,
         session_id=event.session_id,
+        ip=event.client.ip,
+        user_agent=event.client.user_agent,
         detail=event.detail,
     )
 
