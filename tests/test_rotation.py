@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 from support import Api, FakeClock, refresh_cookie
 
+import tokenward.storage.pg_fast
 import tokenward.storage.queries
 from tokenward.core.events import EventType, NewEvent
 from tokenward.core.refresh import Rotation, decide_rotation
@@ -129,6 +130,15 @@ async def test_a_failed_rotation_leaves_the_session_as_it_was(
         real_add(self, event)
 
     monkeypatch.setattr(FastTransaction, "add_event", failing_add)
+    # And on the asyncpg path that PostgreSQL refreshes take first.
+    real_values = tokenward.storage.pg_fast.event_values
+
+    def failing_values(event: NewEvent) -> tuple[object, ...]:
+        if event.kind is EventType.REFRESH:
+            raise RuntimeError("disk full")
+        return real_values(event)
+
+    monkeypatch.setattr(tokenward.storage.pg_fast, "event_values", failing_values)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.post("/auth/refresh", headers={"Cookie": f"tw_refresh={token}"})
@@ -167,7 +177,6 @@ async def test_cookie_max_age_follows_the_session_expiry(api: Api) -> None:
     assert "Max-Age=3600" in response.headers["set-cookie"]
 
 
-@pytest.mark.sqlite_only  # the plain-sqlite3 fast path exists on SQLite only
 async def test_the_fast_and_the_ordinary_rotation_write_the_same_rows(
     api: Api, service: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,7 +184,7 @@ async def test_the_fast_and_the_ordinary_rotation_write_the_same_rows(
     _, slow_token = await api.signed_up("slow@example.com")
     clock.advance(5)
     assert (await api.refresh(fast_token)).status_code == 200
-    monkeypatch.setattr(type(service.db), "fast_writer", lambda self: None)
+    monkeypatch.setattr(type(service.db), "rotations", lambda self: None)
     assert (await api.refresh(slow_token)).status_code == 200
     monkeypatch.undo()
 

@@ -6,8 +6,6 @@ this module joins it to the storage port, the rate limits and the token codecs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,13 +26,17 @@ from tokenward.exceptions import (
     TokenError,
 )
 from tokenward.infra.ratelimit import Limit
-from tokenward.storage.port import EventInfo, SessionInfo, retrying
-from tokenward.storage.sqlite_fast import SqliteWriter, WriterBusy
+from tokenward.storage.port import (
+    Decide,
+    EventInfo,
+    FastPathDeclined,
+    RotationWriter,
+    SessionInfo,
+    retrying,
+)
 
 __all__ = ["IssuedTokens", "Principal", "Sessions"]
 
-FAST_WRITE_PAUSES = (0.0005, 0.001, 0.002, 0.004, 0.008)
-"""Seconds between tries of the plain-sqlite3 rotation while another writer holds the lock."""
 SESSION_CACHE_SIZE = 50_000
 """Sessions remembered per process between commits (SQLite); the oldest go first."""
 
@@ -186,40 +188,25 @@ class Sessions:
         presented = self.ctx.refresh_tokens.parse(refresh_token)
         await self.ctx.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
         now = self.ctx.clock()
-        writer = self.ctx.db.fast_writer()
-        if writer is not None:
-            # Another connection (a worker process, the CLI, an ORM transaction here) holds
-            # the write lock only briefly: try again a few times after a millisecond or two,
-            # far sooner than SQLite's own busy handler would wake up, then wait below.
-            for pause in FAST_WRITE_PAUSES:
-                with contextlib.suppress(WriterBusy):
-                    return self._refresh_on(writer, presented, client, now)
-                await asyncio.sleep(pause)
-        return await retrying(lambda: self._refresh_in(presented, client, now))
 
-    async def _refresh_in(
-        self, presented: PresentedRefreshToken, client: ClientInfo, now: datetime
-    ) -> IssuedTokens:
-        """The rotation's one transaction through SQLAlchemy (PostgreSQL, or SQLite waiting)."""
+        def decide(loaded: tuple[Session, bool] | None) -> RotationOutcome:
+            return self._rotation(loaded, presented, client, now)
+
+        lean: RotationWriter | None = self.ctx.db.rotations()
+        if lean is not None:
+            try:
+                outcome = await retrying(lambda: lean.rotate(presented.session_id, decide))
+            except FastPathDeclined:
+                pass  # a busy SQLite writer, or a reuse to end: the unit of work below
+            else:
+                return self._issued(outcome, now)
+        return await retrying(lambda: self._refresh_in(presented.session_id, decide, now))
+
+    async def _refresh_in(self, session_id: str, decide: Decide, now: datetime) -> IssuedTokens:
+        """The rotation's one transaction through the unit of work (and what lean declines)."""
         async with self.ctx.store.write() as tx:
-            loaded = await tx.load_for_rotation(presented.session_id)
-            outcome = self._rotation(loaded, presented, client, now)
+            outcome = decide(await tx.load_for_rotation(session_id))
             await tx.save_rotation(outcome)
-        return self._issued(outcome, now)
-
-    def _refresh_on(
-        self,
-        writer: SqliteWriter,
-        presented: PresentedRefreshToken,
-        client: ClientInfo,
-        now: datetime,
-    ) -> IssuedTokens:
-        """The same transaction in plain sqlite3 (see storage.sqlite_fast): the same rule."""
-        with writer.transaction() as tx:
-            outcome = self._rotation(
-                tx.load_for_rotation(presented.session_id), presented, client, now
-            )
-            tx.save_rotation(outcome)
         return self._issued(outcome, now)
 
     def _rotation(

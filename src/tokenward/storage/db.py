@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -26,7 +26,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tokenward.exceptions import SchemaVersionError, UnavailableError
+from tokenward.storage.errors import RetryableConflict
 from tokenward.storage.sqlite_fast import SqliteWriter
+
+if TYPE_CHECKING:
+    from tokenward.storage.pg_fast import PgRotations
 
 __all__ = [
     "NO_KEY_UPDATE",
@@ -60,10 +64,6 @@ CONNECT_TIMEOUT = 5.0
 # enough that a burst (200 clients on 20 connections) queues instead of failing.
 POOL_TIMEOUT = 30.0
 RETRY_ATTEMPTS = 4
-
-
-class RetryableConflict(Exception):  # noqa: N818 - a signal to retry, not an error
-    """The database rolled the transaction back and asked for it to be run again."""
 
 
 def _sqlstate(error: DBAPIError) -> str | None:
@@ -203,13 +203,21 @@ class Database:
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._marker: sqlite3.Connection | None = None
         self._fast_writer: SqliteWriter | None = None
+        self._pg_rotations: PgRotations | None = None
         database = make_url(url).database
         self._marker_path = (
             database if self.is_sqlite and database not in (None, "", ":memory:") else None
         )
 
-    def fast_writer(self) -> SqliteWriter | None:
-        """The plain-sqlite3 writer for hot transactions (SQLite files only), made on first use."""
+    def rotations(self) -> SqliteWriter | PgRotations | None:
+        """The lean adapter for the refresh rotation: plain sqlite3 on a SQLite file (made on
+        first use), asyncpg on PostgreSQL; None for an in-memory SQLite database."""
+        if not self.is_sqlite:
+            if self._pg_rotations is None:
+                from tokenward.storage.pg_fast import PgRotations  # the postgres extra's asyncpg
+
+                self._pg_rotations = PgRotations(self.url)
+            return self._pg_rotations
         if self._marker_path is None:
             return None
         if self._fast_writer is None:
@@ -350,6 +358,8 @@ class Database:
         if self._fast_writer is not None:
             self._fast_writer.close()
             self._fast_writer = None
+        if self._pg_rotations is not None:
+            await self._pg_rotations.close()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

@@ -4,12 +4,17 @@ A use case opens a unit of work (``store.write()`` or ``store.read()``) and call
 methods on it; the adapter (``storage.sql``, SQLAlchemy on SQLite and PostgreSQL) commits
 when the block ends and rolls back on any exception. ``retrying`` runs one unit of work
 again when the database rolled it back as a conflict: around the transaction only, never
-around the hashes or rate-limit hits before it. The plain-``sqlite3`` refresh path is an
-adapter of the rotation part (``load_for_rotation`` / ``save_rotation``).
+around the hashes or rate-limit hits before it.
+
+The refresh rotation, the hottest write, also has lean adapters (:class:`RotationWriter`):
+plain ``sqlite3`` on a SQLite file, asyncpg on PostgreSQL. They run the same decision
+(``Session.rotate``, passed in as ``decide``) and write only a plain rotation; anything else
+they decline (:class:`FastPathDeclined`) before committing, and the unit of work does it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,16 +24,24 @@ from tokenward.core.events import NewEvent
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.storage.db import retrying
+from tokenward.storage.errors import FastPathDeclined
 
 __all__ = [
     "ClientRecord",
+    "Decide",
     "EventInfo",
+    "FastPathDeclined",
     "RevocationEntry",
+    "RotationWriter",
     "SessionInfo",
     "Store",
     "UnitOfWork",
     "retrying",
 ]
+
+Decide = Callable[[tuple[Session, bool] | None], RotationOutcome]
+"""The rotation rule with the request's facts bound: (the session, its user disabled?) or
+None for an unknown session, to what to save. Raises for a session that cannot rotate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +167,16 @@ class UnitOfWork(Protocol):
     async def prune(self, *, ended_before: datetime, events_before: datetime) -> tuple[int, int]:
         """Delete sessions (and revocation log lines) ended before ``ended_before`` and events
         before ``events_before``; return (sessions, events) deleted."""
+
+
+class RotationWriter(Protocol):
+    """A lean adapter for the refresh rotation (``Database.rotations()``)."""
+
+    async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
+        """Load the session, ``decide``, save a plain rotation, atomically.
+
+        Raises RetryableConflict when the session changed under it (run it again),
+        FastPathDeclined (nothing written) for what only the unit of work writes."""
 
 
 class Store(Protocol):

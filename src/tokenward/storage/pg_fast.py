@@ -1,0 +1,166 @@
+"""The refresh rotation on PostgreSQL in asyncpg: two round trips, no transaction to hold open.
+
+Through SQLAlchemy the rotation took seven round trips (BEGIN, the locked session, the user,
+the update, the event, COMMIT, and the pool's ping) and most of a core's time in the ORM.
+Here it is optimistic and one statement each way:
+
+1. read the session and whether its user is disabled (autocommit, no lock);
+2. let the one rule (``Session.rotate``) decide;
+3. write the successor and its audit row in one statement, conditional on the session still
+   being at the generation that was read and not ended. The statement is its own transaction,
+   so both rows or neither are written. When the condition fails (a racing rotation, a logout,
+   a password change, a disabling: each ends the session or moves the generation)
+   :class:`RetryableConflict` sends the caller round again, to read what won and decide anew.
+
+Anything but a plain rotation (ending a reused session, which writes the revocation log in
+its commit order) is declined and left to the SQLAlchemy unit of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from tokenward.core.events import NewEvent
+from tokenward.core.refresh import Rotation
+from tokenward.core.sessions import RotationOutcome, Session
+from tokenward.exceptions import UnavailableError
+from tokenward.storage.errors import FastPathDeclined, RetryableConflict
+
+if TYPE_CHECKING:
+    from tokenward.storage.port import Decide
+
+__all__ = ["PgRotations", "asyncpg_dsn"]
+
+POOL_SIZE = 10
+CONNECT_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 30.0
+"""As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
+
+_LOAD = (
+    "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
+    " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
+    " s.last_user_agent, u.disabled_at IS NOT NULL"
+    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = $1"
+)
+_ROTATE = (
+    "WITH moved AS ("
+    " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
+    " expires_at = $6, last_ip = $7, last_user_agent = $8"
+    " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id)"
+    " INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
+    " SELECT $9, $10, $11, moved.id, $12, $13, $14::json FROM moved"
+)
+
+# PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg's DSN for a SQLAlchemy ``postgresql+asyncpg://`` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _session(session_id: str, row: asyncpg.Record) -> Session:
+    return Session(
+        id=session_id,
+        user_id=row[0],
+        generation=row[1],
+        created_at=row[2].astimezone(UTC),
+        last_used_at=row[3].astimezone(UTC),
+        expires_at=row[4].astimezone(UTC),
+        max_expires_at=row[5].astimezone(UTC),
+        rotated_at=_utc(row[6]),
+        revoked_at=_utc(row[7]),
+        revoked_reason=row[8],
+        last_ip=row[9],
+        last_user_agent=row[10],
+    )
+
+
+def event_values(event: NewEvent) -> tuple[object, ...]:
+    """The audit row's values, as the SQLAlchemy models write them."""
+    return (
+        event.at,
+        event.kind.value,
+        event.user_id,
+        event.client.ip,
+        event.client.user_agent,
+        json.dumps(event.detail),
+    )
+
+
+class PgRotations:
+    """A small asyncpg pool of its own, made on first use, for the rotation alone."""
+
+    def __init__(self, url: str) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._pool: asyncpg.Pool | None = None
+        self._making = asyncio.Lock()
+
+    async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
+        """Read, decide, write conditionally (see the module's note)."""
+        async with self._connection() as connection:
+            row = await connection.fetchrow(_LOAD, session_id)
+            loaded = None if row is None else (_session(session_id, row), bool(row[11]))
+            outcome = decide(loaded)
+            if outcome.decision is Rotation.REPLAY_SUCCESSOR:
+                return outcome  # nothing to write
+            if outcome.decision is not Rotation.ROTATE or outcome.event is None:
+                raise FastPathDeclined("an ending is written by the unit of work")
+            session = outcome.session
+            status = await connection.execute(
+                _ROTATE,
+                session.id,
+                session.generation - 1,
+                session.generation,
+                session.rotated_at,
+                session.last_used_at,
+                session.expires_at,
+                session.last_ip,
+                session.last_user_agent,
+                *event_values(outcome.event),
+            )
+        if status != "INSERT 0 1":
+            raise RetryableConflict("rotation lost a race")
+        return outcome
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            pool = self._pool or await self._make_pool()
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as connection:
+                yield connection
+        except asyncpg.PostgresError as error:
+            code = getattr(error, "sqlstate", None) or ""
+            if code in _RETRY_SQLSTATES:
+                raise RetryableConflict(code) from error
+            if code.startswith(("08", "53", "57")):
+                raise UnavailableError("database", code) from error
+            raise
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as error:
+            raise UnavailableError("database", error.__class__.__name__) from error
+
+    async def _make_pool(self) -> asyncpg.Pool:
+        async with self._making:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=0, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
