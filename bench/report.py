@@ -15,6 +15,7 @@ from load import Rounds, Run, Scenario
 from login_cost import LoginCost
 from login_timing import LoginTiming
 from pools import EXPRESS_USERS, POOL_SIZE, TOKENWARD_SESSIONS, Pool
+from postgres import PGBENCH_CLIENTS, SCRIPTS, TARGET_SCRIPT, PgbenchResult
 from servers import BENCH, EXPRESS_NAMES, LOAD_CORE, SERVER_CORE, TOKENWARD, WORK
 from verifier import JWKS, STATIC
 from verifier import Result as VerifierResult
@@ -25,7 +26,9 @@ VERIFIER_TARGET = 1.3
 GROWTH_TARGET = 1.2
 PROTECTED_TARGET = 1.0  # req/s at least the tuned Express's, p99 no worse
 REFRESH_TARGET = 0.75  # req/s at least 0.75x the tuned Express's stateless refresh
-TARGETED = ("protected", "protected-pool", "refresh", "growth", "login", "verifier")
+PGBENCH_TARGET = 0.25  # refresh on PostgreSQL: at least 0.25x pgbench's rotation transaction
+POSTGRES_TARGET = 0.6  # refresh on PostgreSQL: at least 0.6x refresh on SQLite
+TARGETED = ("protected", "protected-pool", "refresh", "growth", "postgres", "login", "verifier")
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Results:
     growth: list[tuple[str, SeededDatabase]] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
     """Extra lines under a scenario's table, by scenario key."""
+    pgbench: list[PgbenchResult] = field(default_factory=list)
+    """The database's own figure for the rotation (scenario 6), script by script."""
     failures: list[str] = field(default_factory=list)
     """Stages that stopped with an error (a server that did not start, say)."""
     seconds: float = 0.0
@@ -146,6 +151,40 @@ def versus_tuned(results: Results, key: str) -> tuple[float, float] | None:
     return ours.rps / tuned.rps, ours.p99_ms / tuned.p99_ms
 
 
+def postgres_ratios(results: Results) -> tuple[float, float] | None:
+    """tokenward's refresh on PostgreSQL over (pgbench's rotation, tokenward's on SQLite)."""
+    names = servers_of(results.runs, "postgres")
+    ours = summarize(results.runs, "postgres", names[0]) if names else None
+    sqlite = summarize(results.runs, "refresh", TOKENWARD)
+    reference = [r for r in results.pgbench if r.script == TARGET_SCRIPT]
+    if ours is None or sqlite is None or not reference:
+        return None
+    return ours.rps / reference[0].tps, ours.rps / sqlite.rps
+
+
+def pgbench_table(results: Results) -> list[str]:
+    if not results.pgbench:
+        return []
+    names = servers_of(results.runs, "postgres")
+    ours = summarize(results.runs, "postgres", names[0]) if names else None
+    lines = [
+        f"pgbench against the same PostgreSQL, pinned to core {LOAD_CORE} as wrk is, "
+        f"{PGBENCH_CLIENTS} clients (one session and one user each, as each wrk connection "
+        "has one session), `--protocol=prepared`, the same rounds and durations:",
+        "",
+        "| pgbench script | median tx/s | tx/s per round | tokenward's refresh / it |",
+        "|---|---:|---|---:|",
+    ]
+    for result in results.pgbench:
+        rounds = ", ".join(f"{tps:.0f}" for tps in result.tps_per_round)
+        ratio = f"{ours.rps / result.tps:.2f}x" if ours else ""
+        lines.append(f"| {result.script} | {result.tps:,.0f} | {rounds} | {ratio} |")
+    lines += ["", "The scripts (`:client_id` is pgbench's client number):", ""]
+    for result in results.pgbench:
+        lines += [f"- {result.script}:", "", "```sql", SCRIPTS[result.script], "```", ""]
+    return lines[:-1]
+
+
 def target_line(key: str, results: Results) -> str:
     if key in ("protected", "protected-pool") and (ratios := versus_tuned(results, key)):
         rps, p99 = ratios
@@ -158,6 +197,14 @@ def target_line(key: str, results: Results) -> str:
     if key == "refresh" and (ratios := versus_tuned(results, key)):
         return "Target: req/s >= 0.75x the tuned Express's refresh: " + floor_verdict(
             ratios[0], REFRESH_TARGET
+        )
+    if key == "postgres" and (ratios := postgres_ratios(results)):
+        to_pgbench, to_sqlite = ratios
+        return (
+            "Target: req/s >= 0.25x pgbench's rotation transaction: "
+            + floor_verdict(to_pgbench, PGBENCH_TARGET)
+            + "; req/s >= 0.6x tokenward's refresh on SQLite (scenario 2): "
+            + floor_verdict(to_sqlite, POSTGRES_TARGET)
         )
     if key == "growth" and (ratio := growth_ratio(results)) is not None:
         small, large = servers_of(results.runs, "growth")
@@ -405,6 +452,8 @@ def scenario_sections(results: Results, keys: Sequence[str]) -> list[str]:
         extra = pool_lines(results.pools) if scenario.route == "pool" else []
         if scenario.key == "growth":
             extra = growth_table(results.growth)
+        if scenario.key == "postgres":
+            extra = pgbench_table(results)
         lines += section(
             scenario.title,
             [description(scenario)],

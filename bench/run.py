@@ -12,7 +12,8 @@ It installs wrk if it is missing, copies ``../shared/peers/seed-express`` into `
   then alternating rounds): the protected route with one token and with a 10,000-token pool,
   refresh with rotation, sequential logins next to the password hash;
 - 5: tokenward with 1,000 and with 1,000,000 sessions seeded into its SQLite file (refresh);
-- 6: tokenward on a real PostgreSQL (refresh);
+- 6: tokenward on a real PostgreSQL (refresh), then pgbench running the same rotation as raw
+  SQL against the same database with the same pinning;
 - 7: ``tokenward serve --workers 2`` and both Express servers, nothing pinned;
 - 4: the in-process verifier benchmark (bench/verifier.py).
 
@@ -348,6 +349,8 @@ class Bench:
             with running([server]):
                 accounts.prepare(server)
                 self.measure("postgres", [server])
+            log("\npgbench: the same rotation as raw SQL, against the same PostgreSQL")
+            self.results.pgbench = postgres.pgbench(database, self.options.rounds)
         self.results.notes["postgres"] = [
             f"PostgreSQL's postmaster and the processes it had started were pinned to core "
             f"{SERVER_CORE} (os.sched_setaffinity) before tokenward connected; the backends it "
@@ -394,7 +397,7 @@ def estimate_minutes(options: Options) -> float:
     rounds = options.rounds
     per_server = rounds.warmup + rounds.count * (rounds.duration + 1.5) + 3
     server_runs = {"protected": 3, "protected-pool": 3, "refresh": 3, "growth": 2}
-    server_runs |= {"postgres": 1, "workers": 6}
+    server_runs |= {"postgres": 3, "workers": 6}
     fixed = {"protected-pool": 60, "login": 50, "growth": 45, "postgres": 10, "verifier": 10}
     seconds = sum(server_runs.get(key, 0) * per_server + fixed.get(key, 0) for key in options.only)
     return seconds / 60

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
+from jwt.algorithms import Algorithm, get_default_algorithms
 
-from tokenward.core.keys import Keyring
+from tokenward.core.keys import Keyring, SigningKey
 from tokenward.exceptions import TokenError
 from tokenward.verify import (
     LEEWAY_SECONDS,
@@ -22,6 +24,17 @@ from tokenward.verify import (
 )
 
 __all__ = ["LEEWAY_SECONDS", "MAX_TOKEN_LENGTH", "AccessTokenCodec", "Claims"]
+
+
+_ALGORITHMS = get_default_algorithms()
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _compact_json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 VERIFIED_CACHE_SIZE = 20_000
@@ -52,6 +65,7 @@ class AccessTokenCodec:
         # Tokens already verified under the current keyring: a repeated token costs a lookup,
         # not a signature check. Keyed by the whole token, so only that exact string hits.
         self._verified: dict[str, tuple[Keyring, Claims]] = {}
+        self._signers: dict[str, tuple[SigningKey, bytes, Algorithm]] = {}
 
     def issue(self, *, user_id: str, session_id: str, now: float) -> str:
         """Sign a new access token for ``user_id`` in session ``session_id`` at ``now``."""
@@ -67,8 +81,25 @@ class AccessTokenCodec:
         }
         if self.audience is not None:
             claims["aud"] = self.audience
-        headers = {"kid": key.kid, "typ": "at+jwt"}
-        return jwt.encode(claims, key.private_key, key.alg, headers=headers)
+        return self._sign(key, claims)
+
+    def _sign(self, key: SigningKey, claims: dict[str, Any]) -> str:
+        """JWS compact serialisation, signed by PyJWT's algorithm for ``key.alg``.
+
+        What ``jwt.encode`` gives (the same bytes: compact JSON, the header's members sorted),
+        less what does not change between tokens: a key's protected header is encoded once,
+        and the key is already a loaded key, with nothing to prepare. That was about half of
+        ``jwt.encode``'s time over the bare signature."""
+        signer = self._signers.get(key.kid)
+        if signer is None or signer[0] is not key:
+            header = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
+            algorithm = _ALGORITHMS[key.alg]
+            signer = (key, _b64(_compact_json(header)) + b".", algorithm)
+            self._signers[key.kid] = signer
+        _, header_segment, algorithm = signer
+        signing_input = header_segment + _b64(_compact_json(claims))
+        signature = algorithm.sign(signing_input, key.private_key)
+        return (signing_input + b"." + _b64(signature)).decode("ascii")
 
     def verify(self, token: str, *, now: float) -> Claims:
         """Return the claims of a valid token; raise :class:`TokenError` for anything else.

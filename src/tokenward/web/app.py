@@ -121,6 +121,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks: off, so that a request does not pay for asking
+        # whether a tracer is configured (tokenward has no tracing yet).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)

@@ -160,9 +160,16 @@ class RequestGuard:
 
     async def _buffer_body(self, scope: Scope, receive: Receive) -> Receive | tuple[int, str, str]:
         too_large = (413, "payload-too-large", "Request body too large")
+        length, chunked = None, False
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-                return too_large
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > MAX_BODY_BYTES:
+                    return too_large
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length == 0 and not chunked:
+            return receive  # nothing to wait for, decode or measure (a refresh, a logout)
         try:
             async with asyncio.timeout(self.body_timeout):
                 read = await _read_body(receive)
