@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import select
-from support import Api, FakeClock, refresh_cookie
+from support import FAST_HASHER, Api, FakeClock, refresh_cookie
 
 import tokenward.storage.pg_fast
 import tokenward.storage.queries
@@ -17,6 +20,7 @@ from tokenward.core.events import EventType, NewEvent
 from tokenward.core.refresh import Rotation, decide_rotation
 from tokenward.storage import EventRow, SessionRow
 from tokenward.storage.sqlite_fast import FastTransaction
+from tokenward.web.app import create_app
 
 
 async def sessions(service: Any) -> list[SessionRow]:
@@ -265,3 +269,48 @@ def test_the_rotation_rule_with_a_zero_interval_has_no_grace() -> None:
     assert decide(now + timedelta(seconds=1), zero) is Rotation.REUSE
     assert decide(now - ten, ten) is Rotation.REPLAY_SUCCESSOR  # the interval is inclusive
     assert decide(now - ten - timedelta(microseconds=1), ten) is Rotation.REUSE
+
+
+@asynccontextmanager
+async def another_instance(settings: Any, clock: FakeClock) -> AsyncIterator[Api]:
+    """A second tokenward on the same database, as another process or machine would be."""
+    application = create_app(settings, clock=clock, hasher=FAST_HASHER)
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, client=("203.0.113.8", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield Api(http)
+
+
+async def test_a_session_ended_elsewhere_does_not_rotate_here(
+    api: Api, settings: Any, clock: FakeClock
+) -> None:
+    """This instance remembers the session as it last rotated it (PostgreSQL skips the read);
+    a logout through another instance must still end it here."""
+    _, token = await api.signed_up()
+    rotated = await api.refresh(token)
+    assert rotated.status_code == 200
+    successor = refresh_cookie(rotated)
+    async with another_instance(settings, clock) as elsewhere:
+        assert (await elsewhere.logout(successor)).status_code == 204
+    assert (await api.refresh(successor)).status_code == 401
+
+
+async def test_a_session_rotated_elsewhere_goes_on_rotating_here(
+    api: Api, settings: Any, clock: FakeClock, service: Any
+) -> None:
+    """Rotations alternating between two instances form one chain; the token rotated out
+    elsewhere, presented here after the reuse interval, is caught as reuse."""
+    _, token = await api.signed_up()
+    first = await api.refresh(token)
+    assert first.status_code == 200
+    async with another_instance(settings, clock) as elsewhere:
+        second = await elsewhere.refresh(refresh_cookie(first))
+        assert second.status_code == 200
+    third = await api.refresh(refresh_cookie(second))
+    assert third.status_code == 200
+    [session] = await sessions(service)
+    assert session.generation == 3
+    clock.advance(service.settings.refresh_reuse_interval.total_seconds() + 1)
+    assert (await api.refresh(refresh_cookie(first))).status_code == 401
+    [session] = await sessions(service)
+    assert session.revoked_reason == "reuse_detected"

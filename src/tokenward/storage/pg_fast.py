@@ -1,4 +1,4 @@
-"""The refresh rotation on PostgreSQL in asyncpg: two round trips, no transaction to hold open.
+"""The refresh rotation on PostgreSQL in asyncpg: one or two round trips, no transaction held.
 
 Through SQLAlchemy the rotation took seven round trips (BEGIN, the locked session, the user,
 the update, the event, COMMIT, and the pool's ping) and most of a core's time in the ORM.
@@ -11,6 +11,9 @@ Here it is optimistic and one statement each way:
    so both rows or neither are written. When the condition fails (a racing rotation, a logout,
    a password change, a disabling: each ends the session or moves the generation)
    :class:`RetryableConflict` sends the caller round again, to read what won and decide anew.
+
+A session this process rotated last skips step 1 (see :meth:`PgRotations.rotate`): the
+conditional write is what makes a decision on remembered state safe.
 
 Anything but a plain rotation (ending a reused session, which writes the revocation log in
 its commit order) is declined and left to the SQLAlchemy unit of work.
@@ -31,7 +34,7 @@ from sqlalchemy.engine import make_url
 from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.sessions import RotationOutcome, Session
-from tokenward.exceptions import UnavailableError
+from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
 from tokenward.storage.errors import FastPathDeclined, RetryableConflict
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ __all__ = ["PgRotations", "asyncpg_dsn"]
 
 POOL_SIZE = 10
 CONNECT_TIMEOUT = 5.0
+KNOWN_SESSIONS = 50_000
+"""Sessions remembered per process as this process last wrote them; the oldest go first."""
 ACQUIRE_TIMEOUT = 30.0
 """As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
 
@@ -108,33 +113,59 @@ class PgRotations:
         self._dsn = asyncpg_dsn(url)
         self._pool: asyncpg.Pool | None = None
         self._making = asyncio.Lock()
+        self._known: dict[str, Session] = {}
 
     async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
-        """Read, decide, write conditionally (see the module's note)."""
+        """Read, decide, write conditionally (see the module's note).
+
+        A session this process rotated last is not read again: the rule decides on the state
+        it wrote, and the conditional write checks that state is still the database's. When
+        it is not (another instance rotated or ended the session), or the remembered state
+        leads to anything but a plain rotation, the session is read afresh and decided again.
+        """
         async with self._connection() as connection:
+            known = self._known.pop(session_id, None)
+            if known is not None:
+                try:
+                    outcome: RotationOutcome | None = decide((known, False))
+                except (TokenError, SessionEndedError):
+                    outcome = None  # decided on what may be stale: read it afresh
+                rotates = outcome is not None and outcome.decision is Rotation.ROTATE
+                if rotates and outcome and await self._write(connection, outcome):
+                    return outcome
             row = await connection.fetchrow(_LOAD, session_id)
             loaded = None if row is None else (_session(session_id, row), bool(row[11]))
             outcome = decide(loaded)
             if outcome.decision is Rotation.REPLAY_SUCCESSOR:
                 return outcome  # nothing to write
-            if outcome.decision is not Rotation.ROTATE or outcome.event is None:
+            if outcome.decision is not Rotation.ROTATE:
                 raise FastPathDeclined("an ending is written by the unit of work")
-            session = outcome.session
-            status = await connection.execute(
-                _ROTATE,
-                session.id,
-                session.generation - 1,
-                session.generation,
-                session.rotated_at,
-                session.last_used_at,
-                session.expires_at,
-                session.last_ip,
-                session.last_user_agent,
-                *event_values(outcome.event),
-            )
-        if status != "INSERT 0 1":
-            raise RetryableConflict("rotation lost a race")
+            if not await self._write(connection, outcome):
+                raise RetryableConflict("rotation lost a race")
         return outcome
+
+    async def _write(self, connection: asyncpg.Connection, outcome: RotationOutcome) -> bool:
+        """The successor and its audit row, if the session is still as it was read."""
+        session = outcome.session
+        assert outcome.event is not None  # noqa: S101 - a rotation records one
+        status = await connection.execute(
+            _ROTATE,
+            session.id,
+            session.generation - 1,
+            session.generation,
+            session.rotated_at,
+            session.last_used_at,
+            session.expires_at,
+            session.last_ip,
+            session.last_user_agent,
+            *event_values(outcome.event),
+        )
+        if status != "INSERT 0 1":
+            return False
+        if len(self._known) >= KNOWN_SESSIONS:
+            self._known.pop(next(iter(self._known)))  # the oldest entry
+        self._known[session.id] = session
+        return True
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
