@@ -22,7 +22,6 @@ its commit order) is declined and left to the SQLAlchemy unit of work.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,11 +30,11 @@ from typing import TYPE_CHECKING
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
 from tokenward.storage.errors import FastPathDeclined, RetryableConflict
+from tokenward.storage.rotation_rows import event_values, load_query, loaded_session
 
 if TYPE_CHECKING:
     from tokenward.storage.port import Decide
@@ -49,19 +48,14 @@ KNOWN_SESSIONS = 50_000
 ACQUIRE_TIMEOUT = 30.0
 """As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
 
-_LOAD = (
-    "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
-    " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
-    " s.last_user_agent, u.disabled_at IS NOT NULL"
-    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = $1"
-)
+_LOAD = load_query("$1")
 _ROTATE = (
     "WITH moved AS ("
     " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
     " expires_at = $6, last_ip = $7, last_user_agent = $8"
     " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id)"
     " INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
-    " SELECT $9, $10, $11, moved.id, $12, $13, $14::json FROM moved"
+    " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved"
 )
 
 # PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
@@ -73,37 +67,8 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
-
-
-def _session(session_id: str, row: asyncpg.Record) -> Session:
-    return Session(
-        id=session_id,
-        user_id=row[0],
-        generation=row[1],
-        created_at=row[2].astimezone(UTC),
-        last_used_at=row[3].astimezone(UTC),
-        expires_at=row[4].astimezone(UTC),
-        max_expires_at=row[5].astimezone(UTC),
-        rotated_at=_utc(row[6]),
-        revoked_at=_utc(row[7]),
-        revoked_reason=row[8],
-        last_ip=row[9],
-        last_user_agent=row[10],
-    )
-
-
-def event_values(event: NewEvent) -> tuple[object, ...]:
-    """The audit row's values, as the SQLAlchemy models write them."""
-    return (
-        event.at,
-        event.kind.value,
-        event.user_id,
-        event.client.ip,
-        event.client.user_agent,
-        json.dumps(event.detail),
-    )
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 class PgRotations:
@@ -134,7 +99,7 @@ class PgRotations:
                 if rotates and outcome and await self._write(connection, outcome):
                     return outcome
             row = await connection.fetchrow(_LOAD, session_id)
-            loaded = None if row is None else (_session(session_id, row), bool(row[11]))
+            loaded = None if row is None else loaded_session(session_id, row, _utc)
             outcome = decide(loaded)
             if outcome.decision is Rotation.REPLAY_SUCCESSOR:
                 return outcome  # nothing to write
@@ -158,7 +123,7 @@ class PgRotations:
             session.expires_at,
             session.last_ip,
             session.last_user_agent,
-            *event_values(outcome.event),
+            *event_values(outcome.event, _utc),
         )
         if status != "INSERT 0 1":
             return False

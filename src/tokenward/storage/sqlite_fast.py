@@ -14,7 +14,6 @@ timestamps with microseconds, JSON text), so both paths share one schema.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.storage.errors import FastPathDeclined
+from tokenward.storage.rotation_rows import event_values, load_query, loaded_session
 
 if TYPE_CHECKING:
     from tokenward.storage.port import Decide
@@ -45,14 +45,11 @@ def _stamp(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _moment(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+def _moment(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _required(value: str) -> datetime:
-    moment = _moment(value)
-    assert moment is not None  # noqa: S101 - a NOT NULL column
-    return moment
+_LOAD = load_query("?")
 
 
 class FastTransaction:
@@ -63,30 +60,8 @@ class FastTransaction:
 
     def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         """The session, and whether its user is disabled; None for an unknown session."""
-        row = self._db.execute(
-            "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
-            " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
-            " s.last_user_agent, u.disabled_at"
-            " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        session = Session(
-            id=session_id,
-            user_id=row[0],
-            generation=row[1],
-            created_at=_required(row[2]),
-            last_used_at=_required(row[3]),
-            expires_at=_required(row[4]),
-            max_expires_at=_required(row[5]),
-            rotated_at=_moment(row[6]),
-            revoked_at=_moment(row[7]),
-            revoked_reason=row[8],
-            last_ip=row[9],
-            last_user_agent=row[10],
-        )
-        return session, row[11] is not None
+        row = self._db.execute(_LOAD, (session_id,)).fetchone()
+        return None if row is None else loaded_session(session_id, row, _moment)
 
     def save_rotation(self, outcome: RotationOutcome) -> None:
         """Write a rotation's successor and its audit row; decline anything else."""
@@ -115,15 +90,7 @@ class FastTransaction:
         self._db.execute(
             "INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                _stamp(event.at),
-                event.kind.value,
-                event.user_id,
-                event.session_id,
-                event.client.ip,
-                event.client.user_agent,
-                json.dumps(event.detail),
-            ),
+            event_values(event, _stamp),
         )
 
 

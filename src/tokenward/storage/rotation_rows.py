@@ -1,0 +1,70 @@
+"""What both lean rotation adapters share: the load query, the row-to-Session mapping and the
+audit row's values.
+
+The SQL differs between the drivers only in the placeholder; the values differ only in how a
+timestamp travels (text with ``sqlite3``, a datetime with asyncpg), which ``moment`` converts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from tokenward.core.events import NewEvent
+from tokenward.core.sessions import Session
+
+__all__ = ["event_values", "load_query", "loaded_session"]
+
+
+_LOAD = (
+    "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
+    " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
+    " s.last_user_agent, u.disabled_at IS NOT NULL"
+    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = {}"
+)
+
+
+def load_query(placeholder: Literal["?", "$1"]) -> str:
+    """The session by id, joined to whether its user is disabled (no lock)."""
+    return _LOAD.format(placeholder)
+
+
+def loaded_session(
+    session_id: str, row: Sequence[Any], moment: Callable[[Any], datetime]
+) -> tuple[Session, bool]:
+    """(the session, its user disabled?) from a row of :func:`load_query`."""
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else moment(value)
+
+    session = Session(
+        id=session_id,
+        user_id=row[0],
+        generation=row[1],
+        created_at=moment(row[2]),
+        last_used_at=moment(row[3]),
+        expires_at=moment(row[4]),
+        max_expires_at=moment(row[5]),
+        rotated_at=maybe(row[6]),
+        revoked_at=maybe(row[7]),
+        revoked_reason=row[8],
+        last_ip=row[9],
+        last_user_agent=row[10],
+    )
+    return session, bool(row[11])
+
+
+def event_values(event: NewEvent, moment: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """An audit row's values (at, type, user_id, session_id, ip, user_agent, detail), as the
+    SQLAlchemy models write them; ``moment`` renders the time for the driver."""
+    return (
+        moment(event.at),
+        event.kind.value,
+        event.user_id,
+        event.session_id,
+        event.client.ip,
+        event.client.user_agent,
+        json.dumps(event.detail),
+    )
