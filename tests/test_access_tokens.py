@@ -226,7 +226,7 @@ async def test_a_token_forged_with_the_real_key_is_accepted(victim: Victim) -> N
 async def test_a_token_issued_by_the_codec_is_accepted(victim: Victim) -> None:
     """service.access.issue() for the victim's session passes."""
     token = victim.service.access.issue(
-        user_id=victim.user_id, session_id=victim.session_id, now=victim.service.clock().timestamp()
+        user_id=victim.user_id, session_id=victim.session_id, now=victim.service.now().timestamp()
     )
     await assert_token_accepted(victim, token)
 

@@ -29,12 +29,20 @@ SHARED_SECRET = "test secret shared by every instance, 32+ bytes long"
 
 @dataclass
 class FakeClock:
-    """Time passed in, never slept: tests move it forward explicitly."""
+    """Time passed in, never slept: tests move it forward explicitly.
+
+    A ``tokenward.verify.Clock`` (``time()``, ``monotonic()``), the one clock type the server
+    takes, holding its time as an aware datetime because the server's tests compare with
+    stored datetimes (``tokenward.testing.FakeClock`` holds epoch seconds, for resource
+    servers' tests)."""
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def __call__(self) -> datetime:
-        return self.now
+    def time(self) -> float:
+        return self.now.timestamp()
+
+    def monotonic(self) -> float:
+        return self.now.timestamp()
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)

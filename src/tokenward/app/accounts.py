@@ -51,7 +51,7 @@ class Accounts:
             if await tx.account_by_email(email) is not None:
                 raise EmailTakenError("an account with this email already exists")
         password_hash = await self.ctx.hashed(self.ctx.hasher.hash, password)
-        now = self.ctx.clock()
+        now = self.ctx.now()
         account = Account.new(
             id=str(uuid.uuid4()), email=email, password_hash=password_hash, now=now
         )
@@ -69,7 +69,7 @@ class Accounts:
     async def import_users(self, records: Iterable[Mapping[str, Any]]) -> ImportReport:
         """Take users with existing hashes (argon2 or bcrypt): no password reset needed."""
         report = ImportReport()
-        now = self.ctx.clock()
+        now = self.ctx.now()
         for number, record in enumerate(records, start=1):
             email, password_hash = record.get("email"), record.get("password_hash")
             if not isinstance(email, str) or not isinstance(password_hash, str):
@@ -116,7 +116,7 @@ class Accounts:
         async with self.ctx.store.read() as tx:
             row = await tx.account(principal.user.id)
         verified = await check_password(self.ctx, account, ip, current, row)
-        now = self.ctx.clock()
+        now = self.ctx.now()
         if verified is None:
             await record_failure(
                 self.ctx,

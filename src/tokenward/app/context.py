@@ -23,19 +23,22 @@ from tokenward.storage import Database
 from tokenward.storage.keys import KeyStore
 from tokenward.storage.port import Store
 from tokenward.storage.sql import SqlStore
+from tokenward.verify import SYSTEM_CLOCK, Clock
 
-__all__ = ["HASH_CONCURRENCY", "Clock", "Context", "utcnow"]
+__all__ = ["HASH_CONCURRENCY", "SYSTEM_CLOCK", "Clock", "Context", "wall_time"]
 
-Clock = Callable[[], datetime]
-"""The one clock type: the current time, aware and in UTC. Passed in, never read deep inside."""
 T = TypeVar("T")
 HASH_CONCURRENCY = max(1, (os.cpu_count() or 1) - 1)
 """Password hashes computed at once per process: one core stays free for everything else."""
 
 
-def utcnow() -> datetime:
-    """The system clock, for production wiring."""
-    return datetime.now(UTC)
+def wall_time(clock: Clock) -> datetime:
+    """What ``clock`` says the time is, aware and in UTC.
+
+    ``Clock`` is the one clock type, the verifier's (``tokenward.verify.Clock``: ``time()``
+    and ``monotonic()``): the server, the verifier and their tests take the same one, passed
+    in and never read deep inside; ``tokenward.testing.FakeClock`` moves by hand."""
+    return datetime.fromtimestamp(clock.time(), UTC)
 
 
 class Context:
@@ -50,7 +53,7 @@ class Context:
         keyring: Keyring,
         refresh_secret: bytes,
         hasher: PasswordHasher | None = None,
-        clock: Clock = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -71,6 +74,10 @@ class Context:
         )
         self.limits = RateLimiter(settings)
         self.hash_slots = asyncio.Semaphore(HASH_CONCURRENCY)
+
+    def now(self) -> datetime:
+        """The current time by the clock this context was given."""
+        return wall_time(self.clock)
 
     async def hashed(self, work: Callable[..., T], *args: Any) -> T:
         """Run a password hash (argon2id: ~0.25 CPU-s, 64 MiB) in a thread, a few at a time.

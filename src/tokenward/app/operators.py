@@ -62,7 +62,7 @@ class Admin:
 
     async def list_users(self) -> list[UserSummary]:
         async with self.store.read() as tx:
-            found = await tx.accounts_with_live_sessions(self.service.clock())
+            found = await tx.accounts_with_live_sessions(self.service.now())
         return [
             UserSummary(user.id, user.email, user.created_at, user.disabled, live)
             for user, live in found
@@ -71,7 +71,7 @@ class Admin:
     async def set_disabled(self, email: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; return the sessions ended."""
         account = await self._user(email)
-        now = self.service.clock()
+        now = self.service.now()
         async with self.store.write() as tx:
             await tx.account(account.id, lock=True)  # a racing login sees it disabled or not
             await tx.set_disabled(account.id, now if disabled else None)
@@ -86,12 +86,12 @@ class Admin:
     async def sessions(self, email: str) -> list[SessionInfo]:
         account = await self._user(email)
         async with self.store.read() as tx:
-            return await tx.live_sessions(account.id, self.service.clock())
+            return await tx.live_sessions(account.id, self.service.now())
 
     async def revoke(self, email: str, session_id: str | None = None) -> int:
         """End one session of the user, or all of them; return how many ended."""
         account = await self._user(email)
-        now = self.service.clock()
+        now = self.service.now()
         async with self.store.write() as tx:
             ended = await tx.end_sessions(account.id, now, EndReason.REVOKED, only=session_id)
             for sid in ended:
@@ -114,7 +114,7 @@ class Admin:
             return await tx.events(user_id=user_id, after_id=after_id, limit=limit)
 
     async def keys(self) -> list[KeyInfo]:
-        now = self.service.clock()
+        now = self.service.now()
         keyring = await self.service.keys.keyring()
         return [
             KeyInfo(key.kid, key.alg, keyring.state(key, now), key.activates_at, key.retired_at)
@@ -125,12 +125,12 @@ class Admin:
         """A new signing key: published now, signing after the JWKS cache lifetime."""
         if self.service.settings.signing_alg == "HS256":
             raise KeyRotationError("HS256 uses TOKENWARD_HS256_SECRET: there is no key to rotate")
-        key = await self.service.keys.rotate(self.service.clock(), immediately=immediately)
+        key = await self.service.keys.rotate(self.service.now(), immediately=immediately)
         return KeyInfo(key.kid, key.alg, "upcoming", key.activates_at, None)
 
     async def retire_key(self, kid: str) -> None:
         """Withdraw a key at once: tokens it signed stop verifying (a compromised key)."""
-        now = self.service.clock()
+        now = self.service.now()
         keyring = await self.service.keys.keyring()
         if keyring.has_signer(now) and keyring.signer(now).kid == kid:
             successors = [
@@ -150,7 +150,7 @@ class Admin:
 
     async def prune(self) -> PruneReport:
         """Delete sessions ended more than a day ago and events past their retention."""
-        now = self.service.clock()
+        now = self.service.now()
         cutoff = now - ENDED_SESSION_GRACE
         events_cutoff = now - self.service.settings.event_retention
         async with self.store.write() as tx:

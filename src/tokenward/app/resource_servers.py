@@ -69,7 +69,7 @@ class ClientService:
         """A new client; the secret is returned once and only its hash is kept."""
         client_id = "twc_" + secrets.token_urlsafe(12)
         secret = secrets.token_urlsafe(32)
-        now = self.service.clock()
+        now = self.service.now()
         async with self.store.write() as tx:
             await tx.add_client(ClientRecord(client_id, name, _secret_hash(secret), now))
         return ResourceClient(client_id, name, now), secret
@@ -131,7 +131,7 @@ class ClientService:
             presented = service.refresh_tokens.parse(token)
         except TokenError:
             return None
-        now = service.clock()
+        now = service.now()
         async with self.store.read() as tx:
             found = await tx.session_and_account(presented.session_id)
         if found is None:
@@ -165,7 +165,7 @@ class ClientService:
             principal = await service.sessions.authenticate(token)
         except TokenError:
             return
-        now = service.clock()
+        now = service.now()
 
         async def end() -> None:
             async with self.store.write() as tx:
@@ -200,7 +200,7 @@ class ClientService:
         instances say. A cursor past the log's end (a restored database, a forged one) is
         refused like a malformed one: the verifier starts again from the whole window.
         """
-        now = self.service.clock()
+        now = self.service.now()
         since = 0 if not after else _parse_cursor(after)
         async with self.store.read() as tx:
             # One snapshot on SQLite; on PostgreSQL every number up to the newest visible one

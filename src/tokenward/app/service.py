@@ -11,7 +11,7 @@ import asyncio
 from functools import cached_property
 
 from tokenward.app.accounts import Accounts, ImportReport
-from tokenward.app.context import Clock, Context, utcnow
+from tokenward.app.context import SYSTEM_CLOCK, Clock, Context, wall_time
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
 from tokenward.app.signing_keys import SigningKeys
 from tokenward.core.events import ClientInfo
@@ -23,13 +23,13 @@ from tokenward.storage import Database
 from tokenward.storage.keys import KeyStore
 
 __all__ = [
+    "SYSTEM_CLOCK",
     "AuthService",
     "ClientInfo",
     "Clock",
     "ImportReport",
     "IssuedTokens",
     "Principal",
-    "utcnow",
 ]
 
 READINESS_TIMEOUT = 3.0
@@ -55,7 +55,7 @@ class AuthService(Context):
         cls,
         settings: Settings,
         *,
-        clock: Clock = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         hasher: PasswordHasher | None = None,
     ) -> AuthService:
         """Load (or make) the keys, connect, and bring the schema up to date."""
@@ -64,7 +64,7 @@ class AuthService(Context):
             await db.migrate()
             master = MasterKey.load(settings)
             keys = KeyStore(db, master, settings)
-            keyring = await keys.ensure_signer(clock())
+            keyring = await keys.ensure_signer(wall_time(clock))
         except BaseException:
             await db.dispose()  # no connection outlives a failed start
             raise

@@ -99,7 +99,7 @@ class Sessions:
             async with self.ctx.store.read() as tx:
                 row = await tx.account_by_email(email)
         verified = await check_password(self.ctx, account, ip, password, row)
-        now = self.ctx.clock()
+        now = self.ctx.now()
         if row is None or verified is None:
             reason = "disabled" if row is not None and row.disabled_at else "bad_credentials"
             await record_failure(self.ctx, client, now, row.id if row else None, reason=reason)
@@ -187,7 +187,7 @@ class Sessions:
         await self.ctx.limits.hit(Limit.REFRESH_IP, self.ctx.limits.client(client.ip))
         presented = self.ctx.refresh_tokens.parse(refresh_token)
         await self.ctx.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
-        now = self.ctx.clock()
+        now = self.ctx.now()
 
         def decide(loaded: tuple[Session, bool] | None) -> RotationOutcome:
             return self._rotation(loaded, presented, client, now)
@@ -241,7 +241,7 @@ class Sessions:
             presented = self.ctx.refresh_tokens.parse(refresh_token)
         except TokenError:
             return False
-        now = self.ctx.clock()
+        now = self.ctx.now()
 
         async def end() -> bool:
             async with self.ctx.store.write() as tx:
@@ -264,7 +264,7 @@ class Sessions:
 
     async def authenticate(self, token: str) -> Principal:
         """A valid access token whose session is still alive and whose user is enabled."""
-        now = self.ctx.clock()
+        now = self.ctx.now()
         claims = self.ctx.access.verify(token, now=now.timestamp())
         seen = await self._session_state(claims.sid)
         if seen is None:
@@ -301,7 +301,7 @@ class Sessions:
         """The caller's live sessions, newest first, the caller's own marked ``current``."""
         async with self.ctx.store.read() as tx:
             return await tx.live_sessions(
-                principal.user.id, self.ctx.clock(), current=principal.session_id
+                principal.user.id, self.ctx.now(), current=principal.session_id
             )
 
     async def revoke_session(
@@ -309,7 +309,7 @@ class Sessions:
     ) -> bool:
         """End one of the caller's sessions; False if the caller has no such live session."""
         await self.ctx.limits.hit(Limit.USER_ACTIONS, principal.user.id)
-        now = self.ctx.clock()
+        now = self.ctx.now()
 
         async def end() -> list[str]:
             async with self.ctx.store.write() as tx:
@@ -336,7 +336,7 @@ class Sessions:
     ) -> int:
         """End every session of the caller (or all but the current one); return how many."""
         await self.ctx.limits.hit(Limit.USER_ACTIONS, principal.user.id)
-        now = self.ctx.clock()
+        now = self.ctx.now()
         keep = principal.session_id if keep_current else None
 
         async def end() -> list[str]:

@@ -17,18 +17,18 @@ class SigningKeys:
     @property
     def signing_key(self) -> SigningKey:
         """The key that signs access tokens now."""
-        return self.ctx.access.keyring.signer(self.ctx.clock())
+        return self.ctx.access.keyring.signer(self.ctx.now())
 
     def published_keys(self) -> list[dict[str, str]]:
         """The public JWKs verifiers need now or soon (RFC 7517 key set members)."""
         return [
             key.public_jwk
-            for key in self.ctx.access.keyring.published(self.ctx.clock())
+            for key in self.ctx.access.keyring.published(self.ctx.now())
             if key.public_jwk is not None
         ]
 
     async def reload_keys(self) -> None:
         """Pick up keys rotated or retired by another instance or the CLI."""
-        now = self.ctx.clock()
+        now = self.ctx.now()
         await self.ctx.keys.rotate_if_due(now)
         self.ctx.access.keyring = await self.ctx.keys.ensure_signer(now)

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from tokenward import __version__
 from tokenward.app.operators import Admin
 from tokenward.app.resource_servers import ClientService
-from tokenward.app.service import AuthService, Clock, utcnow
+from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock
 from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
@@ -73,7 +73,7 @@ async def _prune(service: AuthService) -> None:
 def create_app(
     settings: Settings | None = None,
     *,
-    clock: Clock = utcnow,
+    clock: Clock = SYSTEM_CLOCK,
     hasher: PasswordHasher | None = None,
 ) -> FastAPI:
     """Build the app; the service (database, keys, migrations) opens in the lifespan.
