@@ -54,3 +54,30 @@ def test_a_replaced_key_under_the_same_kid_signs_with_the_new_key() -> None:
     jwt.decode(token, second.verify_key, algorithms=["HS256"], options={"verify_exp": False})
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, first.verify_key, algorithms=["HS256"], options={"verify_exp": False})
+
+
+def test_the_testing_token_factory_issues_what_the_server_issues() -> None:
+    """tokenward.testing promises tokens "as tokenward issues them": the same JOSE header
+    members and the same claims, checked against the server's own codec."""
+    from tokenward.testing import FakeClock, TokenFactory
+
+    clock = FakeClock(NOW.timestamp())
+    factory = TokenFactory("https://auth.example", audience="api", ttl=900, clock=clock)
+    key = load_key("ES256", generate_private_pem("ES256"), activates_at=NOW - timedelta(days=1))
+    codec = AccessTokenCodec(
+        Keyring([key], alg="ES256", token_lifetime=timedelta(minutes=15)),
+        issuer="https://auth.example",
+        audience="api",
+        ttl=timedelta(seconds=900),
+    )
+    ours = codec.issue(user_id="user-1", session_id="session-1", now=NOW.timestamp())
+    theirs = factory.issue("user-1", sid="session-1")
+
+    assert jwt.get_unverified_header(theirs).keys() == jwt.get_unverified_header(ours).keys()
+    assert jwt.get_unverified_header(theirs)["typ"] == jwt.get_unverified_header(ours)["typ"]
+    unverified = {"verify_signature": False}
+    our_claims = jwt.decode(ours, options=unverified)
+    their_claims = jwt.decode(theirs, options=unverified)
+    assert their_claims.keys() == our_claims.keys()
+    for name in ("iss", "sub", "aud", "iat", "exp", "sid"):
+        assert their_claims[name] == our_claims[name], name

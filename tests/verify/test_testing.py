@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -242,46 +240,3 @@ async def test_a_fastapi_service(notes_client: tuple[TokenFactory, httpx.AsyncCl
     assert expired.status_code == 401
     assert 'error="invalid_token"' in expired.headers["www-authenticate"]
     assert (await client.get("/notes")).status_code == 401
-
-
-# -- isolation --------------------------------------------------------------------------------
-
-SERVER_SIDE = (
-    "sqlalchemy",
-    "alembic",
-    "fastapi",
-    "starlette",
-    "flask",
-    "pydantic",
-    "uvicorn",
-    "typer",
-    "tokenward.app",
-    "tokenward.core",
-    "tokenward.infra",
-    "tokenward.storage",
-    "tokenward.store",
-    "tokenward.web",
-    "tokenward.cli",
-)
-
-
-def test_tokenward_testing_loads_nothing_of_the_server_or_a_framework() -> None:
-    """Issuing and verifying through the fakes imports only tokenward.testing and .verify."""
-    code = """
-from tokenward.testing import TokenFactory
-tokens = TokenFactory()
-with tokens.verifier() as verifier:
-    assert verifier.verify(tokens.issue("u")).sub == "u"
-import json, sys
-print(json.dumps(sorted(sys.modules)))
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    loaded = set(json.loads(result.stdout.splitlines()[-1]))
-    for name in SERVER_SIDE:
-        assert not {m for m in loaded if m == name or m.startswith(name + ".")}, name
-    ours = {name for name in loaded if name.startswith("tokenward.")}
-    # tokenward.exceptions is the root error, which imports nothing; the rest is the library.
-    shared = {"tokenward.testing", "tokenward.exceptions"}
-    assert all(n in shared or n.startswith("tokenward.verify") for n in ours), ours
