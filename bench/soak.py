@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from servers import running, tokenward_server
 
 REPO = Path(__file__).resolve().parent.parent
-TOKENWARD = str(REPO / ".venv" / "bin" / "tokenward")
 PASSWORD = "violet tangerine ladder 42"
 COOKIE = "tw_refresh"
 
@@ -83,46 +79,11 @@ class Tally:
             self.server_errors.append(f"{name} {response.status_code} {response.text[:200]}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-@contextmanager
-def server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    log = Path(env["TOKENWARD_DATA_DIR"]).parent / "soak-server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [TOKENWARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 GATE: Gate | None = None
@@ -310,10 +271,19 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="tokenward-soak-") as folder,
         database(options.database, Path(folder) / "data") as env,
     ):
-        env["TOKENWARD_RATE_LIMITS"] = "true" if options.rate_limits else "false"
-        with server(env) as (base, process):
+        data_dir = Path(env.pop("TOKENWARD_DATA_DIR"))
+        settings = {name.removeprefix("TOKENWARD_").lower(): value for name, value in env.items()}
+        server = tokenward_server(
+            data_dir,
+            name=f"tokenward soak ({options.database})",
+            pinned=False,
+            rate_limits="true" if options.rate_limits else "false",
+            access_ttl="15m",  # the default: the soak's users refresh as real clients do
+            **settings,
+        )
+        with running([server]):
             result = asyncio.run(
-                soak(base, process.pid, options.users, options.duration, options.warmup)
+                soak(server.base_url, server.pid, options.users, options.duration, options.warmup)
             )
     result = {"database": options.database, "rate_limits": options.rate_limits, **result}
     text = json.dumps(result, indent=2)
