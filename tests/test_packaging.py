@@ -43,14 +43,15 @@ def test_verify_installs_and_imports_without_the_server(tmp_path: Path) -> None:
     )
     assert script.returncode == 2
     assert 'pip install "tokenward[server]"' in script.stderr
-    # The browser files and migrations travel in the wheel (package data, not just code).
+    # The browser files, migrations and mail templates travel in the wheel (package data).
     shipped = subprocess.run(
         [
             str(python),
             "-c",
             "from importlib.resources import files; t = files('tokenward'); print(all("
             "(t / p).is_file() for p in ('static/tokenward.js', 'demo/index.html', "
-            "'storage/migrations/versions/0001_initial_schema.py')))",
+            "'storage/migrations/versions/0001_initial_schema.py', "
+            "'infra/mail_templates/reset_password.html')))",
         ],
         capture_output=True,
         text=True,

@@ -34,6 +34,8 @@ keys_app = typer.Typer(help="Signing keys: list, rotate, retire.", no_args_is_he
 app.add_typer(keys_app, name="keys")
 clients_app = typer.Typer(help="Resource-server credentials.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
+mail_app = typer.Typer(help="The mail outbox.", no_args_is_help=True)
+app.add_typer(mail_app, name="mail")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(sessions_app, name="sessions")
@@ -296,6 +298,69 @@ def users_enable(email: Email) -> None:
     """Enable a disabled user again."""
     _with_admin(lambda admin: admin.set_disabled(email, False))
     typer.echo(f"enabled {email.strip()}")
+
+
+@users_app.command("send-reset")
+def users_send_reset(email: Email) -> None:
+    """Mail the user a password-reset link (queued; the running server sends it). You never
+    see the link and never set the password."""
+    _with_admin(lambda admin: admin.service.email_accounts.send_reset(email))
+    typer.echo(f"queued a password-reset mail to {email.strip()}")
+
+
+@users_app.command("verify")
+def users_verify(email: Email) -> None:
+    """Mark the user's address as verified."""
+    changed = _with_admin(lambda admin: admin.service.email_accounts.mark_verified(email))
+    typer.echo(f"{email.strip()} {'verified' if changed else 'was already verified'}")
+
+
+@users_app.command("delete")
+def users_delete(
+    email: Email,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user: every session ends, the user and their links go; events stay under the
+    user's id, without the address."""
+    if not yes:
+        typer.confirm(f"Delete {email.strip()} and end every session?", abort=True)
+
+    async def delete(admin: Admin) -> bool:
+        from tokenward.core.events import ClientInfo
+
+        account = await admin.user(email)
+        return await admin.service.email_accounts.remove(
+            account.id, ClientInfo(), admin.service.now()
+        )
+
+    _with_admin(delete)
+    typer.echo(f"deleted {email.strip()}")
+
+
+@mail_app.command("list")
+def mail_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
+) -> None:
+    """The outbox, newest first: state, template, attempts (never a recipient or a link)."""
+    mails = _with_admin(lambda admin: admin.service.outbox.list(limit))
+    for mail in mails:
+        error = f"\t{_printable(mail.last_error)}" if mail.last_error else ""
+        typer.echo(
+            f"{mail.id}\t{mail.state}\t{mail.template}\t{mail.attempts} attempts\t"
+            f"queued {_when(mail.created_at)}{error}"
+        )
+    typer.echo(f"{len(mails)} mails")
+
+
+@mail_app.command("retry")
+def mail_retry(mail_id: Annotated[int, typer.Argument(help="The mail's id (mail list).")]) -> None:
+    """Queue a given-up mail again (while its sealed payload is kept: a day)."""
+    if not _with_admin(lambda admin: admin.service.outbox.retry(mail_id)):
+        typer.echo(
+            f"tokenward: mail {mail_id} is not a given-up mail that can be retried", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(f"mail {mail_id} queued again")
 
 
 def _session_line(session: SessionInfo) -> str:

@@ -10,6 +10,8 @@ TokenwardError
 ├── PasswordPolicyError         a new password breaks a rule; carries the rule's name
 ├── InvalidEmailError           an email address that is not one
 ├── EmailTakenError             registration of an email that already has an account
+├── EmailNotVerifiedError       the password was right, but the address is not verified yet
+├── LinkInvalidError            a mailed link that is unknown, used, superseded or expired
 ├── UnknownUserError            an operator named a user that does not exist
 ├── KeyRotationError            a key operation was refused
 ├── SchemaVersionError          the database was migrated by a newer tokenward
@@ -130,6 +132,30 @@ class EmailTakenError(TokenwardError):
 
     def public_detail(self) -> str:
         return str(self)
+
+
+class EmailNotVerifiedError(TokenwardError):
+    """Sign-in refused until the address is verified (``TOKENWARD_EMAIL_VERIFICATION=required``).
+
+    Raised only after the password verified: to anyone else the answer stays the one 401."""
+
+    status = 403
+    problem = "email-not-verified"
+    title = "Email not verified"
+
+    def public_detail(self) -> str:
+        return "confirm your email address with the link we sent, or ask for a new one"
+
+
+class LinkInvalidError(TokenwardError):
+    """A mailed link's token that is unknown, used, superseded or expired: one answer for all."""
+
+    status = 400
+    problem = "link-invalid"
+    title = "Invalid or expired link"
+
+    def public_detail(self) -> str:
+        return "this link is invalid or has expired; ask for a new one"
 
 
 class RateLimitedError(TokenwardError):

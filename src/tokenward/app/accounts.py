@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenward.app.context import Context
 from tokenward.app.credentials import check_password, record_failure
+from tokenward.app.email_accounts import EmailAccounts
 from tokenward.app.sessions import Principal
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.passwords import ImportedHashError, check_imported_hash, normalize_password
@@ -34,22 +35,41 @@ class ImportReport:
 class Accounts:
     """What a user (or an operator, for them) does to an account."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, email: EmailAccounts) -> None:
         self.ctx = ctx
+        self._email = email
 
     async def register(self, email: str, password: str, client: ClientInfo | None = None) -> User:
         """Create a user. Raises InvalidEmailError, PasswordPolicyError or EmailTakenError.
 
-        ``client`` is the HTTP caller (rate-limited per IP); None means an operator.
+        ``client`` is the HTTP caller (rate-limited per IP); None means an operator. Unless
+        ``TOKENWARD_EMAIL_VERIFICATION`` is off, a verification mail is queued with an account
+        registered over HTTP.
         """
+        user = await self._register(email, password, client, blind=False)
+        assert user is not None  # noqa: S101 - not blind: a taken address raised
+        return user
+
+    async def register_blind(self, email: str, password: str, client: ClientInfo) -> None:
+        """Registration that tells nothing (``TOKENWARD_EMAIL_VERIFICATION=required``): a new
+        and a taken address get the same answer after the same work (the hash, one write).
+        A new account gets the verification mail; the owner of a taken address a "someone
+        tried to sign up" one, within the address's mail limits."""
+        await self._register(email, password, client, blind=True)
+
+    async def _register(
+        self, email: str, password: str, client: ClientInfo | None, *, blind: bool
+    ) -> User | None:
         if client is not None:
             await self.ctx.limits.hit(Limit.REGISTER_IP, self.ctx.limits.client(client.ip))
         email = normalize_email(email)
         password = normalize_password(password)
         self.ctx.policy.check(password, email=email)
-        async with self.ctx.store.read() as tx:
-            if await tx.account_by_email(email) is not None:
-                raise EmailTakenError("an account with this email already exists")
+        mode = self.ctx.settings.email_verification
+        if not blind:
+            async with self.ctx.store.read() as tx:
+                if await tx.account_by_email(email) is not None:
+                    raise EmailTakenError("an account with this email already exists")
         password_hash = await self.ctx.hashed(self.ctx.hasher.hash, password)
         now = self.ctx.now()
         account = Account.new(
@@ -57,14 +77,25 @@ class Accounts:
         )
         kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
         event = NewEvent(kind, now, client or ClientInfo(), user_id=account.id)
+        mail = self.ctx.settings.mail_delivery != "none" and mode != "off" and client is not None
 
-        async def insert() -> None:
+        async def insert() -> bool:
             async with self.ctx.store.write() as tx:
+                if blind:
+                    holder = await tx.account_by_email(email)
+                    if holder is not None:
+                        await self._email.signup_attempt(tx, holder, now)
+                        return False
                 await tx.add_account(account)
                 tx.add_event(event)
+                if mail:
+                    await self._email.queue_verification(tx, account, now)
+            return True
 
-        await retrying(insert)
-        return account.user
+        created = await retrying(insert)
+        if mail:
+            self._email.outbox.wake()
+        return account.user if created and not blind else None
 
     async def import_users(self, records: Iterable[Mapping[str, Any]]) -> ImportReport:
         """Take users with existing hashes (argon2 or bcrypt): no password reset needed."""
@@ -135,6 +166,7 @@ class Accounts:
                 if user is None or user.password_hash != verified.password_hash:
                     return False  # changed by another request since the check: not ours to undo
                 await tx.set_password_hash(user.id, password_hash, changed_at=now)
+                await tx.void_links(user.id, now)  # no mailed link outlives a password change
                 ended = await tx.end_sessions(
                     user.id, now, EndReason.PASSWORD_CHANGED, keep=principal.session_id
                 )

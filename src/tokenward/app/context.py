@@ -7,6 +7,8 @@ embedding all open that), and handed to each capability module.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -52,6 +54,7 @@ class Context:
         keys: KeyStore,
         keyring: Keyring,
         refresh_secret: bytes,
+        outbox_key: bytes | None = None,
         hasher: PasswordHasher | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -69,6 +72,10 @@ class Context:
             ttl=settings.access_ttl,
         )
         self.refresh_tokens = RefreshTokenCodec(refresh_secret)
+        # Fernet's key (urlsafe base64 of 32 bytes) that seals queued mails' payloads.
+        self.outbox_key = base64.urlsafe_b64encode(
+            outbox_key if outbox_key is not None else hashlib.sha256(refresh_secret).digest()
+        )
         self.lifetimes = SessionLifetimes(
             idle=settings.refresh_ttl, absolute=settings.session_max_age
         )

@@ -49,7 +49,7 @@ class Admin:
         self.service = service
         self.store = service.store
 
-    async def _user(self, email: str) -> Account:
+    async def user(self, email: str) -> Account:
         try:
             normalized = normalize_email(email)
         except InvalidEmailError:
@@ -70,7 +70,7 @@ class Admin:
 
     async def set_disabled(self, email: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; return the sessions ended."""
-        account = await self._user(email)
+        account = await self.user(email)
         now = self.service.now()
         async with self.store.write() as tx:
             await tx.account(account.id, lock=True)  # a racing login sees it disabled or not
@@ -84,13 +84,13 @@ class Admin:
         return len(ended)
 
     async def sessions(self, email: str) -> list[SessionInfo]:
-        account = await self._user(email)
+        account = await self.user(email)
         async with self.store.read() as tx:
             return await tx.live_sessions(account.id, self.service.now())
 
     async def revoke(self, email: str, session_id: str | None = None) -> int:
         """End one session of the user, or all of them; return how many ended."""
-        account = await self._user(email)
+        account = await self.user(email)
         now = self.service.now()
         async with self.store.write() as tx:
             ended = await tx.end_sessions(account.id, now, EndReason.REVOKED, only=session_id)
@@ -109,7 +109,7 @@ class Admin:
     async def events(
         self, email: str | None = None, *, after_id: int | None = None, limit: int = 50
     ) -> list[EventInfo]:
-        user_id = (await self._user(email)).id if email else None
+        user_id = (await self.user(email)).id if email else None
         async with self.store.read() as tx:
             return await tx.events(user_id=user_id, after_id=after_id, limit=limit)
 

@@ -12,12 +12,21 @@ from functools import cached_property
 
 from tokenward.app.accounts import Accounts, ImportReport
 from tokenward.app.context import SYSTEM_CLOCK, Clock, Context, wall_time
+from tokenward.app.email_accounts import EmailAccounts
+from tokenward.app.outbox import Outbox
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
 from tokenward.app.signing_keys import SigningKeys
 from tokenward.core.events import ClientInfo
 from tokenward.core.passwords import PasswordHasher
 from tokenward.exceptions import UnavailableError
 from tokenward.infra.config import Settings
+from tokenward.infra.mail import (
+    Composer,
+    Delivery,
+    LogDelivery,
+    SmtpDelivery,
+    SmtpTarget,
+)
 from tokenward.infra.masterkey import MasterKey
 from tokenward.storage import Database
 from tokenward.storage.keys import KeyStore
@@ -35,12 +44,33 @@ __all__ = [
 READINESS_TIMEOUT = 3.0
 
 
+def mail_delivery(settings: Settings) -> Delivery | None:
+    """Where mail goes by the settings: SMTP, the log (development), or nowhere (None)."""
+    if settings.mail_delivery == "none":
+        return None
+    if settings.mail_delivery == "log":
+        return LogDelivery()
+    assert settings.smtp_url is not None  # noqa: S101 - the settings check made sure
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    target = SmtpTarget.from_url(
+        settings.smtp_url, username=settings.smtp_username, password=password
+    )
+    return SmtpDelivery(target, timeout=settings.smtp_timeout.total_seconds())
+
+
+def mail_composer(settings: Settings) -> Composer | None:
+    if settings.mail_delivery == "none":
+        return None
+    sender = settings.email_from or "tokenward <tokenward@localhost>"
+    return Composer(sender, settings.email_templates)
+
+
 class AuthService(Context):
     """One per process: the shared context, and each capability built on it."""
 
     @cached_property
     def accounts(self) -> Accounts:
-        return Accounts(self)
+        return Accounts(self, self.email_accounts)
 
     @cached_property
     def sessions(self) -> Sessions:
@@ -49,6 +79,16 @@ class AuthService(Context):
     @cached_property
     def signing_keys(self) -> SigningKeys:
         return SigningKeys(self)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(
+            self, delivery=mail_delivery(self.settings), composer=mail_composer(self.settings)
+        )
+
+    @cached_property
+    def email_accounts(self) -> EmailAccounts:
+        return EmailAccounts(self, self.outbox)
 
     @classmethod
     async def open(
@@ -74,6 +114,7 @@ class AuthService(Context):
             keys=keys,
             keyring=keyring,
             refresh_secret=master.refresh_mac_key(),
+            outbox_key=master.outbox_key(),
             hasher=hasher,
             clock=clock,
         )

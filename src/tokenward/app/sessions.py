@@ -20,6 +20,7 @@ from tokenward.core.tokens import Claims
 from tokenward.core.users import Account, User, account_key, normalize_email
 from tokenward.exceptions import (
     AuthenticationError,
+    EmailNotVerifiedError,
     InvalidEmailError,
     RefreshTokenReusedError,
     SessionEndedError,
@@ -104,6 +105,10 @@ class Sessions:
             reason = "disabled" if row is not None and row.disabled_at else "bad_credentials"
             await record_failure(self.ctx, client, now, row.id if row else None, reason=reason)
             raise AuthenticationError("email or password is incorrect")
+        if self.ctx.settings.email_verification == "required" and row.email_verified_at is None:
+            # Said only to whoever knows the password: to anyone else, the one 401 above.
+            await record_failure(self.ctx, client, now, row.id, reason="email_not_verified")
+            raise EmailNotVerifiedError("the email address is not verified")
         await self.ctx.limits.hit(Limit.USER_ACTIONS, row.id)
         session = await retrying(lambda: self._start_session(row, verified, client, now))
         if session is None:

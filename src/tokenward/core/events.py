@@ -38,6 +38,20 @@ class EventType(StrEnum):
     """The user ended all their sessions (``detail.kept_current`` for logout-others)."""
     SESSION_REVOKED = "session.revoked"
     """One session ended by its user or an operator (``detail.by``: ``user`` or ``operator``)."""
+    EMAIL_VERIFICATION_SENT = "email.verification_sent"
+    EMAIL_VERIFIED = "email.verified"
+    PASSWORD_RESET_REQUESTED = "password.reset_requested"  # noqa: S105 - an event name
+    PASSWORD_RESET = "password.reset"  # noqa: S105 - an event name
+    EMAIL_CHANGE_REQUESTED = "email.change_requested"
+    EMAIL_CHANGE_CANCELLED = "email.change_cancelled"
+    EMAIL_CHANGED = "email.changed"
+    USER_DELETED = "user.deleted"
+    """The account was deleted; its events stay under its opaque id, with no address."""
+    EMAIL_SUPPRESSED = "email.suppressed"
+    """A mail not sent: ``detail.reason`` (``rate_limited``, ``no_account``, ...)."""
+    EMAIL_SENT = "email.sent"
+    EMAIL_DELIVERY_FAILED = "email.delivery_failed"
+    """A mail given up: a permanent refusal, or ``TOKENWARD_EMAIL_MAX_ATTEMPTS`` used."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ class EndReason(StrEnum):
     USER_DISABLED = "user_disabled"
     SESSION_LIMIT = "session_limit"
     """A newer sign-in went past ``TOKENWARD_MAX_SESSIONS_PER_USER``."""
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason, not a password
+    ACCOUNT_DELETED = "account_deleted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ class User:
     id: str
     email: str
     created_at: datetime
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Account:
     created_at: datetime
     password_changed_at: datetime
     disabled_at: datetime | None = None
+    email_verified_at: datetime | None = None
 
     @classmethod
     def new(cls, *, id: str, email: str, password_hash: str, now: datetime) -> Account:
@@ -42,7 +44,12 @@ class Account:
 
     @property
     def user(self) -> User:
-        return User(id=self.id, email=self.email, created_at=self.created_at)
+        return User(
+            id=self.id,
+            email=self.email,
+            created_at=self.created_at,
+            email_verified=self.email_verified_at is not None,
+        )
 
     @property
     def disabled(self) -> bool:

@@ -159,6 +159,41 @@ class Settings(BaseSettings):
     """A request body not received whole this long after its head gets 408."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
+    # -- accounts by email (docs/email.md) ---------------------------------------------------
+    email_delivery: Literal["smtp", "log", "none"] | None = None
+    """How mail leaves: ``smtp``, ``log`` (development only: to the server log and the demo
+    page's mailbox) or ``none``; default ``log`` in development, ``none`` in production."""
+    smtp_url: str | None = None
+    """``smtp://[user[:password]@]host[:port]`` (STARTTLS required), ``smtps://...`` (TLS from
+    the start), ``smtp://host:port?tls=none`` (plain: a relay on loopback only)."""
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: Duration = timedelta(seconds=10)
+    email_from: str | None = None
+    """The From of every mail, e.g. ``Example <no-reply@example.com>``."""
+    app_url: str | None = None
+    """Where mailed links point (``<app_url>/reset-password#token=...``); never a request's
+    Host. Default in development: the issuer (whose demo page has the landing pages)."""
+    email_templates: Path | None = None
+    """A folder whose mail templates replace the built-in ones, file by file."""
+    email_max_attempts: int = Field(default=5, ge=1, le=50)
+    """Delivery attempts before a mail is given up (``email.delivery_failed``)."""
+    email_retry_backoff: Duration = timedelta(seconds=30)
+    """The wait after a first failed attempt; each next wait is four times longer."""
+    email_verification: Literal["off", "optional", "required"] = "off"
+    """``optional``: a verification mail, sign-in allowed; ``required``: no sign-in until
+    verified, and registration answers alike for new and taken addresses."""
+    email_verification_ttl: Duration = timedelta(hours=24)
+    password_reset_ttl: Duration = timedelta(hours=1)
+    email_change_ttl: Duration = timedelta(hours=24)
+    password_reset_end_sessions: Literal["all", "none"] = "all"  # noqa: S105 - a choice
+    """``all``: a password reset ends every session of the user."""
+    rate_limit_email_address: RateLimitText = "5/hour"
+    """Mails to one address (keyed on the address whether or not it has an account)."""
+    rate_limit_email_ip: RateLimitText = "30/hour"
+    """Requests that may send a mail, per client IP."""
+    email_resend_cooldown: Duration = timedelta(seconds=60)
+    """The least time between two mails of one kind to one address."""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -208,6 +243,7 @@ class Settings(BaseSettings):
                 "cookie_host_prefix: browsers take a __Host- cookie only if Secure, which it is "
                 "in production (TOKENWARD_ENV) or with TOKENWARD_COOKIE_SAMESITE=none"
             )
+        self._check_mail()
         if self.env == "production":
             if "issuer" not in self.model_fields_set:
                 raise ValueError(
@@ -218,6 +254,54 @@ class Settings(BaseSettings):
             if url.scheme != "https" and not (url.scheme == "http" and local):
                 raise ValueError("issuer: production needs an https:// issuer")
         return self
+
+    def _check_mail(self) -> None:
+        delivery = self.mail_delivery
+        if delivery == "log" and self.production:
+            raise ValueError(
+                "email_delivery: log puts links in the log, which production must not do"
+            )
+        if delivery == "smtp":
+            if not self.smtp_url:
+                raise ValueError("smtp_url: email_delivery smtp needs TOKENWARD_SMTP_URL")
+            from tokenward.infra.mail import SmtpTarget
+
+            try:
+                target = SmtpTarget.from_url(self.smtp_url)
+            except ValueError as error:
+                raise ValueError(f"smtp_url: {error}") from None
+            local = target.host in {"localhost", "127.0.0.1", "::1"}
+            if target.tls == "none" and not local:
+                raise ValueError("smtp_url: ?tls=none only for a relay on loopback")
+            if not self.email_from:
+                raise ValueError("email_from: email_delivery smtp needs TOKENWARD_EMAIL_FROM")
+            if not self.app_url:
+                raise ValueError("app_url: mail needs TOKENWARD_APP_URL, where links point")
+        if self.app_url is not None:
+            url = urlsplit(self.app_url)
+            if url.scheme not in {"http", "https"} or not url.netloc or url.query or url.fragment:
+                raise ValueError(f"app_url: {self.app_url!r} is not a URL like https://a.example")
+            if self.production and url.scheme != "https":
+                raise ValueError("app_url: production needs an https:// app URL")
+        if self.email_verification == "required" and delivery == "none":
+            raise ValueError(
+                "email_verification: required needs mail (TOKENWARD_EMAIL_DELIVERY smtp)"
+            )
+
+    @property
+    def mail_delivery(self) -> Literal["smtp", "log", "none"]:
+        if self.email_delivery is not None:
+            return self.email_delivery
+        return "none" if self.production else "log"
+
+    @property
+    def link_base(self) -> str:
+        """Where mailed links point: the app URL, or the issuer (development)."""
+        return (self.app_url or self.issuer).rstrip("/")
+
+    @property
+    def rate_limit_email_cooldown(self) -> str:
+        return f"1/{int(self.email_resend_cooldown.total_seconds())} seconds"
 
     @property
     def production(self) -> bool:

@@ -90,5 +90,9 @@ class MasterKey:
     def refresh_mac_key(self) -> bytes:
         return self.derive("tokenward refresh-token mac v1")
 
+    def outbox_key(self) -> bytes:
+        """Seals queued mails' recipients and links (``app.outbox``)."""
+        return self.derive("tokenward mail outbox v1")
+
     def key_encryption(self) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(self.derive("tokenward signing-key encryption v1")))

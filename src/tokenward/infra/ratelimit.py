@@ -44,6 +44,12 @@ class Limit(Enum):
     REFRESH_SESSION = "refresh_session"
     PASSWORD_CHANGE_ACCOUNT = "password_change_account"  # noqa: S105 - a limit's name
     USER_ACTIONS = "user_actions"
+    EMAIL_ADDRESS = "email_address"
+    """Mails to one (normalised) address, whether or not it has an account."""
+    EMAIL_IP = "email_ip"
+    """Requests that may send a mail, per client IP."""
+    EMAIL_COOLDOWN = "email_cooldown"
+    """One mail of a kind per address per ``TOKENWARD_EMAIL_RESEND_COOLDOWN``."""
 
 
 def client_key(ip: str | None, ipv6_prefix: int = 64) -> str:

@@ -13,6 +13,8 @@ __all__ = [
     "Base",
     "ClientRow",
     "EventRow",
+    "LinkTokenRow",
+    "OutboxRow",
     "RevocationRow",
     "SessionRow",
     "SigningKeyRow",
@@ -56,6 +58,7 @@ class UserRow(Base):
     created_at: Mapped[datetime]
     password_changed_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SessionRow(Base):
@@ -136,3 +139,40 @@ class ClientRow(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     """SHA-256 of a 256-bit random secret: a slow hash adds nothing to that much entropy."""
     created_at: Mapped[datetime]
+
+
+class LinkTokenRow(Base):
+    """A mailed link's token: only its SHA-256 hash is kept (core.onetime)."""
+
+    __tablename__ = "link_tokens"
+    __table_args__ = (Index("ix_link_tokens_user_purpose", "user_id", "purpose"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    """The address the link was sent to (an email change: the new address)."""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Used, superseded or voided."""
+
+
+class OutboxRow(Base):
+    """A queued mail. ``payload`` (recipient and template values) is sealed under the server
+    secret and wiped once the mail is sent."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime]
+    template: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    payload: Mapped[str | None] = mapped_column(Text, default=None)
+    message_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tokenward.core.events import NewEvent
+from tokenward.core.onetime import LinkPurpose, LinkToken
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.storage.db import retrying
@@ -31,6 +32,9 @@ __all__ = [
     "Decide",
     "EventInfo",
     "FastPathDeclined",
+    "MailState",
+    "OutgoingMail",
+    "QueuedMail",
     "RevocationEntry",
     "RotationWriter",
     "SessionInfo",
@@ -88,6 +92,52 @@ class RevocationEntry:
     revoked_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A mail to queue: its template and its sealed payload (recipient and values)."""
+
+    template: str
+    user_id: str | None
+    payload: str
+    created_at: datetime
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMail:
+    """A mail claimed for an attempt (``attempts`` counts this one)."""
+
+    id: int
+    template: str
+    user_id: str | None
+    payload: str | None
+    message_id: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailState:
+    """A mail as operators see it: never its recipient or its payload."""
+
+    id: int
+    template: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+    payload_kept: bool
+
+    @property
+    def state(self) -> str:
+        if self.sent_at is not None:
+            return "sent"
+        if self.failed_at is not None:
+            return "failed"
+        return "queued" if self.attempts == 0 else "retrying"
+
+
 class UnitOfWork(Protocol):
     """One transaction's worth of storage operations."""
 
@@ -108,6 +158,59 @@ class UnitOfWork(Protocol):
     async def set_disabled(self, user_id: str, disabled_at: datetime | None) -> None: ...
 
     async def accounts_with_live_sessions(self, now: datetime) -> list[tuple[Account, int]]: ...
+
+    async def set_email(self, user_id: str, email: str, *, verified_at: datetime) -> None:
+        """A new (normalised) address; EmailTakenError when another account holds it."""
+
+    async def set_email_verified(self, user_id: str, at: datetime) -> None: ...
+
+    async def delete_account(self, user_id: str) -> None:
+        """The user row and what hangs on it (sessions, links); events stay, by opaque id."""
+
+    # -- mailed links ----------------------------------------------------------------------
+    async def add_link(self, link: LinkToken) -> None: ...
+
+    async def link(self, token_hash: str) -> LinkToken | None: ...
+
+    async def use_link(self, link_id: str, now: datetime) -> bool:
+        """Mark the link used if it is still usable (one conditional update); True if so."""
+
+    async def void_links(
+        self, user_id: str, now: datetime, *, purposes: tuple[LinkPurpose, ...] | None = None
+    ) -> int:
+        """Mark the user's usable links (of ``purposes``, or all) used; return how many."""
+
+    # -- the mail outbox -------------------------------------------------------------------
+    def add_mail(self, mail: OutgoingMail) -> None: ...
+
+    async def mail_due(self, now: datetime) -> bool:
+        """Whether any mail is due for an attempt (a cheap read before claiming)."""
+
+    async def claim_mail(
+        self,
+        now: datetime,
+        *,
+        lease_until: datetime,
+        new_message_id: Callable[[], str],
+        limit: int,
+    ) -> list[QueuedMail]:
+        """Due mails, each counted as one more attempt, given a Message-ID if it had none and
+        leased until ``lease_until`` (others skip them: SKIP LOCKED, or the write lock)."""
+
+    async def mail_sent(self, mail_id: int, now: datetime) -> None:
+        """Sent: its payload wiped."""
+
+    async def mail_retry(self, mail_id: int, at: datetime, error: str) -> None: ...
+
+    async def mail_failed(self, mail_id: int, now: datetime, error: str) -> None: ...
+
+    async def requeue_mail(self, mail_id: int, now: datetime) -> bool:
+        """A given-up mail due again (attempts reset) while its payload is kept."""
+
+    async def drop_mail(self, user_id: str) -> int:
+        """Delete the user's unsent mails (the account is being deleted)."""
+
+    async def mails(self, limit: int) -> list[MailState]: ...
 
     # -- sessions --------------------------------------------------------------------------
     async def add_session(self, session: Session) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -11,15 +11,27 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.core.events import NewEvent
+from tokenward.core.onetime import LinkPurpose, LinkToken
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.exceptions import EmailTakenError
 from tokenward.storage import queries
 from tokenward.storage.db import NO_KEY_UPDATE, Database
-from tokenward.storage.models import ClientRow, EventRow, RevocationRow, SessionRow, UserRow
+from tokenward.storage.models import (
+    ClientRow,
+    EventRow,
+    LinkTokenRow,
+    OutboxRow,
+    RevocationRow,
+    SessionRow,
+    UserRow,
+)
 from tokenward.storage.port import (
     ClientRecord,
     EventInfo,
+    MailState,
+    OutgoingMail,
+    QueuedMail,
     RevocationEntry,
     SessionInfo,
     UnitOfWork,
@@ -36,6 +48,7 @@ def _account(row: UserRow) -> Account:
         created_at=row.created_at,
         password_changed_at=row.password_changed_at,
         disabled_at=row.disabled_at,
+        email_verified_at=row.email_verified_at,
     )
 
 
@@ -115,6 +128,227 @@ class SqlUnitOfWork:
             .order_by(UserRow.email)
         )
         return [(_account(row), int(n)) for row, n in (await self._db.execute(query)).all()]
+
+    async def set_email(self, user_id: str, email: str, *, verified_at: datetime) -> None:
+        try:
+            async with self._db.begin_nested():
+                await self._db.execute(
+                    update(UserRow)
+                    .where(UserRow.id == user_id)
+                    .values(email=email, email_verified_at=verified_at),
+                    execution_options={"synchronize_session": False},
+                )
+        except IntegrityError:
+            raise EmailTakenError("an account with this email already exists") from None
+
+    async def set_email_verified(self, user_id: str, at: datetime) -> None:
+        await self._db.execute(
+            update(UserRow).where(UserRow.id == user_id).values(email_verified_at=at),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def delete_account(self, user_id: str) -> None:
+        # Sessions and links go with the user (ON DELETE CASCADE; SQLite enforces it with
+        # foreign_keys=ON). Events keep the opaque id and never held the address.
+        await self._db.execute(delete(LinkTokenRow).where(LinkTokenRow.user_id == user_id))
+        await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+        await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
+
+    # -- mailed links ----------------------------------------------------------------------
+    async def add_link(self, link: LinkToken) -> None:
+        self._db.add(
+            LinkTokenRow(
+                id=link.id,
+                user_id=link.user_id,
+                purpose=link.purpose.value,
+                token_hash=link.token_hash,
+                email=link.email,
+                created_at=link.created_at,
+                expires_at=link.expires_at,
+                used_at=link.used_at,
+            )
+        )
+        await self._db.flush()
+
+    async def link(self, token_hash: str) -> LinkToken | None:
+        row = (
+            await self._db.execute(
+                select(LinkTokenRow).where(LinkTokenRow.token_hash == token_hash)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        return LinkToken(
+            id=row.id,
+            user_id=row.user_id,
+            purpose=LinkPurpose(row.purpose),
+            token_hash=row.token_hash,
+            email=row.email,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            used_at=row.used_at,
+        )
+
+    async def use_link(self, link_id: str, now: datetime) -> bool:
+        result = await self._db.execute(
+            update(LinkTokenRow)
+            .where(
+                LinkTokenRow.id == link_id,
+                LinkTokenRow.used_at.is_(None),
+                LinkTokenRow.expires_at > now,
+            )
+            .values(used_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def void_links(
+        self, user_id: str, now: datetime, *, purposes: tuple[LinkPurpose, ...] | None = None
+    ) -> int:
+        query = update(LinkTokenRow).where(
+            LinkTokenRow.user_id == user_id, LinkTokenRow.used_at.is_(None)
+        )
+        if purposes is not None:
+            query = query.where(LinkTokenRow.purpose.in_([p.value for p in purposes]))
+        result = await self._db.execute(
+            query.values(used_at=now), execution_options={"synchronize_session": False}
+        )
+        return _count(result)
+
+    # -- the mail outbox -------------------------------------------------------------------
+    def add_mail(self, mail: OutgoingMail) -> None:
+        self._db.add(
+            OutboxRow(
+                created_at=mail.created_at,
+                template=mail.template,
+                user_id=mail.user_id,
+                payload=mail.payload,
+                attempts=0,
+                next_attempt_at=mail.next_attempt_at,
+            )
+        )
+
+    async def mail_due(self, now: datetime) -> bool:
+        found = await self._db.execute(
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.sent_at.is_(None),
+                OutboxRow.failed_at.is_(None),
+                OutboxRow.next_attempt_at <= now,
+            )
+            .limit(1)
+        )
+        return found.first() is not None
+
+    async def claim_mail(
+        self,
+        now: datetime,
+        *,
+        lease_until: datetime,
+        new_message_id: Callable[[], str],
+        limit: int,
+    ) -> list[QueuedMail]:
+        # SKIP LOCKED: instances claiming at once take different mails (PostgreSQL); on
+        # SQLite the write transaction (BEGIN IMMEDIATE) already makes them take turns.
+        rows = (
+            (
+                await self._db.execute(
+                    select(OutboxRow)
+                    .where(
+                        OutboxRow.sent_at.is_(None),
+                        OutboxRow.failed_at.is_(None),
+                        OutboxRow.next_attempt_at <= now,
+                    )
+                    .order_by(OutboxRow.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        claimed = []
+        for row in rows:
+            row.attempts += 1
+            row.next_attempt_at = lease_until
+            if row.message_id is None:
+                row.message_id = new_message_id()
+            claimed.append(
+                QueuedMail(
+                    id=row.id,
+                    template=row.template,
+                    user_id=row.user_id,
+                    payload=row.payload,
+                    message_id=row.message_id,
+                    attempts=row.attempts,
+                )
+            )
+        await self._db.flush()
+        return claimed
+
+    async def mail_sent(self, mail_id: int, now: datetime) -> None:
+        await self._db.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == mail_id)
+            .values(sent_at=now, payload=None, next_attempt_at=None, last_error=None),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def mail_retry(self, mail_id: int, at: datetime, error: str) -> None:
+        await self._db.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == mail_id)
+            .values(next_attempt_at=at, last_error=error[:200]),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def mail_failed(self, mail_id: int, now: datetime, error: str) -> None:
+        await self._db.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == mail_id)
+            .values(failed_at=now, next_attempt_at=None, last_error=error[:200]),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def requeue_mail(self, mail_id: int, now: datetime) -> bool:
+        result = await self._db.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.id == mail_id,
+                OutboxRow.failed_at.is_not(None),
+                OutboxRow.payload.is_not(None),
+            )
+            .values(failed_at=None, attempts=0, next_attempt_at=now, last_error=None),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def drop_mail(self, user_id: str) -> int:
+        result = await self._db.execute(
+            delete(OutboxRow).where(OutboxRow.user_id == user_id, OutboxRow.sent_at.is_(None))
+        )
+        return _count(result)
+
+    async def mails(self, limit: int) -> list[MailState]:
+        rows = (
+            (await self._db.execute(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)))
+            .scalars()
+            .all()
+        )
+        return [
+            MailState(
+                id=row.id,
+                template=row.template,
+                created_at=row.created_at,
+                attempts=row.attempts,
+                next_attempt_at=row.next_attempt_at,
+                sent_at=row.sent_at,
+                failed_at=row.failed_at,
+                last_error=row.last_error,
+                payload_kept=row.payload is not None,
+            )
+            for row in rows
+        ]
 
     # -- sessions --------------------------------------------------------------------------
     async def add_session(self, session: Session) -> None:
@@ -229,6 +463,20 @@ class SqlUnitOfWork:
         events = await self._db.execute(delete(EventRow).where(EventRow.at < events_before))
         # The feed reaches back one access token lifetime; the grace covers it many times.
         await self._db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < ended_before))
+        # Links and mails: used or expired links go with ended sessions; sent mails (their
+        # payloads already wiped) with old events; a given-up mail's sealed payload, kept for
+        # `tokenward mail retry`, after a week.
+        await self._db.execute(
+            delete(LinkTokenRow).where(
+                or_(LinkTokenRow.used_at < ended_before, LinkTokenRow.expires_at < ended_before)
+            )
+        )
+        await self._db.execute(delete(OutboxRow).where(OutboxRow.sent_at < events_before))
+        await self._db.execute(
+            update(OutboxRow)
+            .where(OutboxRow.failed_at < ended_before, OutboxRow.payload.is_not(None))
+            .values(payload=None)
+        )
         return _count(sessions), _count(events)
 
 

@@ -20,7 +20,7 @@ from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock
 from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
-from tokenward.web import account, oauth, routes
+from tokenward.web import account, email_accounts, oauth, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
 from tokenward.web.openapi import install_openapi
@@ -106,6 +106,8 @@ def create_app(
                     "reloading keys",
                 )
             ),
+            # Sends what the requests queued (docs/email.md); idle when mail is off.
+            asyncio.create_task(service.outbox.run(stopping)),
         ]
         try:
             yield
@@ -132,6 +134,9 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(account.router)
     app.include_router(oauth.router)
+    app.include_router(email_accounts.router)
+    if settings.serves_demo and settings.mail_delivery == "log":
+        app.include_router(email_accounts.mailbox_router)
 
     @app.exception_handler(oauth.InvalidClientError)
     async def _invalid_client(_: Request, _exc: oauth.InvalidClientError) -> JSONResponse:

@@ -22,8 +22,7 @@ from tokenward.core.tokens import MAX_TOKEN_LENGTH
 from tokenward.exceptions import TokenwardError
 from tokenward.web.deps import client_info, same_origin
 from tokenward.web.problems import error_response
-from tokenward.web.routes import refresh_answer
-from tokenward.web.schemas import UserResponse
+from tokenward.web.routes import refresh_answer, user_body
 
 __all__ = ["FastProtectedRoute"]
 
@@ -90,12 +89,7 @@ class FastProtectedRoute:
             principal = await service.sessions.authenticate(token)
         except TokenwardError:
             return False
-        user = principal.user
-        body = (
-            UserResponse(id=user.id, email=user.email, created_at=user.created_at)
-            .model_dump_json()
-            .encode()
-        )
+        body = user_body(principal.user).model_dump_json().encode()
         await send(
             {
                 "type": "http.response.start",

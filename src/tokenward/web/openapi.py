@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from tokenward.exceptions import (
     AuthenticationError,
+    EmailNotVerifiedError,
     EmailTakenError,
     InvalidEmailError,
     PasswordPolicyError,
@@ -37,6 +38,7 @@ __all__ = [
     "CROSS_ORIGIN",
     "EMAIL_TAKEN",
     "GUARDED",
+    "LOGIN_REFUSED",
     "RATE_LIMITED",
     "TOKEN_REQUEST_BODY",
     "UNAVAILABLE",
@@ -151,6 +153,15 @@ CROSS_ORIGIN: Responses = {
         403,
         "Cross-origin request refused (the cookie endpoints' CSRF check).",
         "cross-origin-request",
+    )
+}
+LOGIN_REFUSED: Responses = {
+    403: problem_response(
+        403,
+        "Cross-origin request refused (the cookie endpoints' CSRF check), or the password was "
+        "right but the address is not verified yet (TOKENWARD_EMAIL_VERIFICATION=required).",
+        "cross-origin-request",
+        EmailNotVerifiedError.problem,
     )
 }
 CLIENT: Responses = {

@@ -11,8 +11,10 @@ from starlette.requests import cookie_parser
 
 from tokenward.app.service import AuthService, IssuedTokens
 from tokenward.core.events import ClientInfo
+from tokenward.core.users import User
 from tokenward.exceptions import (
     AuthenticationError,
+    EmailNotVerifiedError,
     InvalidEmailError,
     PasswordPolicyError,
     TokenError,
@@ -31,6 +33,7 @@ from tokenward.web.openapi import (
     CROSS_ORIGIN,
     EMAIL_TAKEN,
     GUARDED,
+    LOGIN_REFUSED,
     RATE_LIMITED,
     TOKEN_REQUEST_BODY,
     UNAVAILABLE,
@@ -40,6 +43,7 @@ from tokenward.web.openapi import (
 )
 from tokenward.web.problems import error_response
 from tokenward.web.schemas import (
+    ACCEPTED,
     Credentials,
     JWKSet,
     OAuthError,
@@ -47,9 +51,10 @@ from tokenward.web.schemas import (
     Readiness,
     TokenResponse,
     UserResponse,
+    accepted,
 )
 
-__all__ = ["refresh_answer", "router"]
+__all__ = ["refresh_answer", "router", "user_body"]
 
 router = APIRouter()
 _log = logging.getLogger("tokenward")
@@ -119,15 +124,20 @@ def clear_cookie(request: Request, service: AuthService, response: Response) -> 
     response_model=UserResponse,
     responses={
         **BODY,
+        **ACCEPTED,
         **EMAIL_TAKEN,
         **unprocessable(InvalidEmailError.problem, PasswordPolicyError.problem),
         **RATE_LIMITED,
         **UNAVAILABLE,
     },
 )
-async def register(body: Credentials, service: Service, client: Client) -> UserResponse:
+async def register(body: Credentials, service: Service, client: Client) -> Response:
+    if service.settings.email_verification == "required":
+        # One answer for a new and a taken address (docs/email.md).
+        await service.accounts.register_blind(body.email, body.password, client)
+        return accepted()
     user = await service.accounts.register(body.email, body.password, client)
-    return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
+    return JSONResponse(user_body(user).model_dump(mode="json"), status_code=201)
 
 
 @router.post(
@@ -136,7 +146,7 @@ async def register(body: Credentials, service: Service, client: Client) -> UserR
     responses={
         **BODY,
         **WRONG_PASSWORD,
-        **CROSS_ORIGIN,
+        **LOGIN_REFUSED,
         **unprocessable(PasswordPolicyError.problem),
         **RATE_LIMITED,
         **UNAVAILABLE,
@@ -205,10 +215,19 @@ async def logout(request: Request, service: Service, client: Client) -> Response
     return response
 
 
+def user_body(user: User) -> UserResponse:
+    """The user as GET /auth/me (and its fast path) and a registration show it."""
+    return UserResponse(
+        id=user.id,
+        email=user.email,
+        created_at=user.created_at,
+        email_verified=user.email_verified,
+    )
+
+
 @router.get("/auth/me", response_model=UserResponse, responses={**BEARER, **UNAVAILABLE})
 async def me(principal: CurrentUser) -> UserResponse:
-    user = principal.user
-    return UserResponse(id=user.id, email=user.email, created_at=user.created_at)
+    return user_body(principal.user)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
@@ -264,6 +283,8 @@ async def token(
             return _oauth_error("unsupported_grant_type", "use password or refresh_token")
     except AuthenticationError:
         return _oauth_error("invalid_grant", "email or password is incorrect")
+    except EmailNotVerifiedError:
+        return _oauth_error("invalid_grant", "the email address is not verified yet")
     except TokenError:
         return _oauth_error("invalid_grant", "the refresh token is invalid, expired or revoked")
     body: dict[str, Any] = OAuthTokenResponse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
@@ -12,7 +13,9 @@ from tokenward.core.passwords import PASSWORD_MAX_LENGTH
 from tokenward.core.users import MAX_EMAIL_LENGTH
 
 __all__ = [
+    "ACCEPTED",
     "PASSWORD_SCHEMA",
+    "Accepted",
     "Credentials",
     "Introspection",
     "JWKSet",
@@ -25,6 +28,7 @@ __all__ = [
     "ServerMetadata",
     "TokenResponse",
     "UserResponse",
+    "accepted",
 ]
 
 # Generous enough for any valid password (128 characters of 4-byte UTF-8) while the policy
@@ -53,6 +57,25 @@ class UserResponse(BaseModel):
     id: str
     email: str
     created_at: datetime
+    email_verified: bool = False
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+
+
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: the same status, headers and body whatever the address "
+        "(docs/email.md).",
+        "model": Accepted,
+    }
+}
+
+
+def accepted() -> JSONResponse:
+    """The one 202: the same status, headers and body whatever happened behind it."""
+    return JSONResponse({"status": "accepted"}, status_code=202)
 
 
 class TokenResponse(BaseModel):

@@ -1,0 +1,592 @@
+"""Accounts by email: verification, password reset, email change and deletion (docs/email.md).
+
+Every flow that mails writes its change, its link token (hashed) and its mail in one unit of
+work; the outbox sends later. Answers that could tell whether an account exists are the same
+whatever the account's state, and each state does the same work: one write transaction (the
+mail, or a recorded ``email.suppressed``), so the time does not tell either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from tokenward.app.context import Context
+from tokenward.app.credentials import check_password, record_failure
+from tokenward.app.outbox import Outbox
+from tokenward.app.sessions import Principal
+from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.onetime import LinkPurpose, LinkToken, hash_link_token, parse_link_token
+from tokenward.core.passwords import normalize_password
+from tokenward.core.sessions import EndReason
+from tokenward.core.users import Account, account_key, normalize_email
+from tokenward.exceptions import (
+    AuthenticationError,
+    EmailTakenError,
+    InvalidEmailError,
+    LinkInvalidError,
+    RateLimitedError,
+)
+from tokenward.infra.mail import MailTemplate
+from tokenward.infra.ratelimit import Limit
+from tokenward.storage.port import UnitOfWork, retrying
+
+__all__ = ["LANDING_PAGES", "EmailAccounts"]
+
+LANDING_PAGES = {
+    LinkPurpose.VERIFY_EMAIL: "verify-email",
+    LinkPurpose.RESET_PASSWORD: "reset-password",
+    LinkPurpose.CHANGE_EMAIL: "confirm-email",
+    LinkPurpose.CANCEL_EMAIL_CHANGE: "cancel-email-change",
+}
+"""The page of ``TOKENWARD_APP_URL`` each link opens; the token rides in the fragment."""
+
+
+def _in_words(ttl: timedelta) -> str:
+    hours, rest = divmod(int(ttl.total_seconds()), 3600)
+    if hours and not rest:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = max(1, int(ttl.total_seconds()) // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+class EmailAccounts:
+    """What a user does with their address, and what they do when they lost their password."""
+
+    def __init__(self, ctx: Context, outbox: Outbox) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+
+    # -- shared pieces ---------------------------------------------------------------------
+
+    def _ttl(self, purpose: LinkPurpose) -> timedelta:
+        settings = self.ctx.settings
+        return {
+            LinkPurpose.VERIFY_EMAIL: settings.email_verification_ttl,
+            LinkPurpose.RESET_PASSWORD: settings.password_reset_ttl,
+            LinkPurpose.CHANGE_EMAIL: settings.email_change_ttl,
+            LinkPurpose.CANCEL_EMAIL_CHANGE: settings.email_change_ttl,
+        }[purpose]
+
+    async def _new_link(
+        self, tx: UnitOfWork, user_id: str, purpose: LinkPurpose, email: str, now: datetime
+    ) -> str:
+        """A link of ``purpose`` for ``email``, superseding the user's earlier ones; its URL."""
+        await tx.void_links(user_id, now, purposes=(purpose,))
+        issued = LinkToken.issue(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            purpose=purpose,
+            email=email,
+            now=now,
+            ttl=self._ttl(purpose),
+        )
+        await tx.add_link(issued.record)
+        return f"{self.ctx.settings.link_base}/{LANDING_PAGES[purpose]}#token={issued.token}"
+
+    async def _may_mail(self, address: str, kind: str) -> str | None:
+        """None when a mail of ``kind`` may go to ``address`` now, else why not (a limit or the
+        cooldown), for the ``email.suppressed`` event. Counted whether or not the address has
+        an account, so the limits say nothing about that either."""
+        limits = self.ctx.limits
+        try:
+            await limits.hit(Limit.EMAIL_ADDRESS, address)
+        except RateLimitedError:
+            return "rate_limited"
+        try:
+            await limits.hit(Limit.EMAIL_COOLDOWN, address, kind)
+        except RateLimitedError:
+            await limits.refund(Limit.EMAIL_ADDRESS, address)
+            return "cooldown"
+        return None
+
+    async def _per_ip(self, client: ClientInfo) -> None:
+        """The per-IP limit of mail-sending requests: over it, a 429 (it tells nothing about
+        any account)."""
+        await self.ctx.limits.hit(Limit.EMAIL_IP, self.ctx.limits.client(client.ip))
+
+    @staticmethod
+    def _suppressed(
+        now: datetime, client: ClientInfo, reason: str, kind: str, user_id: str | None = None
+    ) -> NewEvent:
+        return NewEvent(
+            EventType.EMAIL_SUPPRESSED,
+            now,
+            client,
+            user_id=user_id,
+            detail={"reason": reason, "mail": kind},
+        )
+
+    async def _usable_link(self, tx: UnitOfWork, token: object, purpose: LinkPurpose) -> LinkToken:
+        """The stored link behind ``token``, usable now; LinkInvalidError for anything else."""
+        parsed = parse_link_token(token, purpose)
+        if parsed is None:
+            raise LinkInvalidError("malformed link token")
+        link = await tx.link(hash_link_token(parsed))
+        if link is None or link.purpose is not purpose or not link.usable(self.ctx.now()):
+            raise LinkInvalidError("unknown, used or expired link token")
+        return link
+
+    def _queued(self) -> None:
+        self.outbox.wake()
+
+    # -- verification ----------------------------------------------------------------------
+
+    async def queue_verification(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
+        """The verification mail for a new account (register), in the caller's transaction."""
+        link = await self._new_link(tx, account.id, LinkPurpose.VERIFY_EMAIL, account.email, now)
+        self.outbox.queue(
+            tx,
+            MailTemplate.VERIFY_EMAIL,
+            to=account.email,
+            now=now,
+            user_id=account.id,
+            context={
+                "link": link,
+                "expires_in": _in_words(self.ctx.settings.email_verification_ttl),
+            },
+        )
+        tx.add_event(NewEvent(EventType.EMAIL_VERIFICATION_SENT, now, user_id=account.id))
+
+    async def request_verification(self, email: str, client: ClientInfo) -> None:
+        """Mail a new verification link if the address has an unverified, enabled account.
+
+        Answers the same (nothing) whatever the address; raises only InvalidEmailError for a
+        malformed address and RateLimitedError for the per-IP limit."""
+        email = normalize_email(email)
+        await self._per_ip(client)
+        refused = await self._may_mail(email, "verify_email")
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account_by_email(email)
+                reason = refused
+                if reason is None:
+                    if account is None:
+                        reason = "no_account"
+                    elif account.disabled:
+                        reason = "disabled"
+                    elif account.email_verified_at is not None:
+                        reason = "already_verified"
+                if reason is not None or account is None:
+                    user_id = account.id if account else None
+                    tx.add_event(
+                        self._suppressed(now, client, reason or "", "verify_email", user_id)
+                    )
+                    return
+                await self.queue_verification(tx, account, now)
+
+        await retrying(write)
+        self._queued()
+
+    async def verify_email(self, token: object, client: ClientInfo) -> None:
+        """Use a verification link: the address is proven. LinkInvalidError otherwise."""
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                link = await self._usable_link(tx, token, LinkPurpose.VERIFY_EMAIL)
+                account = await tx.account(link.user_id, lock=True)
+                if account is None or account.email != link.email:
+                    raise LinkInvalidError("the link was for another address")
+                if not await tx.use_link(link.id, now):
+                    raise LinkInvalidError("link used meanwhile")
+                if account.email_verified_at is None:
+                    await tx.set_email_verified(account.id, now)
+                tx.add_event(NewEvent(EventType.EMAIL_VERIFIED, now, client, user_id=account.id))
+
+        await retrying(write)
+
+    async def signup_attempt(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
+        """Someone registered an address that has an account (required verification): tell
+        its owner, within the address's limits, in the caller's transaction."""
+        refused = await self._may_mail(account.email, "signup_attempt")
+        if refused is not None:
+            tx.add_event(self._suppressed(now, ClientInfo(), refused, "signup_attempt", account.id))
+            return
+        self.outbox.queue(
+            tx,
+            MailTemplate.SIGNUP_ATTEMPT,
+            to=account.email,
+            now=now,
+            user_id=account.id,
+            context={"app_url": self.ctx.settings.link_base},
+        )
+
+    # -- password reset --------------------------------------------------------------------
+
+    async def forgot_password(self, email: str, client: ClientInfo) -> None:
+        """Mail a reset link if the address has an enabled account; the same answer (nothing)
+        and the same work for every address."""
+        email = normalize_email(email)
+        await self._per_ip(client)
+        refused = await self._may_mail(email, "reset_password")
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account_by_email(email)
+                reason = refused
+                if reason is None:
+                    if account is None:
+                        reason = "no_account"
+                    elif account.disabled:
+                        reason = "disabled"
+                if reason is not None or account is None:
+                    user_id = account.id if account else None
+                    tx.add_event(
+                        self._suppressed(now, client, reason or "", "reset_password", user_id)
+                    )
+                    return
+                link = await self._new_link(
+                    tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now
+                )
+                self.outbox.queue(
+                    tx,
+                    MailTemplate.RESET_PASSWORD,
+                    to=account.email,
+                    now=now,
+                    user_id=account.id,
+                    context={
+                        "link": link,
+                        "expires_in": _in_words(self.ctx.settings.password_reset_ttl),
+                    },
+                )
+                tx.add_event(
+                    NewEvent(EventType.PASSWORD_RESET_REQUESTED, now, client, user_id=account.id)
+                )
+
+        await retrying(write)
+        self._queued()
+
+    async def send_reset(self, email: str) -> None:
+        """An operator's ``tokenward users send-reset``: the same mail, no limits, and the
+        operator never sees the link. UnknownUserError for an address without an account."""
+        from tokenward.exceptions import UnknownUserError
+
+        email = normalize_email(email)
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account_by_email(email)
+                if account is None:
+                    raise UnknownUserError(f"no user with email {email}")
+                link = await self._new_link(
+                    tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now
+                )
+                self.outbox.queue(
+                    tx,
+                    MailTemplate.RESET_PASSWORD,
+                    to=account.email,
+                    now=now,
+                    user_id=account.id,
+                    context={
+                        "link": link,
+                        "expires_in": _in_words(self.ctx.settings.password_reset_ttl),
+                    },
+                )
+                tx.add_event(
+                    NewEvent(
+                        EventType.PASSWORD_RESET_REQUESTED,
+                        now,
+                        user_id=account.id,
+                        detail={"by": "operator"},
+                    )
+                )
+
+        await retrying(write)
+
+    async def reset_password(self, token: object, new_password: str, client: ClientInfo) -> None:
+        """Set a new password from a reset link: the policy first (a weak password does not
+        use the link up), then in one transaction the hash, the sessions ended, every other
+        link voided and a notice mailed. No sign-in follows."""
+        async with self.ctx.store.read() as tx:
+            link = await self._usable_link(tx, token, LinkPurpose.RESET_PASSWORD)
+        new_password = normalize_password(new_password)
+        self.ctx.policy.check(new_password, email=link.email)
+        password_hash = await self.ctx.hashed(self.ctx.hasher.hash, new_password)
+        now = self.ctx.now()
+        end_sessions = self.ctx.settings.password_reset_end_sessions == "all"  # noqa: S105
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account(link.user_id, lock=True)
+                if account is None or account.email != link.email:
+                    raise LinkInvalidError("the link was for another address")
+                if not await tx.use_link(link.id, now):
+                    raise LinkInvalidError("link used meanwhile")
+                await tx.set_password_hash(account.id, password_hash, changed_at=now)
+                if account.email_verified_at is None:
+                    await tx.set_email_verified(account.id, now)  # the mail reached them
+                await tx.void_links(account.id, now)
+                ended = (
+                    await tx.end_sessions(account.id, now, EndReason.PASSWORD_RESET)
+                    if end_sessions
+                    else []
+                )
+                self.outbox.queue(
+                    tx,
+                    MailTemplate.PASSWORD_RESET_DONE,
+                    to=account.email,
+                    now=now,
+                    user_id=account.id,
+                    context={
+                        "app_url": self.ctx.settings.link_base,
+                        "sessions_ended": bool(ended),
+                    },
+                )
+                tx.add_event(
+                    NewEvent(
+                        EventType.PASSWORD_RESET,
+                        now,
+                        client,
+                        user_id=account.id,
+                        detail={"sessions_ended": len(ended)},
+                    )
+                )
+
+        await retrying(write)
+        self._queued()
+
+    # -- email change ----------------------------------------------------------------------
+
+    async def request_change(
+        self, principal: Principal, new_email: str, current_password: str, client: ClientInfo
+    ) -> None:
+        """Mail a confirmation link to ``new_email`` and a notice with a cancel link to the
+        current address. An address another account holds gets the same answer and no mail."""
+        new_email = normalize_email(new_email)
+        current_password = normalize_password(current_password)
+        self.ctx.policy.check_length_cap(current_password)
+        await self._per_ip(client)
+        account_id = principal.user.id
+        async with self.ctx.store.read() as tx:
+            row = await tx.account(account_id)
+        ip = self.ctx.limits.client(client.ip)
+        verified = await check_password(
+            self.ctx, account_key(principal.user.email), ip, current_password, row
+        )
+        now = self.ctx.now()
+        if verified is None or row is None:
+            await record_failure(
+                self.ctx,
+                client,
+                now,
+                account_id,
+                reason="bad_current_password",
+                session_id=principal.session_id,
+            )
+            raise AuthenticationError("the current password is incorrect")
+        if new_email == row.email:
+            raise InvalidEmailError("the new address is the current one")
+        refused = await self._may_mail(new_email, "email_change")
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account(account_id, lock=True)
+                if account is None:
+                    raise AuthenticationError("the account is gone")
+                holder = await tx.account_by_email(new_email)
+                reason = refused or ("address_taken" if holder is not None else None)
+                if reason is not None:
+                    tx.add_event(self._suppressed(now, client, reason, "email_change", account.id))
+                    return
+                await tx.void_links(
+                    account.id,
+                    now,
+                    purposes=(LinkPurpose.CHANGE_EMAIL, LinkPurpose.CANCEL_EMAIL_CHANGE),
+                )
+                confirm = await self._new_link(
+                    tx, account.id, LinkPurpose.CHANGE_EMAIL, new_email, now
+                )
+                cancel = await self._new_link(
+                    tx, account.id, LinkPurpose.CANCEL_EMAIL_CHANGE, account.email, now
+                )
+                expires_in = _in_words(self.ctx.settings.email_change_ttl)
+                self.outbox.queue(
+                    tx,
+                    MailTemplate.EMAIL_CHANGE_CONFIRM,
+                    to=new_email,
+                    now=now,
+                    user_id=account.id,
+                    context={"link": confirm, "expires_in": expires_in},
+                )
+                self.outbox.queue(
+                    tx,
+                    MailTemplate.EMAIL_CHANGE_NOTICE,
+                    to=account.email,
+                    now=now,
+                    user_id=account.id,
+                    context={"cancel_link": cancel, "expires_in": expires_in},
+                )
+                tx.add_event(
+                    NewEvent(
+                        EventType.EMAIL_CHANGE_REQUESTED,
+                        now,
+                        client,
+                        user_id=account.id,
+                        session_id=principal.session_id,
+                    )
+                )
+
+        await retrying(write)
+        self._queued()
+
+    async def confirm_change(self, token: object, client: ClientInfo) -> None:
+        """Use a confirmation link: the address changes now, proven; the old one is told.
+        EmailTakenError if another account took the address meanwhile."""
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                link = await self._usable_link(tx, token, LinkPurpose.CHANGE_EMAIL)
+                account = await tx.account(link.user_id, lock=True)
+                if account is None:
+                    raise LinkInvalidError("the account is gone")
+                if not await tx.use_link(link.id, now):
+                    raise LinkInvalidError("link used meanwhile")
+                old = account.email
+                await tx.set_email(account.id, link.email, verified_at=now)
+                await tx.void_links(account.id, now)
+                self.outbox.queue(
+                    tx, MailTemplate.EMAIL_CHANGED, to=old, now=now, user_id=account.id
+                )
+                tx.add_event(NewEvent(EventType.EMAIL_CHANGED, now, client, user_id=account.id))
+
+        try:
+            await retrying(write)
+        except EmailTakenError:
+            raise EmailTakenError("another account has taken this address meanwhile") from None
+        self._queued()
+
+    async def cancel_change(self, token: object, client: ClientInfo) -> None:
+        """Use a cancel link (sent to the old address): the pending change dies."""
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                link = await self._usable_link(tx, token, LinkPurpose.CANCEL_EMAIL_CHANGE)
+                if not await tx.use_link(link.id, now):
+                    raise LinkInvalidError("link used meanwhile")
+                await tx.void_links(link.user_id, now, purposes=(LinkPurpose.CHANGE_EMAIL,))
+                tx.add_event(
+                    NewEvent(
+                        EventType.EMAIL_CHANGE_CANCELLED,
+                        now,
+                        client,
+                        user_id=link.user_id,
+                        detail={"by": "cancel_link"},
+                    )
+                )
+
+        await retrying(write)
+
+    async def withdraw_change(self, principal: Principal, client: ClientInfo) -> None:
+        """The signed-in user withdraws a pending change (its links die)."""
+        await self.ctx.limits.hit(Limit.USER_ACTIONS, principal.user.id)
+        now = self.ctx.now()
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                voided = await tx.void_links(
+                    principal.user.id,
+                    now,
+                    purposes=(LinkPurpose.CHANGE_EMAIL, LinkPurpose.CANCEL_EMAIL_CHANGE),
+                )
+                if voided:
+                    tx.add_event(
+                        NewEvent(
+                            EventType.EMAIL_CHANGE_CANCELLED,
+                            now,
+                            client,
+                            user_id=principal.user.id,
+                            session_id=principal.session_id,
+                            detail={"by": "user"},
+                        )
+                    )
+
+        await retrying(write)
+
+    # -- deletion --------------------------------------------------------------------------
+
+    async def delete_account(
+        self, principal: Principal, current_password: str, client: ClientInfo
+    ) -> None:
+        """Check the password, then end every session (the revocation feed carries them),
+        delete the user, their links and pending mails, and mail a confirmation."""
+        current_password = normalize_password(current_password)
+        self.ctx.policy.check_length_cap(current_password)
+        async with self.ctx.store.read() as tx:
+            row = await tx.account(principal.user.id)
+        ip = self.ctx.limits.client(client.ip)
+        verified = await check_password(
+            self.ctx, account_key(principal.user.email), ip, current_password, row
+        )
+        now = self.ctx.now()
+        if verified is None or row is None:
+            await record_failure(
+                self.ctx,
+                client,
+                now,
+                principal.user.id,
+                reason="bad_current_password",
+                session_id=principal.session_id,
+            )
+            raise AuthenticationError("the current password is incorrect")
+        await self.remove(row.id, client, now)
+
+    async def remove(self, user_id: str, client: ClientInfo, now: datetime) -> bool:
+        """Delete the account (the user's request, or an operator's ``users delete``)."""
+
+        async def write() -> bool:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account(user_id, lock=True)
+                if account is None:
+                    return False
+                ended = await tx.end_sessions(account.id, now, EndReason.ACCOUNT_DELETED)
+                await tx.drop_mail(account.id)
+                await tx.delete_account(account.id)
+                self.outbox.queue(
+                    tx, MailTemplate.ACCOUNT_DELETED, to=account.email, now=now, user_id=None
+                )
+                tx.add_event(
+                    NewEvent(
+                        EventType.USER_DELETED,
+                        now,
+                        client,
+                        user_id=account.id,
+                        detail={"sessions_ended": len(ended)},
+                    )
+                )
+            return True
+
+        removed = await retrying(write)
+        self._queued()
+        return removed
+
+    async def mark_verified(self, email: str) -> bool:
+        """An operator's ``tokenward users verify``; False if it already was."""
+        from tokenward.exceptions import UnknownUserError
+
+        email = normalize_email(email)
+        now = self.ctx.now()
+
+        async def write() -> bool:
+            async with self.ctx.store.write() as tx:
+                account = await tx.account_by_email(email)
+                if account is None:
+                    raise UnknownUserError(f"no user with email {email}")
+                if account.email_verified_at is not None:
+                    return False
+                await tx.set_email_verified(account.id, now)
+                await tx.void_links(account.id, now, purposes=(LinkPurpose.VERIFY_EMAIL,))
+                tx.add_event(
+                    NewEvent(
+                        EventType.EMAIL_VERIFIED, now, user_id=account.id, detail={"by": "operator"}
+                    )
+                )
+            return True
+
+        return await retrying(write)

@@ -1,0 +1,224 @@
+"""The mail outbox: queued with the change that needs the mail, sent by a worker later.
+
+``queue`` writes a mail in the caller's unit of work, so the mail exists exactly when the
+change does. The recipient and the template's values (links) are sealed under the server
+secret. Each instance runs :meth:`Outbox.run`: it claims due mails (recording the attempt and
+the Message-ID before sending, with a lease), sends each, and marks it sent (the sealed payload
+wiped) or due again after a backoff, or given up after ``TOKENWARD_EMAIL_MAX_ATTEMPTS`` or on a
+permanent refusal, with an ``email.delivery_failed`` event. A crash mid-send leaves the lease
+to run out, and the mail is sent again with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from tokenward.app.context import Context
+from tokenward.core.events import EventType, NewEvent
+from tokenward.infra.mail import Composer, Delivery, DeliveryError, MailTemplate
+from tokenward.storage.port import MailState, OutgoingMail, QueuedMail, UnitOfWork, retrying
+
+__all__ = ["LEASE", "Outbox", "backoff"]
+
+logger = logging.getLogger("tokenward.outbox")
+
+LEASE = timedelta(minutes=1)
+"""How long a claimed mail is left to its sender before another may take it (a crash)."""
+POLL = 1.0
+"""Seconds between looks at the outbox when nothing woke the worker."""
+BATCH = 10
+
+
+def backoff(attempts: int, first: timedelta) -> timedelta:
+    """The wait after ``attempts`` failed attempts: ``first``, then four times longer each
+    time (30 s, 2 min, 8 min, 32 min with the default ``TOKENWARD_EMAIL_RETRY_BACKOFF``)."""
+    return first * int(4 ** max(0, attempts - 1))
+
+
+class Outbox:
+    """Queue mails with a change; deliver them in the background."""
+
+    def __init__(
+        self, ctx: Context, *, delivery: Delivery | None, composer: Composer | None
+    ) -> None:
+        self.ctx = ctx
+        self.delivery = delivery
+        self.composer = composer
+        self._seal = Fernet(ctx.outbox_key)
+        self._wake = asyncio.Event()
+
+    @property
+    def enabled(self) -> bool:
+        """False with ``TOKENWARD_EMAIL_DELIVERY=none``: nothing is queued."""
+        return self.delivery is not None
+
+    def queue(
+        self,
+        tx: UnitOfWork,
+        template: MailTemplate,
+        *,
+        to: str,
+        now: datetime,
+        user_id: str | None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """Add a mail to ``tx`` (nothing when mail is off)."""
+        if not self.enabled:
+            return
+        sealed = self._seal.encrypt(json.dumps({"to": to, "context": context or {}}).encode())
+        tx.add_mail(
+            OutgoingMail(
+                template=template.value,
+                user_id=user_id,
+                payload=sealed.decode(),
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+
+    def wake(self) -> None:
+        """Look at the outbox now (a request just queued a mail), not at the next poll."""
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver due mails until ``stopping`` is set; a failed round is logged, not fatal.
+
+        Shutdown sets the event rather than cancelling the task: a mail being handed to SMTP
+        is finished and marked, not left to be sent again after its lease."""
+        while not stopping.is_set():
+            try:
+                tried = await self.deliver_due()
+            except Exception as error:  # the database away, say: the next round tries again
+                logger.warning("outbox round failed: %s", type(error).__name__)
+                tried = 0
+            if tried:
+                continue  # there may be more
+            self._wake.clear()
+            woken = asyncio.create_task(self._wake.wait())
+            stopped = asyncio.create_task(stopping.wait())
+            await asyncio.wait({woken, stopped}, timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            for task in (woken, stopped):
+                task.cancel()
+
+    async def deliver_due(self) -> int:
+        """Claim the due mails and try each once; return how many were tried."""
+        if self.delivery is None or self.composer is None:
+            return 0
+        now = self.ctx.now()
+        async with self.ctx.store.read() as tx:
+            if not await tx.mail_due(now):
+                return 0  # the common case: a read, no write lock taken every second
+
+        async def claim() -> list[QueuedMail]:
+            async with self.ctx.store.write() as tx:
+                return await tx.claim_mail(
+                    now, lease_until=now + LEASE, new_message_id=self._message_id, limit=BATCH
+                )
+
+        claimed = await retrying(claim)
+        for mail in claimed:
+            await self._deliver(mail)
+        return len(claimed)
+
+    def _message_id(self) -> str:
+        domain = self.composer.sender.rsplit("@", 1)[-1].strip(" >") if self.composer else ""
+        return f"<{secrets.token_hex(16)}@{domain or 'tokenward'}>"
+
+    async def _deliver(self, mail: QueuedMail) -> None:
+        assert self.delivery is not None and self.composer is not None  # noqa: S101
+        now = self.ctx.now()
+        try:
+            payload = json.loads(self._seal.decrypt((mail.payload or "").encode()))
+            template = MailTemplate(mail.template)
+            message = self.composer.compose(
+                template,
+                to=payload["to"],
+                context=payload["context"],
+                message_id=mail.message_id,
+                now=now,
+            )
+        except (InvalidToken, ValueError, KeyError) as error:
+            # A payload sealed under another secret, or a template this version lacks.
+            await self._give_up(mail, now, f"unreadable: {error.__class__.__name__}")
+            return
+        try:
+            await self.delivery.send(message)
+        except DeliveryError as error:
+            if error.temporary and mail.attempts < self.ctx.settings.email_max_attempts:
+                await self._retry_later(mail, now, error.reason)
+            else:
+                await self._give_up(mail, now, error.reason)
+            return
+        await self._sent(mail, now)
+
+    async def _sent(self, mail: QueuedMail, now: datetime) -> None:
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                await tx.mail_sent(mail.id, now)
+                tx.add_event(
+                    NewEvent(
+                        EventType.EMAIL_SENT,
+                        now,
+                        user_id=mail.user_id,
+                        detail={"template": mail.template, "attempts": mail.attempts},
+                    )
+                )
+
+        await retrying(write)
+
+    async def _retry_later(self, mail: QueuedMail, now: datetime, reason: str) -> None:
+        logger.info("mail %s attempt %d failed (%s): retried later", mail.id, mail.attempts, reason)
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                wait = backoff(mail.attempts, self.ctx.settings.email_retry_backoff)
+                await tx.mail_retry(mail.id, now + wait, reason)
+
+        await retrying(write)
+
+    async def _give_up(self, mail: QueuedMail, now: datetime, reason: str) -> None:
+        logger.warning("mail %s given up after %d attempts (%s)", mail.id, mail.attempts, reason)
+
+        async def write() -> None:
+            async with self.ctx.store.write() as tx:
+                await tx.mail_failed(mail.id, now, reason)
+                tx.add_event(
+                    NewEvent(
+                        EventType.EMAIL_DELIVERY_FAILED,
+                        now,
+                        user_id=mail.user_id,
+                        detail={
+                            "template": mail.template,
+                            "attempts": mail.attempts,
+                            "reason": reason,
+                        },
+                    )
+                )
+
+        await retrying(write)
+
+    # -- operators -------------------------------------------------------------------------
+
+    async def list(self, limit: int = 50) -> list[MailState]:
+        async with self.ctx.store.read() as tx:
+            return await tx.mails(limit)
+
+    async def retry(self, mail_id: int) -> bool:
+        """Queue a given-up mail again (while its sealed payload is kept)."""
+        now = self.ctx.now()
+
+        async def write() -> bool:
+            async with self.ctx.store.write() as tx:
+                return await tx.requeue_mail(mail_id, now)
+
+        requeued = await retrying(write)
+        if requeued:
+            self.wake()
+        return requeued
