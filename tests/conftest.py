@@ -31,6 +31,7 @@ from support import (
     new_database,
 )
 from support.pgcluster import PostgresCluster
+from support.smtp import SmtpServer
 
 from tokenward.infra.config import Settings
 from tokenward.web import create_app
@@ -64,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
 SLOW_MODULES = frozenset(
     {
         "test_browser",
+        "test_browser_email",
+        "test_email_process",
         "test_cli_import",
         "test_concurrency",
         "test_crash",
@@ -171,6 +174,13 @@ async def api(app: Any) -> AsyncIterator[Api]:
 def service(app: Any) -> Any:
     """The running AuthService, for looking at the database behind the HTTP answers."""
     return app.state.service
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback (aiosmtpd), empty, for this test alone."""
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.fixture
