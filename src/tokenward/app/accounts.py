@@ -78,18 +78,21 @@ class Accounts:
         kind = EventType.USER_REGISTERED if client else EventType.USER_CREATED
         event = NewEvent(kind, now, client or ClientInfo(), user_id=account.id)
         mail = self.ctx.settings.mail_delivery != "none" and mode != "off" and client is not None
+        # The address's mail limits, charged before the transaction and whichever mail it
+        # turns out to be (a verification, or a "someone tried to sign up").
+        refused = await self._email.may_mail(email, "register") if mail else None
 
         async def insert() -> bool:
             async with self.ctx.store.write() as tx:
                 if blind:
                     holder = await tx.account_by_email(email)
                     if holder is not None:
-                        await self._email.signup_attempt(tx, holder, now)
+                        await self._email.signup_attempt(tx, holder, now, refused)
                         return False
                 await tx.add_account(account)
                 tx.add_event(event)
                 if mail:
-                    await self._email.queue_verification(tx, account, now)
+                    await self._email.queue_verification(tx, account, now, refused)
             return True
 
         created = await retrying(insert)

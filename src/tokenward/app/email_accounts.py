@@ -132,8 +132,14 @@ class EmailAccounts:
 
     # -- verification ----------------------------------------------------------------------
 
-    async def queue_verification(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
-        """The verification mail for a new account (register), in the caller's transaction."""
+    async def queue_verification(
+        self, tx: UnitOfWork, account: Account, now: datetime, refused: str | None = None
+    ) -> None:
+        """The verification mail for a new account (register), in the caller's transaction;
+        ``refused``: the address's limits said no, and only that is recorded."""
+        if refused is not None:
+            tx.add_event(self._suppressed(now, ClientInfo(), refused, "verify_email", account.id))
+            return
         link = await self._new_link(tx, account.id, LinkPurpose.VERIFY_EMAIL, account.email, now)
         self.outbox.queue(
             tx,
@@ -198,10 +204,17 @@ class EmailAccounts:
 
         await retrying(write)
 
-    async def signup_attempt(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
+    async def may_mail(self, address: str, kind: str) -> str | None:
+        """:meth:`_may_mail` for registration, which charges the address's limits before its
+        transaction (never inside it: a retried transaction would charge them twice)."""
+        return await self._may_mail(address, kind)
+
+    async def signup_attempt(
+        self, tx: UnitOfWork, account: Account, now: datetime, refused: str | None
+    ) -> None:
         """Someone registered an address that has an account (required verification): tell
-        its owner, within the address's limits, in the caller's transaction."""
-        refused = await self._may_mail(account.email, "signup_attempt")
+        its owner, unless the address's limits said no (``refused``), in the caller's
+        transaction."""
         if refused is not None:
             tx.add_event(self._suppressed(now, ClientInfo(), refused, "signup_attempt", account.id))
             return
@@ -313,8 +326,8 @@ class EmailAccounts:
         async def write() -> None:
             async with self.ctx.store.write() as tx:
                 account = await tx.account(link.user_id, lock=True)
-                if account is None or account.email != link.email:
-                    raise LinkInvalidError("the link was for another address")
+                if account is None or account.email != link.email or account.disabled:
+                    raise LinkInvalidError("the link was for another address, or disabled")
                 if not await tx.use_link(link.id, now):
                     raise LinkInvalidError("link used meanwhile")
                 await tx.set_password_hash(account.id, password_hash, changed_at=now)
