@@ -63,11 +63,15 @@ ACCEPTED: list[Any] = ["2xx", "3xx", 401, 403, 404, 409, 413, 429, "5xx"]
 #   register: the email syntax (email-validator) and the password policy (422 invalid-email,
 #     weak-password); password: the policy for the new password; login: NFKC can lengthen a
 #     password past the 128-character cap (422 weak-password);
-#   revocations: a well-formed cursor that names a time past the year 9999 (400).
-SEMANTIC_422 = "^/auth/(register|login|password)$"
-SEMANTIC_400 = "^/auth/revocations$"
+#   revocations: a well-formed cursor that names a time past the year 9999 (400);
+#   the email flows: the email syntax and the password policy (422), and a mailed link's
+#     token, which only the server can tell from a random string (400 link-invalid).
+SEMANTIC_422 = "^/auth/(register|login|password|password/forgot|verify-email/request|email)$"
+SEMANTIC_400 = "^/auth/(revocations|verify-email|email/confirm|email/cancel)$"
+SEMANTIC_400_422 = "^/auth/password/reset$"  # the token (400) before the policy (422)
 
 READER, ENDER, COOKIE = "reader@example.com", "ender@example.com", "cookie@example.com"
+EMAILER = "emailer@example.com"  # changes its address and deletes itself (wrong passwords)
 
 # Proof that each protected operation was really exercised, not only refused at the door.
 EXERCISED: dict[tuple[str, str], set[int]] = {
@@ -150,7 +154,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for email in (READER, ENDER, COOKIE):
+        for email in (READER, ENDER, COOKIE, EMAILER):
             _register(base, email)
         yield Target(base, log, workdir, _client_credentials(cli))
 
@@ -179,6 +183,11 @@ def _config(headers: dict[str, dict[str, str]], *extra: str) -> str:
             SEMANTIC_400,
             "checks.positive_data_acceptance.expected-statuses = " + _toml_list([*ACCEPTED, 400]),
         ),
+        _operations(
+            SEMANTIC_400_422,
+            "checks.positive_data_acceptance.expected-statuses = "
+            + _toml_list([*ACCEPTED, 400, 422]),
+        ),
     ]
     for regex, values in headers.items():
         pairs = ", ".join(f'{name} = "{value}"' for name, value in values.items())
@@ -199,11 +208,13 @@ def _identities(target: Target) -> dict[str, dict[str, str]]:
     refresh_cookie = target.login(COOKIE).cookies["tw_refresh"]
     logout_cookie = target.login(COOKIE).cookies["tw_refresh"]
     deleter = target.login(COOKIE).json()["access_token"]
+    emailer = target.login(EMAILER).json()["access_token"]
     return {
         "^/auth/(me|sessions|events|logout-others|password)$": {
             "Authorization": f"Bearer {reader}"
         },
         "^/auth/logout-all$": {"Authorization": f"Bearer {ender}"},
+        "^/auth/(email|account)$": {"Authorization": f"Bearer {emailer}"},
         "^/auth/sessions/": {"Authorization": f"Bearer {deleter}"},
         "^/auth/refresh$": {"Cookie": f"tw_refresh={refresh_cookie}"},
         "^/auth/logout$": {"Cookie": f"tw_refresh={logout_cookie}"},
@@ -412,6 +423,15 @@ PROBLEMS: dict[tuple[str, str], set[int]] = {
     ("post", "/auth/introspect"): {400, 408, 413, 422, 503},
     ("post", "/auth/revoke"): {400, 408, 413, 422, 503},
     ("get", "/auth/revocations"): {422, 503},
+    ("post", "/auth/verify-email/request"): {400, 408, 413, 422, 429, 503},
+    ("post", "/auth/verify-email"): {400, 408, 413, 422, 503},
+    ("post", "/auth/password/forgot"): {400, 408, 413, 422, 429, 503},
+    ("post", "/auth/password/reset"): {400, 408, 413, 422, 503},
+    ("post", "/auth/email"): {400, 401, 408, 413, 422, 429, 503},
+    ("delete", "/auth/email"): {401, 408, 413, 422, 429, 503},
+    ("post", "/auth/email/confirm"): {400, 408, 409, 413, 422, 503},
+    ("post", "/auth/email/cancel"): {400, 408, 413, 422, 503},
+    ("delete", "/auth/account"): {400, 401, 408, 413, 422, 429, 503},
 }
 
 

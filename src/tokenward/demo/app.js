@@ -1,13 +1,19 @@
 // The tokenward demo page. Everything from the server goes into the page as text
 // (textContent, never innerHTML); the access token never leaves the client's memory.
-import { createClient, TokenwardError } from "../static/tokenward.js";
+// The same page answers the links of mails (verify-email, reset-password, confirm-email,
+// cancel-email-change): it reads the token from the fragment and posts it when asked.
+import { createClient, tokenFromFragment, TokenwardError } from "../static/tokenward.js";
 
-const client = createClient({ baseUrl: new URL(".", location.href).href.replace(/\/$/, "") });
+// The folder of the page: "/" itself, or the mount point when tokenward is embedded.
+const base = new URL(".", location.href);
+const client = createClient({ baseUrl: base.href.replace(/\/$/, "") });
 
 const $ = (id) => document.getElementById(id);
 const view = { "signed-out": $("signed-out"), "signed-in": $("signed-in") };
-const [status, who, ttl, sessionList, eventList] =
-  ["status", "who", "token-ttl", "sessions", "events"].map($);
+const [status, who, verified, ttl, sessionList, eventList, mailList] =
+  ["status", "who", "verified", "token-ttl", "sessions", "events", "mailbox"].map($);
+
+const PROBLEM = "urn:tokenward:problem:";
 
 const EVENT_LABELS = {
   "user.registered": "Account created", "login.succeeded": "Signed in",
@@ -15,6 +21,12 @@ const EVENT_LABELS = {
   "session.refreshed": "Session refreshed", "session.logout": "Signed out",
   "session.reuse_detected": "Reused refresh token: session ended",
   "session.logout_all": "Signed out everywhere", "session.revoked": "Session revoked",
+  "email.verification_sent": "Verification email sent", "email.verified": "Email verified",
+  "password.reset_requested": "Password reset requested", "password.reset": "Password reset",
+  "email.change_requested": "Email change requested",
+  "email.change_cancelled": "Email change cancelled", "email.changed": "Email changed",
+  "email.sent": "Email sent", "email.suppressed": "Email not sent (limit)",
+  "email.delivery_failed": "Email could not be delivered",
 };
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
@@ -26,6 +38,19 @@ function say(message, isError = false) {
 
 function describe(error) {
   if (error instanceof TokenwardError) {
+    switch (error.type) {
+      case `${PROBLEM}link-invalid`:
+        return "This link no longer works: it was used already, replaced by a newer one, or " +
+          "it expired. Ask for a new one.";
+      case `${PROBLEM}email-not-verified`:
+        return "Confirm your email address first: open the link we mailed you, or ask for a " +
+          "new one below.";
+      case `${PROBLEM}invalid-credentials`:
+        if (client.signedIn) return "That is not your current password.";
+        break;
+      default:
+        break;
+    }
     return error.rule ? `${error.message} (rule: ${error.rule})` : error.message;
   }
   return "Could not reach the server. Check the connection and try again.";
@@ -77,6 +102,7 @@ function showSignedIn() {
     if (mine !== generation) return;
     if (user.status === "fulfilled" && user.value) {
       who.textContent = user.value.email;
+      renderVerified(user.value);
       renderSessions(sessions);
       renderEvents(events);
       setView("signed-in");
@@ -96,11 +122,22 @@ function showSignedOut(message) {
   generation += 1;
   showing = null;
   who.textContent = "";
+  renderVerified(null);
   ttl.textContent = "";
   sessionList.replaceChildren();
   eventList.replaceChildren();
+  hideDeleteConfirm();
+  for (const form of view["signed-in"].querySelectorAll("form")) form.reset(); // no passwords
   setView("signed-out");
   if (message) say(message);
+}
+
+function renderVerified(user) {
+  const known = typeof user?.email_verified === "boolean";
+  verified.hidden = !known;
+  verified.textContent = user?.email_verified ? "verified" : "not verified";
+  verified.classList.toggle("warn", known && !user.email_verified);
+  $("send-verification").hidden = !known || user.email_verified;
 }
 
 function renderSessions(result) {
@@ -183,13 +220,15 @@ client.addEventListener("token", () => {
   });
 });
 
+// Every form has an `email` field, a `password` field, or both.
 function onSubmit(form, action) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (form.dataset.busy) return;
     form.dataset.busy = "true";
     try {
-      await action(form.elements.email.value.trim(), form.elements.password.value);
+      const { email, password } = form.elements;
+      await action(email?.value.trim(), password?.value);
       for (const other of document.forms) other.reset();
     } catch (error) {
       report(error);
@@ -201,14 +240,123 @@ function onSubmit(form, action) {
 
 onSubmit($("signup-form"), async (email, password) => {
   say("Creating your account…");
-  await client.register(email, password);
+  const created = await client.register(email, password);
+  if (created.status === "accepted") {
+    // Verification required: the same answer whether or not the address had an account.
+    say(`Check your email: we sent a message to ${email}. Open its link to confirm the ` +
+      "address, then sign in.");
+    mailboxSoon();
+    return;
+  }
   say("Account created; signing in…");
   await client.login(email, password);
 });
 
 onSubmit($("signin-form"), async (email, password) => {
   say("Signing in…");
-  await client.login(email, password);
+  try {
+    await client.login(email, password);
+  } catch (error) {
+    if (error instanceof TokenwardError && error.type === `${PROBLEM}email-not-verified`) {
+      $("resend-email").value = email; // ready for "Resend verification email"
+    }
+    throw error;
+  }
+});
+
+onSubmit($("forgot-form"), async (email) => {
+  say("Sending…");
+  await client.forgotPassword(email);
+  say(`If ${email} has an account, a link to choose a new password is on its way. ` +
+    "Check your email.");
+  mailboxSoon();
+});
+
+onSubmit($("resend-form"), async (email) => {
+  say("Sending…");
+  await client.requestVerificationEmail(email);
+  say(`If ${email} has an account waiting to be verified, a new link is on its way. ` +
+    "Check your email.");
+  mailboxSoon();
+});
+
+onSubmit($("email-form"), async (email, password) => {
+  say("Sending the confirmation link…");
+  await client.requestEmailChange(email, password);
+  say(`Check ${email}: open the link we sent there to confirm the change. Until then your ` +
+    "address stays as it is.");
+  mailboxSoon();
+});
+
+/** A button that runs `action` once at a time, reporting its failure. */
+function onClick(button, action) {
+  button.addEventListener("click", async () => {
+    if (button.disabled) return;
+    button.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      report(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+onClick($("withdraw-email"), async () => {
+  await client.withdrawEmailChange();
+  say("Any pending email change is withdrawn: its links no longer work.");
+});
+
+onClick($("send-verification"), async () => {
+  const email = who.textContent;
+  await client.requestVerificationEmail(email);
+  say(`A link that verifies ${email} is on its way. Check your email.`);
+  mailboxSoon();
+});
+
+// Deleting the account takes two steps: the password, then an explicit confirmation.
+const deleteForm = $("delete-form");
+const deleteConfirm = $("delete-confirm");
+
+function hideDeleteConfirm() {
+  deleteConfirm.hidden = true;
+}
+
+deleteForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  $("delete-warning").textContent =
+    `Delete the account ${who.textContent}? Every session ends and the account is removed; ` +
+    "this cannot be undone.";
+  deleteConfirm.hidden = false;
+  $("delete-yes").focus();
+});
+
+function keepAccount() {
+  hideDeleteConfirm();
+  $("delete-password").focus();
+}
+
+$("delete-no").addEventListener("click", keepAccount);
+deleteConfirm.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") keepAccount();
+});
+
+$("delete-yes").addEventListener("click", async () => {
+  if (deleteForm.dataset.busy) return;
+  deleteForm.dataset.busy = "true";
+  say("Deleting your account…");
+  try {
+    await client.deleteAccount(deleteForm.elements.password.value);
+    // The `signedout` event has shown the signed-out view already.
+    say("Your account was deleted, and every session signed out.");
+    mailboxSoon();
+  } catch (error) {
+    report(error);
+    if (client.signedIn) keepAccount();
+  } finally {
+    delete deleteForm.dataset.busy;
+  }
 });
 
 $("logout").addEventListener("click", () => client.logout().catch(report));
@@ -223,6 +371,193 @@ $("logout-all").addEventListener("click", async () => {
 });
 
 $("reload-sessions").addEventListener("click", reloadLists);
+
+// -- the development mailbox: GET /demo/mailbox, when the server offers it -------------------
+
+const mailboxUrl = new URL("demo/mailbox", base).href;
+let mailboxAvailable = true;
+let mailboxTimers = [];
+
+// Only web links become links; everything else stays text.
+const LINK = /https?:\/\/[^\s<>"']+/g;
+
+function linkified(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(LINK)) {
+    const url = match[0].replace(/[.,;:!?)\]]+$/, ""); // sentence punctuation after a link
+    parts.push(text.slice(last, match.index));
+    const link = el("a", "", url);
+    link.href = url;
+    parts.push(link);
+    last = match.index + url.length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
+function renderMailbox(mails) {
+  mailList.replaceChildren(
+    ...mails.map((mail) => {
+      const item = el("li");
+      const head = el("div", "mail-head");
+      head.append(el("span", "what", mail.subject));
+      const meta = el("span", "meta", `To ${mail.to} · `);
+      meta.append(timeElement(mail.sent_at));
+      head.append(meta);
+      const text = el("pre", "mail-text");
+      text.append(...linkified(String(mail.text ?? "")));
+      item.append(head, text);
+      return item;
+    }),
+  );
+  const count = mails.length === 1 ? "1 mail" : `${mails.length || "No"} mails`;
+  if ($("mailbox-count").textContent !== count) $("mailbox-count").textContent = count;
+}
+
+async function loadMailbox() {
+  if (!mailboxAvailable) return;
+  let response;
+  try {
+    response = await fetch(mailboxUrl, { cache: "no-store" });
+  } catch {
+    return; // unreachable for now: keep what is shown
+  }
+  if (response.status === 404) {
+    // Not development, or mails really go out: there is no mailbox to show.
+    mailboxAvailable = false;
+    $("mailbox-card").hidden = true;
+    return;
+  }
+  if (!response.ok) return;
+  const mails = await response.json();
+  if (!Array.isArray(mails)) return;
+  renderMailbox(mails);
+  $("mailbox-card").hidden = false;
+}
+
+/** Look again a few times: mails are sent by a worker, shortly after the request. */
+function mailboxSoon() {
+  for (const timer of mailboxTimers) clearTimeout(timer);
+  mailboxTimers = [500, 1500, 3000, 6000].map((ms) => setTimeout(loadMailbox, ms));
+}
+
+$("reload-mailbox").addEventListener("click", loadMailbox);
+
+// -- the pages of mailed links -----------------------------------------------------------
+
+const LANDINGS = {
+  "verify-email": {
+    title: "Verify your email address",
+    intro: "Confirm that this address is yours.",
+    action: (token) => client.verifyEmail(token),
+    done: "Your email address is verified.",
+  },
+  "reset-password": {
+    title: "Choose a new password",
+    intro: "Set a new password for your account. Every session of the account is then " +
+      "signed out.",
+    done: "Your password was changed and every session signed out. Sign in with the new " +
+      "password.",
+  },
+  "confirm-email": {
+    title: "Confirm your new email address",
+    intro: "Confirm to make this the address of your account.",
+    action: (token) => client.confirmEmailChange(token),
+    done: "Your email address was changed, and is verified.",
+  },
+  "cancel-email-change": {
+    title: "Cancel the email change",
+    intro: "Someone asked to change the email address of your account. Confirm to cancel " +
+      "the change; your address stays as it is.",
+    action: (token) => client.cancelEmailChange(token),
+    done: "The email change was cancelled: your address stays as it is. If you did not ask " +
+      "for it, change your password too.",
+  },
+};
+
+const landing = LANDINGS[location.pathname.split("/").pop()];
+// Read once, and gone from the address bar at once (history.replaceState).
+const landingToken = landing ? tokenFromFragment() : null;
+const landingResult = $("landing-result");
+
+function landingSay(message, isError = false) {
+  landingResult.textContent = message;
+  landingResult.classList.toggle("error", isError);
+}
+
+function landingFinished(message, isError = false) {
+  $("landing-confirm").hidden = true;
+  $("reset-form").hidden = true;
+  $("landing-continue").hidden = false;
+  landingSay(message, isError);
+  landingResult.focus(); // the button or the form just went away
+  loadMailbox();
+  if (!isError && client.signedIn) showSignedIn(); // the new address, or the session ended
+}
+
+function landingFailed(error, retry) {
+  const final = error instanceof TokenwardError && [400, 404, 409].includes(error.status);
+  if (final) return landingFinished(describe(error), true);
+  landingSay(describe(error), true); // try again: a weak password, a limit, the network
+  retry.focus();
+}
+
+function setUpLanding() {
+  if (!landing) return;
+  $("landing").hidden = false;
+  $("landing-title").textContent = landing.title;
+  document.title = `${landing.title} · tokenward demo`;
+  if (landingToken) {
+    $("landing-intro").textContent = landing.intro;
+    (landing.action ? $("landing-confirm") : $("reset-form")).hidden = false;
+  } else {
+    $("landing-intro").textContent =
+      "This page needs the whole link from your email, token included. Open it again.";
+    $("landing-continue").hidden = false;
+  }
+  $("landing-title").focus();
+}
+
+$("landing-confirm-button").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  if (button.disabled) return;
+  button.disabled = true;
+  landingSay("Confirming…");
+  try {
+    await landing.action(landingToken);
+    landingFinished(landing.done);
+  } catch (error) {
+    landingFailed(error, button);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+const resetForm = $("reset-form");
+resetForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (resetForm.dataset.busy) return;
+  resetForm.dataset.busy = "true";
+  landingSay("Setting the new password…");
+  try {
+    await client.resetPassword(landingToken, resetForm.elements.password.value);
+    resetForm.reset();
+    landingFinished(landing.done);
+  } catch (error) {
+    landingFailed(error, $("reset-password")); // a weak password keeps the link usable
+  } finally {
+    delete resetForm.dataset.busy;
+  }
+});
+
+// A mailed link for this same page changes only the fragment: load the page for it.
+addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.replace(/^#/, "")).has("token")) location.reload();
+});
+
+setUpLanding();
+loadMailbox();
 
 sessionList.addEventListener("click", async (event) => {
   const button = event.target.closest("button.revoke");

@@ -15,6 +15,8 @@ const LOCK = "tokenward-refresh";
 const REFRESHED_AT = "tokenward:refreshed-at";
 const PEER_WAIT_MS = 150;
 const RETRY_MS = 5000;
+// A 401 with this type answers a wrong current password, not a refused access token.
+const WRONG_PASSWORD = "urn:tokenward:problem:invalid-credentials";
 
 /** An error answer from the server: RFC 9457 problem details. */
 export class TokenwardError extends Error {
@@ -125,8 +127,16 @@ export class TokenwardClient extends EventTarget {
 
   // -- account -----------------------------------------------------------------------------
 
+  /**
+   * Create an account (does not sign in). Resolves to the new user `{id, email, created_at}`
+   * (201), or to `{status: "accepted"}` (202) when the server requires a verified address:
+   * a link is on its way ("check your email"), and the answer is the same whether or not the
+   * address already had an account. Tell them apart with `result.status === "accepted"`.
+   */
   async register(email, password) {
-    return this._json("POST", "/auth/register", { email, password });
+    const response = await this._sendJson("POST", "/auth/register", { email, password });
+    if (response.status === 202) return { status: "accepted" };
+    return response.json();
   }
 
   async login(email, password) {
@@ -155,7 +165,7 @@ export class TokenwardClient extends EventTarget {
     this._signOut("here", true);
   }
 
-  /** The signed-in user ({id, email, created_at}), or null when signed out. */
+  /** The signed-in user ({id, email, email_verified, created_at}), or null when signed out. */
   async getUser() {
     if (!(await this.start()) && !this._token) return null;
     const response = await this.fetch(this._url("/auth/me"));
@@ -181,6 +191,81 @@ export class TokenwardClient extends EventTarget {
     return (await this._authorized("GET", `/auth/events?limit=${limit}`)).events;
   }
 
+  // -- accounts by email -------------------------------------------------------------------
+  // Mailed links carry their token in the fragment (`<page>#token=...`), which no browser
+  // sends to a server: read it with tokenFromFragment(), and post it only when the user asks
+  // (a mail scanner loads pages too). The "always 202" calls resolve to nothing whatever the
+  // account's state: the server never says whether an address has an account.
+
+  /** Send (again) the link that verifies `email`; resolves alike for any address. */
+  async requestVerificationEmail(email) {
+    await this._json("POST", "/auth/verify-email/request", { email });
+  }
+
+  /** Verify an address with the token of its mailed link (`verify-email#token=...`). */
+  async verifyEmail(token) {
+    await this._json("POST", "/auth/verify-email", { token });
+  }
+
+  /** Send a password-reset link to `email`; resolves alike for any address. */
+  async forgotPassword(email) {
+    await this._json("POST", "/auth/password/forgot", { email });
+  }
+
+  /**
+   * Set a new password with the token of a reset link (`reset-password#token=...`). A
+   * `weak-password` error (422) leaves the link usable. Does not sign in; the server ends the
+   * user's sessions (by default), which a client signed in as that user learns at its next
+   * request or refresh (`sessionended`).
+   */
+  async resetPassword(token, newPassword) {
+    await this._json("POST", "/auth/password/reset", { token, new_password: newPassword });
+  }
+
+  /**
+   * Ask to change the signed-in user's address: a confirmation link goes to `newEmail`, a
+   * notice with a cancel link to the current address. A wrong `currentPassword` is a
+   * TokenwardError with status 401 and type `...:invalid-credentials` (the session stays).
+   */
+  async requestEmailChange(newEmail, currentPassword) {
+    await this._authorized("POST", "/auth/email", {
+      body: { new_email: newEmail, current_password: currentPassword },
+    });
+  }
+
+  /** Withdraw the signed-in user's pending address change (its links stop working). */
+  async withdrawEmailChange() {
+    await this._authorized("DELETE", "/auth/email");
+  }
+
+  /** Confirm an address change with the token of its link (`confirm-email#token=...`). */
+  async confirmEmailChange(token) {
+    await this._json("POST", "/auth/email/confirm", { token });
+  }
+
+  /** Withdraw an address change with the token of its link (`cancel-email-change#token=...`). */
+  async cancelEmailChange(token) {
+    await this._json("POST", "/auth/email/cancel", { token });
+  }
+
+  /**
+   * Delete the signed-in user's account: every session ends, and every tab signs out as on
+   * logout. A wrong `currentPassword` is a TokenwardError with status 401 and type
+   * `...:invalid-credentials`; then nothing changes.
+   */
+  async deleteAccount(currentPassword) {
+    await this._authorized("DELETE", "/auth/account", {
+      body: { current_password: currentPassword },
+      credentials: "include", // so that the answer may clear the cookie, also cross-origin
+    });
+    this._signOut("here", true);
+  }
+
+  /** The token of the mailed link this page was opened with: see `tokenFromFragment()`. */
+  tokenFromFragment() {
+    return tokenFromFragment();
+  }
+
   // -- fetch with the access token ---------------------------------------------------------
 
   /**
@@ -197,6 +282,9 @@ export class TokenwardClient extends EventTarget {
     const used = this._token?.value;
     const response = await fetch(this._withToken(request.clone(), used));
     if (response.status !== 401 || !used) return response;
+    // A wrong current password (change email, delete account) is no reason to refresh, and
+    // sending it again would count a second failed attempt.
+    if (await this._isWrongPassword(response)) return response;
     try {
       await this.refresh({ stale: used });
     } catch {
@@ -388,20 +476,41 @@ export class TokenwardClient extends EventTarget {
     return fetch(this._url(path), { method, ...init });
   }
 
-  async _json(method, path, body, withCookie = false) {
+  /** Send a JSON body without the access token; the answer if it is a success, else throw. */
+  async _sendJson(method, path, body, withCookie = false) {
     const response = await this._send(method, path, {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
       credentials: withCookie ? "include" : "same-origin",
     });
     if (!response.ok) throw await this._error(response);
-    return response.json();
+    return response;
   }
 
-  async _authorized(method, path) {
-    const response = await this.fetch(this._url(path), { method });
+  async _json(method, path, body, withCookie = false) {
+    const response = await this._sendJson(method, path, body, withCookie);
+    return response.status === 204 ? null : response.json();
+  }
+
+  async _authorized(method, path, { body, credentials } = {}) {
+    const init = { method };
+    if (body !== undefined) {
+      init.headers = { "Content-Type": "application/json" };
+      init.body = JSON.stringify(body);
+    }
+    if (credentials) init.credentials = credentials;
+    const response = await this.fetch(this._url(path), init);
     if (!response.ok) throw await this._error(response);
     return response.status === 204 ? null : response.json();
+  }
+
+  async _isWrongPassword(response) {
+    if (!(response.headers.get("Content-Type") || "").includes("json")) return false;
+    try {
+      return (await response.clone().json())?.type === WRONG_PASSWORD;
+    } catch {
+      return false; // not JSON after all
+    }
   }
 
   async _error(response) {
@@ -413,6 +522,21 @@ export class TokenwardClient extends EventTarget {
     }
     return new TokenwardError(response.status, problem);
   }
+}
+
+/**
+ * The token of the mailed link this page was opened with (`<page>#token=...`), or null. The
+ * fragment is then removed from the address bar and from this history entry
+ * (history.replaceState), so that the token does not linger where it could be bookmarked,
+ * shared or read back: call it once per page load, the next call finds nothing. It posts
+ * nothing: a page should post the token only when the user asks (mail scanners load pages).
+ */
+export function tokenFromFragment() {
+  const { hash, pathname, search } = globalThis.location;
+  const params = new URLSearchParams(hash.replace(/^#/, ""));
+  if (!params.has("token")) return null;
+  globalThis.history?.replaceState(globalThis.history.state, "", pathname + search);
+  return params.get("token") || null;
 }
 
 /** A client for the server at `baseUrl` (default: this page's origin). */

@@ -1,4 +1,5 @@
-"""The browser side: the client module at /static/tokenward.js and the demo page at /."""
+"""The browser side: the client module at /static/tokenward.js and the demo page at /
+(and at the pages of mailed links)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-__all__ = ["DEMO_CSP", "install_browser_routes"]
+__all__ = ["DEMO_CSP", "LINK_PAGES", "install_browser_routes"]
 
 # The demo page runs only its own files: no inline script or style, no other origin.
 DEMO_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+# The pages that mailed links open (`<app url>/<page>#token=...`, docs/email.md): the demo
+# page serves them too. The token is in the fragment, which the browser never sends here.
+LINK_PAGES = ("/verify-email", "/reset-password", "/confirm-email", "/cancel-email-change")
 
 
 def _package_dir(name: str) -> Path:
@@ -49,8 +54,10 @@ def install_browser_routes(app: FastAPI, *, demo: bool) -> dict[str, str]:
     demo_dir = _package_dir("demo")
     app.mount("/demo", _RevalidatedFiles(directory=demo_dir), name="demo")
 
-    @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
         return FileResponse(demo_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
-    return {"/": DEMO_CSP}
+    pages = ("/", *LINK_PAGES)
+    for path in pages:
+        app.add_api_route(path, demo_page, methods=["GET"], include_in_schema=False)
+    return dict.fromkeys(pages, DEMO_CSP)

@@ -25,7 +25,9 @@ from tokenward.exceptions import (
 from tokenward.infra.mail import LogDelivery
 from tokenward.web.deps import Client, CurrentUser, Service
 from tokenward.web.openapi import (
+    BEARER,
     BODY,
+    GUARDED,
     RATE_LIMITED,
     UNAVAILABLE,
     Responses,
@@ -132,7 +134,7 @@ async def reset_password(body: ResetBody, service: Service, client: Client) -> R
         **BODY,
         **ACCEPTED,
         **WRONG_CURRENT_PASSWORD,
-        **unprocessable(InvalidEmailError.problem),
+        **unprocessable(InvalidEmailError.problem, PasswordPolicyError.problem),
         **RATE_LIMITED,
     },
 )
@@ -145,7 +147,7 @@ async def request_email_change(
     return accepted()
 
 
-@router.delete("/email", status_code=204, responses={**WRONG_CURRENT_PASSWORD, **RATE_LIMITED})
+@router.delete("/email", status_code=204, responses={**GUARDED, **BEARER, **RATE_LIMITED})
 async def withdraw_email_change(
     principal: CurrentUser, service: Service, client: Client
 ) -> Response:
@@ -179,7 +181,12 @@ async def cancel_email_change(body: TokenBody, service: Service, client: Client)
 @router.delete(
     "/account",
     status_code=204,
-    responses={**BODY, **WRONG_CURRENT_PASSWORD, **unprocessable(), **RATE_LIMITED},
+    responses={
+        **BODY,
+        **WRONG_CURRENT_PASSWORD,
+        **unprocessable(PasswordPolicyError.problem),
+        **RATE_LIMITED,
+    },
 )
 async def delete_account(
     body: PasswordBody,

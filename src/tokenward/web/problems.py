@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from tokenward.exceptions import TokenError, TokenwardError, UnavailableError
 
@@ -81,6 +83,16 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` answers on the path of ``scope``."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,7 +105,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; one path may
+            # have several routes (POST and DELETE /auth/email): name them all.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
         code = {
             401: "invalid-token",
             403: "cross-origin-request",
@@ -104,7 +121,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code,
             code,
             str(exc.detail) if isinstance(exc.detail, str) else "Error",
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(TokenwardError)
