@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from tokenward.app.context import Context
 from tokenward.app.credentials import check_password, record_failure
@@ -56,6 +57,10 @@ class EmailAccounts:
     def __init__(self, ctx: Context, outbox: Outbox) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        # The requests that must not tell whether an account exists queue a job, the same
+        # row for every address; the worker decides it here, off the request path.
+        outbox.resolve_with(MailTemplate.VERIFY_EMAIL, self._resolve_verification)
+        outbox.resolve_with(MailTemplate.RESET_PASSWORD, self._resolve_reset)
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -155,36 +160,55 @@ class EmailAccounts:
         tx.add_event(NewEvent(EventType.EMAIL_VERIFICATION_SENT, now, user_id=account.id))
 
     async def request_verification(self, email: str, client: ClientInfo) -> None:
-        """Mail a new verification link if the address has an unverified, enabled account.
+        """Queue a verification job for ``email``; the worker mails a link if the address has
+        an unverified, enabled account (:meth:`_resolve_verification`).
 
-        Answers the same (nothing) whatever the address; raises only InvalidEmailError for a
-        malformed address and RateLimitedError for the per-IP limit."""
+        The request does the same for every address: one job row (or, over the address's
+        limits, one ``email.suppressed`` event). Raises only InvalidEmailError for a malformed
+        address and RateLimitedError for the per-IP limit."""
+        await self._queue_job(email, client, MailTemplate.VERIFY_EMAIL, "verify_email")
+
+    async def _queue_job(
+        self, email: str, client: ClientInfo, template: MailTemplate, kind: str
+    ) -> None:
         email = normalize_email(email)
         await self._per_ip(client)
-        refused = await self._may_mail(email, "verify_email")
+        refused = await self._may_mail(email, kind)
         now = self.ctx.now()
+        asked_by = {"ip": client.ip, "user_agent": client.user_agent}
 
         async def write() -> None:
             async with self.ctx.store.write() as tx:
-                account = await tx.account_by_email(email)
-                reason = refused
-                if reason is None:
-                    if account is None:
-                        reason = "no_account"
-                    elif account.disabled:
-                        reason = "disabled"
-                    elif account.email_verified_at is not None:
-                        reason = "already_verified"
-                if reason is not None or account is None:
-                    user_id = account.id if account else None
-                    tx.add_event(
-                        self._suppressed(now, client, reason or "", "verify_email", user_id)
-                    )
+                if refused is not None:
+                    tx.add_event(self._suppressed(now, client, refused, kind))
                     return
-                await self.queue_verification(tx, account, now)
+                self.outbox.queue(
+                    tx, template, to=email, now=now, user_id=None, context=asked_by, job=True
+                )
 
         await retrying(write)
         self._queued()
+
+    async def _resolve_verification(
+        self, tx: UnitOfWork, email: str, asked_by: dict[str, Any], now: datetime
+    ) -> tuple[str | None, dict[str, Any]] | None:
+        client = ClientInfo(asked_by.get("ip"), asked_by.get("user_agent"))
+        account = await tx.account_by_email(email)
+        reason = None
+        if account is None:
+            reason = "no_account"
+        elif account.disabled:
+            reason = "disabled"
+        elif account.email_verified_at is not None:
+            reason = "already_verified"
+        if reason is not None or account is None:
+            user_id = account.id if account else None
+            tx.add_event(self._suppressed(now, client, reason or "", "verify_email", user_id))
+            return None
+        link = await self._new_link(tx, account.id, LinkPurpose.VERIFY_EMAIL, account.email, now)
+        tx.add_event(NewEvent(EventType.EMAIL_VERIFICATION_SENT, now, client, user_id=account.id))
+        expires_in = _in_words(self.ctx.settings.email_verification_ttl)
+        return account.id, {"link": link, "expires_in": expires_in}
 
     async def verify_email(self, token: object, client: ClientInfo) -> None:
         """Use a verification link: the address is proven. LinkInvalidError otherwise."""
@@ -230,48 +254,25 @@ class EmailAccounts:
     # -- password reset --------------------------------------------------------------------
 
     async def forgot_password(self, email: str, client: ClientInfo) -> None:
-        """Mail a reset link if the address has an enabled account; the same answer (nothing)
-        and the same work for every address."""
-        email = normalize_email(email)
-        await self._per_ip(client)
-        refused = await self._may_mail(email, "reset_password")
-        now = self.ctx.now()
+        """Queue a reset job for ``email``; the worker mails a link if the address has an
+        enabled account (:meth:`_resolve_reset`). The same answer and the same work, one job
+        row, for every address."""
+        await self._queue_job(email, client, MailTemplate.RESET_PASSWORD, "reset_password")
 
-        async def write() -> None:
-            async with self.ctx.store.write() as tx:
-                account = await tx.account_by_email(email)
-                reason = refused
-                if reason is None:
-                    if account is None:
-                        reason = "no_account"
-                    elif account.disabled:
-                        reason = "disabled"
-                if reason is not None or account is None:
-                    user_id = account.id if account else None
-                    tx.add_event(
-                        self._suppressed(now, client, reason or "", "reset_password", user_id)
-                    )
-                    return
-                link = await self._new_link(
-                    tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now
-                )
-                self.outbox.queue(
-                    tx,
-                    MailTemplate.RESET_PASSWORD,
-                    to=account.email,
-                    now=now,
-                    user_id=account.id,
-                    context={
-                        "link": link,
-                        "expires_in": _in_words(self.ctx.settings.password_reset_ttl),
-                    },
-                )
-                tx.add_event(
-                    NewEvent(EventType.PASSWORD_RESET_REQUESTED, now, client, user_id=account.id)
-                )
-
-        await retrying(write)
-        self._queued()
+    async def _resolve_reset(
+        self, tx: UnitOfWork, email: str, asked_by: dict[str, Any], now: datetime
+    ) -> tuple[str | None, dict[str, Any]] | None:
+        client = ClientInfo(asked_by.get("ip"), asked_by.get("user_agent"))
+        account = await tx.account_by_email(email)
+        reason = "no_account" if account is None else "disabled" if account.disabled else None
+        if reason is not None or account is None:
+            user_id = account.id if account else None
+            tx.add_event(self._suppressed(now, client, reason or "", "reset_password", user_id))
+            return None
+        link = await self._new_link(tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now)
+        tx.add_event(NewEvent(EventType.PASSWORD_RESET_REQUESTED, now, client, user_id=account.id))
+        expires_in = _in_words(self.ctx.settings.password_reset_ttl)
+        return account.id, {"link": link, "expires_in": expires_in}
 
     async def send_reset(self, email: str) -> None:
         """An operator's ``tokenward users send-reset``: the same mail, no limits, and the

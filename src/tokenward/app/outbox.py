@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,14 @@ from tokenward.core.events import EventType, NewEvent
 from tokenward.infra.mail import Composer, Delivery, DeliveryError, MailTemplate
 from tokenward.storage.port import MailState, OutgoingMail, QueuedMail, UnitOfWork, retrying
 
-__all__ = ["LEASE", "Outbox", "backoff"]
+__all__ = ["LEASE", "Outbox", "Resolver", "backoff"]
+
+Resolver = Callable[
+    [UnitOfWork, str, dict[str, Any], datetime],
+    Awaitable[tuple[str | None, dict[str, Any]] | None],
+]
+"""Decides a queued job: (unit of work, address, the job's values, now) to (user id, the
+template's values), or None when nothing is to be sent."""
 
 logger = logging.getLogger("tokenward.outbox")
 
@@ -53,6 +61,12 @@ class Outbox:
         self.composer = composer
         self._seal = Fernet(ctx.outbox_key)
         self._wake = asyncio.Event()
+        self._resolvers: dict[MailTemplate, Resolver] = {}
+
+    def resolve_with(self, template: MailTemplate, resolver: Resolver) -> None:
+        """Who decides a queued job of ``template`` (see :data:`Resolver`): it writes what the
+        mail needs (a link) or records why nothing is sent."""
+        self._resolvers[template] = resolver
 
     @property
     def enabled(self) -> bool:
@@ -68,11 +82,18 @@ class Outbox:
         now: datetime,
         user_id: str | None,
         context: dict[str, Any] | None = None,
+        job: bool = False,
     ) -> None:
-        """Add a mail to ``tx`` (nothing when mail is off)."""
+        """Add a mail to ``tx`` (nothing when mail is off).
+
+        ``job``: the mail is not decided yet. The worker asks the template's resolver (see
+        :meth:`resolve_with`), off the request path, whether and what to send: so a request
+        that must not tell whether an account exists writes the same row whatever the
+        address."""
         if not self.enabled:
             return
-        sealed = self._seal.encrypt(json.dumps({"to": to, "context": context or {}}).encode())
+        body = {"to": to, "context": context or {}, "job": job}
+        sealed = self._seal.encrypt(json.dumps(body).encode())
         tx.add_mail(
             OutgoingMail(
                 template=template.value,
@@ -137,6 +158,10 @@ class Outbox:
         try:
             payload = json.loads(self._seal.decrypt((mail.payload or "").encode()))
             template = MailTemplate(mail.template)
+            if payload.get("job"):
+                payload = await self._resolve(mail, template, payload, now)
+                if payload is None:
+                    return  # nothing to send (no such account, say): recorded, row gone
             message = self.composer.compose(
                 template,
                 to=payload["to"],
@@ -157,6 +182,27 @@ class Outbox:
                 await self._give_up(mail, now, error.reason)
             return
         await self._sent(mail, now)
+
+    async def _resolve(
+        self, mail: QueuedMail, template: MailTemplate, job: dict[str, Any], now: datetime
+    ) -> dict[str, Any] | None:
+        """Decide a job once: the resolved payload (sealed in its row, so that a retry sends
+        the same link) or None, with the row deleted."""
+        resolver = self._resolvers[template]
+
+        async def write() -> dict[str, Any] | None:
+            async with self.ctx.store.write() as tx:
+                decided = await resolver(tx, job["to"], job["context"], now)
+                if decided is None:
+                    await tx.delete_mail(mail.id)
+                    return None
+                user_id, context = decided
+                resolved = {"to": job["to"], "context": context, "job": False}
+                sealed = self._seal.encrypt(json.dumps(resolved).encode()).decode()
+                await tx.resolve_mail(mail.id, sealed, user_id)
+                return resolved
+
+        return await retrying(write)
 
     async def _sent(self, mail: QueuedMail, now: datetime) -> None:
         async def write() -> None:

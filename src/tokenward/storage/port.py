@@ -207,6 +207,12 @@ class UnitOfWork(Protocol):
     async def requeue_mail(self, mail_id: int, now: datetime) -> bool:
         """A given-up mail due again (attempts reset) while its payload is kept."""
 
+    async def resolve_mail(self, mail_id: int, payload: str, user_id: str | None) -> None:
+        """A queued job decided: its payload (now with the link) and its user."""
+
+    async def delete_mail(self, mail_id: int) -> None:
+        """A queued job that sends nothing."""
+
     async def drop_mail(self, user_id: str) -> int:
         """Delete the user's unsent mails (the account is being deleted)."""
 

@@ -323,6 +323,17 @@ class SqlUnitOfWork:
         )
         return _count(result) == 1
 
+    async def resolve_mail(self, mail_id: int, payload: str, user_id: str | None) -> None:
+        await self._db.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == mail_id)
+            .values(payload=payload, user_id=user_id),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def delete_mail(self, mail_id: int) -> None:
+        await self._db.execute(delete(OutboxRow).where(OutboxRow.id == mail_id))
+
     async def drop_mail(self, user_id: str) -> int:
         result = await self._db.execute(
             delete(OutboxRow).where(OutboxRow.user_id == user_id, OutboxRow.sent_at.is_(None))
