@@ -140,3 +140,55 @@ def test_other_durations_still_refuse_zero(monkeypatch: pytest.MonkeyPatch, vari
     monkeypatch.setenv(variable, "0s")
     with pytest.raises(ConfigError, match=f"^invalid setting {variable}: must be longer than zero"):
         load_settings(_env_file=None)
+
+
+SMTP = {
+    "email_delivery": "smtp",
+    "smtp_url": "smtp://mailer:secret@smtp.example.com",
+    "email_from": "Example <no-reply@example.com>",
+    "app_url": "https://app.example.com",
+}
+
+
+def test_mail_goes_to_the_log_in_development_and_nowhere_in_production() -> None:
+    assert load_settings(_env_file=None).mail_delivery == "log"
+    production = load_settings(_env_file=None, env="production", issuer="https://auth.example.com")
+    assert production.mail_delivery == "none"
+    assert load_settings(_env_file=None).link_base == "http://127.0.0.1:8000"
+    assert load_settings(_env_file=None, **SMTP).link_base == "https://app.example.com"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({**SMTP, "smtp_url": None}, "TOKENWARD_SMTP_URL"),
+        ({**SMTP, "email_from": None}, "TOKENWARD_EMAIL_FROM"),
+        ({**SMTP, "app_url": None}, "TOKENWARD_APP_URL"),
+        ({**SMTP, "smtp_url": "http://smtp.example.com"}, "TOKENWARD_SMTP_URL"),
+        ({**SMTP, "smtp_url": "smtp://smtp.example.com?tls=none"}, "TOKENWARD_SMTP_URL"),
+        ({**SMTP, "smtp_url": "smtps://smtp.example.com?tls=none"}, "TOKENWARD_SMTP_URL"),
+        ({**SMTP, "app_url": "https://app.example.com/#x"}, "TOKENWARD_APP_URL"),
+        (
+            {"email_delivery": "none", "email_verification": "required"},
+            "TOKENWARD_EMAIL_VERIFICATION",
+        ),
+        (
+            {"env": "production", "issuer": "https://a.example", "email_delivery": "log"},
+            "TOKENWARD_EMAIL_DELIVERY",
+        ),
+    ],
+)
+def test_mail_settings_that_cannot_work_stop_the_start(
+    overrides: dict[str, object], variable: str
+) -> None:
+    """A mail setup that would lose mail, leak links or send cleartext off the machine is
+    refused at start with one line naming the variable."""
+    with pytest.raises(ConfigError, match=f"^invalid setting {variable}:"):
+        load_settings(_env_file=None, **overrides)
+
+
+def test_a_plain_text_relay_is_allowed_on_loopback_only() -> None:
+    settings = load_settings(
+        _env_file=None, **{**SMTP, "smtp_url": "smtp://127.0.0.1:2525?tls=none"}
+    )
+    assert settings.mail_delivery == "smtp"
