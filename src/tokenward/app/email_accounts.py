@@ -9,8 +9,11 @@ mail, or a recorded ``email.suppressed``), so the time does not tell either.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
 
 from tokenward.app.context import Context
 from tokenward.app.credentials import check_password, record_failure
@@ -57,6 +60,9 @@ class EmailAccounts:
     def __init__(self, ctx: Context, outbox: Outbox) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        # A link's address (for a change: the new one, held by no account yet) is stored
+        # sealed under the server secret, like a queued mail's recipient.
+        self._sealer = Fernet(ctx.outbox_key)
         # The requests that must not tell whether an account exists queue a job, the same
         # row for every address; the worker decides it here, off the request path.
         outbox.resolve_with(MailTemplate.VERIFY_EMAIL, self._resolve_verification)
@@ -82,7 +88,7 @@ class EmailAccounts:
             id=str(uuid.uuid4()),
             user_id=user_id,
             purpose=purpose,
-            email=email,
+            email=self._sealer.encrypt(email.encode()).decode(),
             now=now,
             ttl=self._ttl(purpose),
         )
@@ -112,25 +118,35 @@ class EmailAccounts:
 
     @staticmethod
     def _suppressed(
-        now: datetime, client: ClientInfo, reason: str, kind: str, user_id: str | None = None
+        now: datetime,
+        client: ClientInfo,
+        reason: str,
+        kind: str,
+        user_id: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> NewEvent:
         return NewEvent(
             EventType.EMAIL_SUPPRESSED,
             now,
             client,
             user_id=user_id,
-            detail={"reason": reason, "mail": kind},
+            detail={"reason": reason, "mail": kind, **(detail or {})},
         )
 
     async def _usable_link(self, tx: UnitOfWork, token: object, purpose: LinkPurpose) -> LinkToken:
-        """The stored link behind ``token``, usable now; LinkInvalidError for anything else."""
+        """The stored link behind ``token``, usable now, with its address unsealed;
+        LinkInvalidError for anything else."""
         parsed = parse_link_token(token, purpose)
         if parsed is None:
             raise LinkInvalidError("malformed link token")
         link = await tx.link(hash_link_token(parsed))
         if link is None or link.purpose is not purpose or not link.usable(self.ctx.now()):
             raise LinkInvalidError("unknown, used or expired link token")
-        return link
+        try:
+            email = self._sealer.decrypt(link.email.encode()).decode()
+        except InvalidToken:
+            raise LinkInvalidError("a link sealed under another secret") from None
+        return replace(link, email=email)
 
     def _queued(self) -> None:
         self.outbox.wake()
@@ -404,28 +420,36 @@ class EmailAccounts:
                     raise AuthenticationError("the account is gone")
                 holder = await tx.account_by_email(new_email)
                 reason = refused or ("address_taken" if holder is not None else None)
-                if reason is not None:
-                    tx.add_event(self._suppressed(now, client, reason, "email_change", account.id))
-                    return
                 await tx.void_links(
                     account.id,
                     now,
                     purposes=(LinkPurpose.CHANGE_EMAIL, LinkPurpose.CANCEL_EMAIL_CHANGE),
                 )
-                confirm = await self._new_link(
-                    tx, account.id, LinkPurpose.CHANGE_EMAIL, new_email, now
-                )
+                expires_in = _in_words(self.ctx.settings.email_change_ttl)
+                if reason is None:
+                    confirm = await self._new_link(
+                        tx, account.id, LinkPurpose.CHANGE_EMAIL, new_email, now
+                    )
+                    self.outbox.queue(
+                        tx,
+                        MailTemplate.EMAIL_CHANGE_CONFIRM,
+                        to=new_email,
+                        now=now,
+                        user_id=account.id,
+                        context={"link": confirm, "expires_in": expires_in},
+                    )
+                else:
+                    # No mail to an address another account holds (or one over its limits).
+                    # Everything the requester can see stays as it would be: the notice and
+                    # its cancel link below, and their own events; the reason is recorded
+                    # under no user, for operators only.
+                    tx.add_event(
+                        self._suppressed(
+                            now, client, reason, "email_change", detail={"for_user": account.id}
+                        )
+                    )
                 cancel = await self._new_link(
                     tx, account.id, LinkPurpose.CANCEL_EMAIL_CHANGE, account.email, now
-                )
-                expires_in = _in_words(self.ctx.settings.email_change_ttl)
-                self.outbox.queue(
-                    tx,
-                    MailTemplate.EMAIL_CHANGE_CONFIRM,
-                    to=new_email,
-                    now=now,
-                    user_id=account.id,
-                    context={"link": confirm, "expires_in": expires_in},
                 )
                 self.outbox.queue(
                     tx,

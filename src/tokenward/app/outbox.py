@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -159,9 +160,11 @@ class Outbox:
             payload = json.loads(self._seal.decrypt((mail.payload or "").encode()))
             template = MailTemplate(mail.template)
             if payload.get("job"):
-                payload = await self._resolve(mail, template, payload, now)
-                if payload is None:
+                decided = await self._resolve(mail, template, payload, now)
+                if decided is None:
                     return  # nothing to send (no such account, say): recorded, row gone
+                payload, user_id = decided
+                mail = replace(mail, user_id=user_id)  # the events below name the user
             message = self.composer.compose(
                 template,
                 to=payload["to"],
@@ -185,12 +188,12 @@ class Outbox:
 
     async def _resolve(
         self, mail: QueuedMail, template: MailTemplate, job: dict[str, Any], now: datetime
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any], str | None] | None:
         """Decide a job once: the resolved payload (sealed in its row, so that a retry sends
-        the same link) or None, with the row deleted."""
+        the same link) and its user, or None, with the row deleted."""
         resolver = self._resolvers[template]
 
-        async def write() -> dict[str, Any] | None:
+        async def write() -> tuple[dict[str, Any], str | None] | None:
             async with self.ctx.store.write() as tx:
                 decided = await resolver(tx, job["to"], job["context"], now)
                 if decided is None:
@@ -200,7 +203,7 @@ class Outbox:
                 resolved = {"to": job["to"], "context": context, "job": False}
                 sealed = self._seal.encrypt(json.dumps(resolved).encode()).decode()
                 await tx.resolve_mail(mail.id, sealed, user_id)
-                return resolved
+                return resolved, user_id
 
         return await retrying(write)
 

@@ -9,6 +9,7 @@ it was sent to. Pure: the time is passed in.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ __all__ = ["IssuedLink", "LinkPurpose", "LinkToken", "hash_link_token", "parse_l
 
 _RANDOM_BYTES = 32
 _MAX_LENGTH = 100
+_BODY = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of 32 bytes, ASCII only
 
 
 class LinkPurpose(StrEnum):
@@ -54,8 +56,7 @@ def parse_link_token(text: object, purpose: LinkPurpose) -> str | None:
         return None
     if not text.startswith(purpose.prefix):
         return None
-    body = text[len(purpose.prefix) :]
-    if len(body) != 43 or not all(c.isalnum() or c in "-_" for c in body):
+    if _BODY.fullmatch(text[len(purpose.prefix) :]) is None:
         return None
     return text
 
@@ -77,7 +78,8 @@ class LinkToken:
     purpose: LinkPurpose
     token_hash: str
     email: str
-    """The address the link was sent to (for a change: the new address)."""
+    """The address the link was sent to (for a change: the new address); the application
+    stores it sealed and unseals it when the link is used."""
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None = None

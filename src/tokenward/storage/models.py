@@ -151,8 +151,9 @@ class LinkTokenRow(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     purpose: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str] = mapped_column(String(320))
-    """The address the link was sent to (an email change: the new address)."""
+    email: Mapped[str] = mapped_column(Text)
+    """The address the link was sent to (an email change: the new address), sealed under the
+    server secret."""
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -135,7 +135,7 @@ class MailState:
             return "sent"
         if self.failed_at is not None:
             return "failed"
-        return "queued" if self.attempts == 0 else "retrying"
+        return "retrying" if self.last_error is not None else "queued"
 
 
 class UnitOfWork(Protocol):

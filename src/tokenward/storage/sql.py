@@ -476,7 +476,7 @@ class SqlUnitOfWork:
         await self._db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < ended_before))
         # Links and mails: used or expired links go with ended sessions; sent mails (their
         # payloads already wiped) with old events; a given-up mail's sealed payload, kept for
-        # `tokenward mail retry`, after a week.
+        # `tokenward mail retry`, after a day.
         await self._db.execute(
             delete(LinkTokenRow).where(
                 or_(LinkTokenRow.used_at < ended_before, LinkTokenRow.expires_at < ended_before)
