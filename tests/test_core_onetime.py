@@ -34,7 +34,7 @@ def issue(purpose: LinkPurpose = LinkPurpose.VERIFY_EMAIL, ttl: float = 3600) ->
         (LinkPurpose.VERIFY_EMAIL, "verify_email", "twv_"),
         (LinkPurpose.RESET_PASSWORD, "reset_password", "twp_"),
         (LinkPurpose.CHANGE_EMAIL, "change_email", "twe_"),
-        (LinkPurpose.CANCEL_EMAIL_CHANGE, "cancel_email_change", "twc_"),
+        (LinkPurpose.CANCEL_EMAIL_CHANGE, "cancel_email_change", "twx_"),
     ],
 )
 def test_each_purpose_has_its_stored_value_and_its_prefix(
@@ -101,13 +101,13 @@ def test_the_prefix_is_part_of_the_hash() -> None:
         ("twv_" + BODY, LinkPurpose.VERIFY_EMAIL, True),
         ("twp_" + BODY, LinkPurpose.RESET_PASSWORD, True),
         ("twe_" + BODY, LinkPurpose.CHANGE_EMAIL, True),
-        ("twc_" + BODY, LinkPurpose.CANCEL_EMAIL_CHANGE, True),
+        ("twx_" + BODY, LinkPurpose.CANCEL_EMAIL_CHANGE, True),
         ("twv_" + "aZ09-_" * 7 + "x", LinkPurpose.VERIFY_EMAIL, True),
         # another purpose's token
         ("twp_" + BODY, LinkPurpose.VERIFY_EMAIL, False),
         ("twv_" + BODY, LinkPurpose.RESET_PASSWORD, False),
         ("twe_" + BODY, LinkPurpose.CANCEL_EMAIL_CHANGE, False),
-        ("twc_" + BODY, LinkPurpose.CHANGE_EMAIL, False),
+        ("twx_" + BODY, LinkPurpose.CHANGE_EMAIL, False),
         # the prefix exactly: case, missing, doubled
         ("TWV_" + BODY, LinkPurpose.VERIFY_EMAIL, False),
         (BODY + "AAAA", LinkPurpose.VERIFY_EMAIL, False),

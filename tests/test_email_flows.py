@@ -571,7 +571,7 @@ async def test_a_password_change_voids_every_outstanding_link(api: Api, smtp: Sm
     (change,) = await smtp.arrived(1, to="ada@new.example")
     mails = await smtp.arrived(3, to="ada@example.com")
     by_prefix = {m.token[:4]: m.token for m in mails[1:]}
-    assert set(by_prefix) == {"twp_", "twc_"}
+    assert set(by_prefix) == {"twp_", "twx_"}
     changed = await api.http.post(
         "/auth/password",
         json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
@@ -581,7 +581,7 @@ async def test_a_password_change_voids_every_outstanding_link(api: Api, smtp: Sm
     problem(await verify(api, verification.token), 400, "link-invalid")
     problem(await reset(api, by_prefix["twp_"], "a third long passphrase 77"), 400, "link-invalid")
     problem(await confirm(api, change.token), 400, "link-invalid")
-    problem(await cancel(api, by_prefix["twc_"]), 400, "link-invalid")
+    problem(await cancel(api, by_prefix["twx_"]), 400, "link-invalid")
     assert (await me(api, access))["email"] == "ada@example.com"
     assert (await api.login("ada@example.com", NEW_PASSWORD)).status_code == 200
 
@@ -597,7 +597,7 @@ async def test_an_email_change_happens_only_when_the_new_address_confirms(
     (confirmation,) = await smtp.arrived(1, to="ada@new.example")
     (notice,) = await smtp.arrived(1, to="ada@example.com")
     assert confirmation.link.startswith(f"{APP_URL}/confirm-email#token=twe_")
-    assert notice.link.startswith(f"{APP_URL}/cancel-email-change#token=twc_")
+    assert notice.link.startswith(f"{APP_URL}/cancel-email-change#token=twx_")
     assert confirmation.subject != notice.subject
     # Nothing changed yet.
     assert (await me(api, access))["email"] == "ada@example.com"

@@ -191,7 +191,9 @@ class Outbox:
     ) -> tuple[dict[str, Any], str | None] | None:
         """Decide a job once: the resolved payload (sealed in its row, so that a retry sends
         the same link) and its user, or None, with the row deleted."""
-        resolver = self._resolvers[template]
+        resolver = self._resolvers.get(template)
+        if resolver is None:  # a wiring mistake, not a bad mail: the lease runs out, it is retried
+            raise RuntimeError(f"no resolver for queued {template.value} jobs")
 
         async def write() -> tuple[dict[str, Any], str | None] | None:
             async with self.ctx.store.write() as tx:

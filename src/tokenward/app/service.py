@@ -90,6 +90,13 @@ class AuthService(Context):
     def email_accounts(self) -> EmailAccounts:
         return EmailAccounts(self, self.outbox)
 
+    async def send_mail(self, stopping: asyncio.Event) -> None:
+        """The outbox worker (until ``stopping``), with every capability that decides queued
+        jobs wired in first: a process that has served no request yet sends what another
+        process (or one before a crash) queued."""
+        self.email_accounts  # noqa: B018 - built for its resolvers
+        await self.outbox.run(stopping)
+
     @classmethod
     async def open(
         cls,

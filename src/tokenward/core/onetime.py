@@ -39,7 +39,7 @@ _PREFIXES = {
     LinkPurpose.VERIFY_EMAIL: "twv_",
     LinkPurpose.RESET_PASSWORD: "twp_",
     LinkPurpose.CHANGE_EMAIL: "twe_",
-    LinkPurpose.CANCEL_EMAIL_CHANGE: "twc_",
+    LinkPurpose.CANCEL_EMAIL_CHANGE: "twx_",  # twc_ names resource servers' client ids
 }
 
 

@@ -77,10 +77,16 @@ class Composer:
         )
 
     def render(self, template: MailTemplate, context: dict[str, Any]) -> tuple[str, str, str]:
-        """(subject, text, html) of ``template`` with ``context``."""
-        subject = self._env.get_template(f"{template.value}.subject.txt").render(context)
-        text = self._env.get_template(f"{template.value}.txt").render(context)
-        html = self._env.get_template(f"{template.value}.html").render(context)
+        """(subject, text, html) of ``template`` with ``context``; ValueError for a template
+        that is missing or does not render (an operator's override with a typo, say)."""
+        try:
+            subject = self._env.get_template(f"{template.value}.subject.txt").render(context)
+            text = self._env.get_template(f"{template.value}.txt").render(context)
+            html = self._env.get_template(f"{template.value}.html").render(context)
+        except jinja2.TemplateError as error:
+            raise ValueError(
+                f"mail template {template.value}: {error.__class__.__name__}"
+            ) from None
         return " ".join(subject.split()), text, html
 
     def compose(

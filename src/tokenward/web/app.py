@@ -107,7 +107,7 @@ def create_app(
                 )
             ),
             # Sends what the requests queued (docs/email.md); idle when mail is off.
-            asyncio.create_task(service.outbox.run(stopping)),
+            asyncio.create_task(service.send_mail(stopping)),
         ]
         try:
             yield
