@@ -41,7 +41,7 @@ TEMPLATES = {
     "email_changed",
     "account_deleted",
 }
-TOKEN = re.compile(r"tw[vpec]_[A-Za-z0-9_-]{43}")
+TOKEN = re.compile(r"tw[vpex]_[A-Za-z0-9_-]{43}")
 
 
 @pytest.fixture

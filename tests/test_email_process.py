@@ -41,7 +41,7 @@ from tokenward.verify import RevokedTokenError, Verifier
 SENDER = "tokenward <no-reply@mail.tokenward.test>"  # Message-IDs: <...@mail.tokenward.test>
 NEW_PASSWORD = "another long enough passphrase 8"
 MAIL_WAIT = 30.0  # seconds for the outbox worker to hand a mail to SMTP
-TOKEN = re.compile(r"tw[vpec]_[A-Za-z0-9_-]{20,}")
+TOKEN = re.compile(r"tw[vpex]_[A-Za-z0-9_-]{20,}")
 LINK_PAGES = {
     "twv_": "/verify-email",
     "twp_": "/reset-password",
@@ -948,7 +948,7 @@ def test_a_database_dump_holds_no_usable_token_and_no_recipient_in_the_outbox(
         assert address.encode() not in outbox, address
 
 
-_LINKED = re.compile(r"#token=tw[vpec]_")
+_LINKED = re.compile(r"#token=tw[vpex]_")
 LINK_ROWS = "SELECT id, user_id, purpose, token_hash, email, created_at, used_at FROM link_tokens"
 OUTBOX_ROWS = (
     "SELECT id, created_at, template, user_id, message_id, attempts, next_attempt_at, sent_at,"
