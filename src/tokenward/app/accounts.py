@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenward.app.context import Context
-from tokenward.app.credentials import check_password, record_failure
+from tokenward.app.credentials import check_current_password
 from tokenward.app.email_accounts import EmailAccounts
 from tokenward.app.sessions import Principal
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.passwords import ImportedHashError, check_imported_hash, normalize_password
 from tokenward.core.sessions import EndReason
-from tokenward.core.users import Account, User, account_key, normalize_email
+from tokenward.core.users import Account, User, normalize_email
 from tokenward.exceptions import AuthenticationError, EmailTakenError, InvalidEmailError
 from tokenward.infra.ratelimit import Limit
 from tokenward.storage.port import retrying
@@ -143,24 +143,11 @@ class Accounts:
         """
         new = normalize_password(new)
         current = normalize_password(current)
-        account, ip = account_key(principal.user.email), self.ctx.limits.client(client.ip)
         self.ctx.policy.check_length_cap(current)
         self.ctx.policy.check(new, email=principal.user.email)
         await self.ctx.limits.hit(Limit.PASSWORD_CHANGE_ACCOUNT, principal.user.id)
-        async with self.ctx.store.read() as tx:
-            row = await tx.account(principal.user.id)
-        verified = await check_password(self.ctx, account, ip, current, row)
+        _, verified = await check_current_password(self.ctx, principal, current, client)
         now = self.ctx.now()
-        if verified is None:
-            await record_failure(
-                self.ctx,
-                client,
-                now,
-                principal.user.id,
-                reason="bad_current_password",
-                session_id=principal.session_id,
-            )
-            raise AuthenticationError("the current password is incorrect")
         password_hash = await self.ctx.hashed(self.ctx.hasher.hash, new)
 
         async def replace() -> bool:

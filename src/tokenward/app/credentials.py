@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from tokenward.app.context import Context
 from tokenward.core.events import ClientInfo, EventType, NewEvent
-from tokenward.core.users import Account
+from tokenward.core.users import Account, account_key
+from tokenward.exceptions import AuthenticationError
 from tokenward.infra.ratelimit import Limit
 from tokenward.storage.port import retrying
 
-__all__ = ["Verified", "check_password", "record_failure"]
+if TYPE_CHECKING:
+    from tokenward.app.sessions import Principal
+
+__all__ = ["Verified", "check_current_password", "check_password", "record_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +73,27 @@ async def record_failure(
             tx.add_event(event)
 
     await retrying(write)
+
+
+async def check_current_password(
+    ctx: Context, principal: Principal, password: str, client: ClientInfo
+) -> tuple[Account, Verified]:
+    """The signed-in user's current password, before a change that needs it (the password,
+    the address, deleting the account). Under the account's failure limits: a stolen access
+    token can neither guess it nor get past a lockout. AuthenticationError, recorded as a
+    failed check, when it is wrong."""
+    async with ctx.store.read() as tx:
+        row = await tx.account(principal.user.id)
+    ip = ctx.limits.client(client.ip)
+    verified = await check_password(ctx, account_key(principal.user.email), ip, password, row)
+    if verified is None or row is None:
+        await record_failure(
+            ctx,
+            client,
+            ctx.now(),
+            principal.user.id,
+            reason="bad_current_password",
+            session_id=principal.session_id,
+        )
+        raise AuthenticationError("the current password is incorrect")
+    return row, verified

@@ -11,19 +11,20 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from tokenward.app.context import Context
-from tokenward.app.credentials import check_password, record_failure
+from tokenward.app.credentials import check_current_password
 from tokenward.app.outbox import Outbox
 from tokenward.app.sessions import Principal
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.onetime import LinkPurpose, LinkToken, hash_link_token, parse_link_token
 from tokenward.core.passwords import normalize_password
 from tokenward.core.sessions import EndReason
-from tokenward.core.users import Account, account_key, normalize_email
+from tokenward.core.users import Account, normalize_email
 from tokenward.exceptions import (
     AuthenticationError,
     EmailTakenError,
@@ -44,6 +45,26 @@ LANDING_PAGES = {
     LinkPurpose.CANCEL_EMAIL_CHANGE: "cancel-email-change",
 }
 """The page of ``TOKENWARD_APP_URL`` each link opens; the token rides in the fragment."""
+_JOBS = {
+    MailTemplate.VERIFY_EMAIL: LinkPurpose.VERIFY_EMAIL,
+    MailTemplate.RESET_PASSWORD: LinkPurpose.RESET_PASSWORD,
+}
+"""The mails that requests queue as jobs (the answer must not tell whether an account exists)."""
+_REQUESTED = {
+    LinkPurpose.VERIFY_EMAIL: EventType.EMAIL_VERIFICATION_SENT,
+    LinkPurpose.RESET_PASSWORD: EventType.PASSWORD_RESET_REQUESTED,
+}
+
+
+def _ineligible(account: Account | None, purpose: LinkPurpose) -> str | None:
+    """Why ``account`` gets no link of ``purpose`` (for ``email.suppressed``), or None."""
+    if account is None:
+        return "no_account"
+    if account.disabled:
+        return "disabled"
+    if purpose is LinkPurpose.VERIFY_EMAIL and account.email_verified_at is not None:
+        return "already_verified"
+    return None
 
 
 def _in_words(ttl: timedelta) -> str:
@@ -65,8 +86,8 @@ class EmailAccounts:
         self._sealer = Fernet(ctx.outbox_key)
         # The requests that must not tell whether an account exists queue a job, the same
         # row for every address; the worker decides it here, off the request path.
-        outbox.resolve_with(MailTemplate.VERIFY_EMAIL, self._resolve_verification)
-        outbox.resolve_with(MailTemplate.RESET_PASSWORD, self._resolve_reset)
+        for template, purpose in _JOBS.items():
+            outbox.resolve_with(template, partial(self._resolve_job, purpose))
 
     # -- shared pieces ---------------------------------------------------------------------
 
@@ -161,17 +182,13 @@ class EmailAccounts:
         if refused is not None:
             tx.add_event(self._suppressed(now, ClientInfo(), refused, "verify_email", account.id))
             return
-        link = await self._new_link(tx, account.id, LinkPurpose.VERIFY_EMAIL, account.email, now)
         self.outbox.queue(
             tx,
             MailTemplate.VERIFY_EMAIL,
             to=account.email,
             now=now,
             user_id=account.id,
-            context={
-                "link": link,
-                "expires_in": _in_words(self.ctx.settings.email_verification_ttl),
-            },
+            context=await self._link_values(tx, account, LinkPurpose.VERIFY_EMAIL, now),
         )
         tx.add_event(NewEvent(EventType.EMAIL_VERIFICATION_SENT, now, user_id=account.id))
 
@@ -205,26 +222,32 @@ class EmailAccounts:
         await retrying(write)
         self._queued()
 
-    async def _resolve_verification(
-        self, tx: UnitOfWork, email: str, asked_by: dict[str, Any], now: datetime
+    async def _resolve_job(
+        self,
+        purpose: LinkPurpose,
+        tx: UnitOfWork,
+        email: str,
+        asked_by: dict[str, Any],
+        now: datetime,
     ) -> tuple[str | None, dict[str, Any]] | None:
+        """Decide a queued verification or reset job (see :data:`app.outbox.Resolver`): a new
+        link for an eligible account, else an ``email.suppressed`` event saying why not."""
         client = ClientInfo(asked_by.get("ip"), asked_by.get("user_agent"))
         account = await tx.account_by_email(email)
-        reason = None
-        if account is None:
-            reason = "no_account"
-        elif account.disabled:
-            reason = "disabled"
-        elif account.email_verified_at is not None:
-            reason = "already_verified"
+        reason = _ineligible(account, purpose)
         if reason is not None or account is None:
             user_id = account.id if account else None
-            tx.add_event(self._suppressed(now, client, reason or "", "verify_email", user_id))
+            tx.add_event(self._suppressed(now, client, reason or "", purpose.value, user_id))
             return None
-        link = await self._new_link(tx, account.id, LinkPurpose.VERIFY_EMAIL, account.email, now)
-        tx.add_event(NewEvent(EventType.EMAIL_VERIFICATION_SENT, now, client, user_id=account.id))
-        expires_in = _in_words(self.ctx.settings.email_verification_ttl)
-        return account.id, {"link": link, "expires_in": expires_in}
+        tx.add_event(NewEvent(_REQUESTED[purpose], now, client, user_id=account.id))
+        return account.id, await self._link_values(tx, account, purpose, now)
+
+    async def _link_values(
+        self, tx: UnitOfWork, account: Account, purpose: LinkPurpose, now: datetime
+    ) -> dict[str, Any]:
+        """A new link of ``purpose`` for ``account`` and its mail's values."""
+        link = await self._new_link(tx, account.id, purpose, account.email, now)
+        return {"link": link, "expires_in": _in_words(self._ttl(purpose))}
 
     async def verify_email(self, token: object, client: ClientInfo) -> None:
         """Use a verification link: the address is proven. LinkInvalidError otherwise."""
@@ -275,21 +298,6 @@ class EmailAccounts:
         row, for every address."""
         await self._queue_job(email, client, MailTemplate.RESET_PASSWORD, "reset_password")
 
-    async def _resolve_reset(
-        self, tx: UnitOfWork, email: str, asked_by: dict[str, Any], now: datetime
-    ) -> tuple[str | None, dict[str, Any]] | None:
-        client = ClientInfo(asked_by.get("ip"), asked_by.get("user_agent"))
-        account = await tx.account_by_email(email)
-        reason = "no_account" if account is None else "disabled" if account.disabled else None
-        if reason is not None or account is None:
-            user_id = account.id if account else None
-            tx.add_event(self._suppressed(now, client, reason or "", "reset_password", user_id))
-            return None
-        link = await self._new_link(tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now)
-        tx.add_event(NewEvent(EventType.PASSWORD_RESET_REQUESTED, now, client, user_id=account.id))
-        expires_in = _in_words(self.ctx.settings.password_reset_ttl)
-        return account.id, {"link": link, "expires_in": expires_in}
-
     async def send_reset(self, email: str) -> None:
         """An operator's ``tokenward users send-reset``: the same mail, no limits, and the
         operator never sees the link. UnknownUserError for an address without an account."""
@@ -303,19 +311,13 @@ class EmailAccounts:
                 account = await tx.account_by_email(email)
                 if account is None:
                     raise UnknownUserError(f"no user with email {email}")
-                link = await self._new_link(
-                    tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now
-                )
                 self.outbox.queue(
                     tx,
                     MailTemplate.RESET_PASSWORD,
                     to=account.email,
                     now=now,
                     user_id=account.id,
-                    context={
-                        "link": link,
-                        "expires_in": _in_words(self.ctx.settings.password_reset_ttl),
-                    },
+                    context=await self._link_values(tx, account, LinkPurpose.RESET_PASSWORD, now),
                 )
                 tx.add_event(
                     NewEvent(
@@ -392,23 +394,8 @@ class EmailAccounts:
         self.ctx.policy.check_length_cap(current_password)
         await self._per_ip(client)
         account_id = principal.user.id
-        async with self.ctx.store.read() as tx:
-            row = await tx.account(account_id)
-        ip = self.ctx.limits.client(client.ip)
-        verified = await check_password(
-            self.ctx, account_key(principal.user.email), ip, current_password, row
-        )
+        row, _ = await check_current_password(self.ctx, principal, current_password, client)
         now = self.ctx.now()
-        if verified is None or row is None:
-            await record_failure(
-                self.ctx,
-                client,
-                now,
-                account_id,
-                reason="bad_current_password",
-                session_id=principal.session_id,
-            )
-            raise AuthenticationError("the current password is incorrect")
         if new_email == row.email:
             raise InvalidEmailError("the new address is the current one")
         refused = await self._may_mail(new_email, "email_change")
@@ -556,24 +543,8 @@ class EmailAccounts:
         delete the user, their links and pending mails, and mail a confirmation."""
         current_password = normalize_password(current_password)
         self.ctx.policy.check_length_cap(current_password)
-        async with self.ctx.store.read() as tx:
-            row = await tx.account(principal.user.id)
-        ip = self.ctx.limits.client(client.ip)
-        verified = await check_password(
-            self.ctx, account_key(principal.user.email), ip, current_password, row
-        )
-        now = self.ctx.now()
-        if verified is None or row is None:
-            await record_failure(
-                self.ctx,
-                client,
-                now,
-                principal.user.id,
-                reason="bad_current_password",
-                session_id=principal.session_id,
-            )
-            raise AuthenticationError("the current password is incorrect")
-        await self.remove(row.id, client, now)
+        row, _ = await check_current_password(self.ctx, principal, current_password, client)
+        await self.remove(row.id, client, self.ctx.now())
 
     async def remove(self, user_id: str, client: ClientInfo, now: datetime) -> bool:
         """Delete the account (the user's request, or an operator's ``users delete``)."""
