@@ -958,3 +958,46 @@ async def test_an_operator_deletes_an_account(
     assert "#token=" not in mail.text
     assert await service.email_accounts.remove(ada, ClientInfo(), service.now()) is False
     assert len(await events(service, "user.deleted")) == 1
+
+
+# -- found by the security review ------------------------------------------------------------
+
+
+async def test_the_requesters_own_events_do_not_tell_a_taken_address_from_a_free_one(
+    api: Api, service: Any, smtp: SmtpServer
+) -> None:
+    """GET /auth/events shows the requester the same after an email change to a taken address
+    as after one to a free address: the confirmation's delivery events are recorded under no
+    user (a taken address gets no confirmation, so they would tell)."""
+    access, _ = await api.signed_up("ada@example.com")
+    assert (await api.register("grace@example.com")).status_code == 201
+
+    async def own_events_after(new_email: str) -> list[tuple[str, Any]]:
+        before = len((await api.http.get("/auth/events", headers=bearer(access))).json()["events"])
+        accepted(await change_email(api, access, new_email))
+        await drained(service)
+        shown = (await api.http.get("/auth/events", headers=bearer(access))).json()["events"]
+        fresh = shown[: len(shown) - before]
+        return sorted((e["type"], (e["detail"] or {}).get("template")) for e in fresh)
+
+    taken = await own_events_after("grace@example.com")
+    free = await own_events_after("ada@new.example")
+    assert taken == free
+    assert to(smtp, "grace@example.com") == []
+    assert len(to(smtp, "ada@new.example")) == 1
+
+
+async def test_a_disabled_account_cannot_use_its_links(
+    api: Api, service: Any, smtp: SmtpServer
+) -> None:
+    """Disabling voids the account's outstanding links: a compromised account's pending
+    email change cannot be confirmed while (or after) it is disabled."""
+    access, _ = await api.signed_up("ada@example.com")
+    accepted(await change_email(api, access, "ada@new.example"))
+    await drained(service)
+    confirmation = only(smtp, "ada@new.example")
+    await Admin(service).set_disabled("ada@example.com", True)
+    problem(await confirm(api, confirmation.token), 400, "link-invalid")
+    await Admin(service).set_disabled("ada@example.com", False)
+    problem(await confirm(api, confirmation.token), 400, "link-invalid")
+    assert (await api.login("ada@example.com")).status_code == 200

@@ -95,7 +95,13 @@ class Accounts:
                     await self._email.queue_verification(tx, account, now, refused)
             return True
 
-        created = await retrying(insert)
+        try:
+            created = await retrying(insert)
+        except EmailTakenError:
+            if not blind:
+                raise
+            created = False  # a racing request registered it just now: taken, still a 202
+
         if mail:
             self._email.outbox.wake()
         return account.user if created and not blind else None

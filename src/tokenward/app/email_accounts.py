@@ -257,8 +257,8 @@ class EmailAccounts:
             async with self.ctx.store.write() as tx:
                 link = await self._usable_link(tx, token, LinkPurpose.VERIFY_EMAIL)
                 account = await tx.account(link.user_id, lock=True)
-                if account is None or account.email != link.email:
-                    raise LinkInvalidError("the link was for another address")
+                if account is None or account.email != link.email or account.disabled:
+                    raise LinkInvalidError("the link was for another address, or disabled")
                 if not await tx.use_link(link.id, now):
                     raise LinkInvalidError("link used meanwhile")
                 if account.email_verified_at is None:
@@ -394,7 +394,7 @@ class EmailAccounts:
         self.ctx.policy.check_length_cap(current_password)
         await self._per_ip(client)
         account_id = principal.user.id
-        row, _ = await check_current_password(self.ctx, principal, current_password, client)
+        row, verified = await check_current_password(self.ctx, principal, current_password, client)
         now = self.ctx.now()
         if new_email == row.email:
             raise InvalidEmailError("the new address is the current one")
@@ -403,8 +403,10 @@ class EmailAccounts:
         async def write() -> None:
             async with self.ctx.store.write() as tx:
                 account = await tx.account(account_id, lock=True)
-                if account is None:
-                    raise AuthenticationError("the account is gone")
+                if account is None or account.password_hash != verified.password_hash:
+                    # Gone, or its password changed since the check: what was verified is
+                    # not the account's password any more (a change voids every link).
+                    raise AuthenticationError("the current password is incorrect")
                 holder = await tx.account_by_email(new_email)
                 reason = refused or ("address_taken" if holder is not None else None)
                 await tx.void_links(
@@ -468,8 +470,8 @@ class EmailAccounts:
             async with self.ctx.store.write() as tx:
                 link = await self._usable_link(tx, token, LinkPurpose.CHANGE_EMAIL)
                 account = await tx.account(link.user_id, lock=True)
-                if account is None:
-                    raise LinkInvalidError("the account is gone")
+                if account is None or account.disabled:
+                    raise LinkInvalidError("the account is gone or disabled")
                 if not await tx.use_link(link.id, now):
                     raise LinkInvalidError("link used meanwhile")
                 old = account.email
@@ -543,16 +545,30 @@ class EmailAccounts:
         delete the user, their links and pending mails, and mail a confirmation."""
         current_password = normalize_password(current_password)
         self.ctx.policy.check_length_cap(current_password)
-        row, _ = await check_current_password(self.ctx, principal, current_password, client)
-        await self.remove(row.id, client, self.ctx.now())
+        row, verified = await check_current_password(self.ctx, principal, current_password, client)
+        removed = await self.remove(
+            row.id, client, self.ctx.now(), password_hash=verified.password_hash
+        )
+        if not removed:
+            raise AuthenticationError("the current password is incorrect")
 
-    async def remove(self, user_id: str, client: ClientInfo, now: datetime) -> bool:
-        """Delete the account (the user's request, or an operator's ``users delete``)."""
+    async def remove(
+        self,
+        user_id: str,
+        client: ClientInfo,
+        now: datetime,
+        *,
+        password_hash: str | None = None,
+    ) -> bool:
+        """Delete the account (the user's request, or an operator's ``users delete``);
+        ``password_hash``: only if the password is still the one the user just proved."""
 
         async def write() -> bool:
             async with self.ctx.store.write() as tx:
                 account = await tx.account(user_id, lock=True)
                 if account is None:
+                    return False
+                if password_hash is not None and account.password_hash != password_hash:
                     return False
                 ended = await tx.end_sessions(account.id, now, EndReason.ACCOUNT_DELETED)
                 await tx.drop_mail(account.id)

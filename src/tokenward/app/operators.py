@@ -75,6 +75,8 @@ class Admin:
         async with self.store.write() as tx:
             await tx.account(account.id, lock=True)  # a racing login sees it disabled or not
             await tx.set_disabled(account.id, now if disabled else None)
+            if disabled:
+                await tx.void_links(account.id, now)  # no mailed link outlives a disabling
             ended = (
                 await tx.end_sessions(account.id, now, EndReason.USER_DISABLED) if disabled else []
             )

@@ -39,16 +39,37 @@ template's values), or None when nothing is to be sent."""
 logger = logging.getLogger("tokenward.outbox")
 
 LEASE = timedelta(minutes=1)
-"""How long a claimed mail is left to its sender before another may take it (a crash)."""
+"""How long a claimed mail is left to its sender before another may take it (a crash); a
+send is cut off well before (``SEND_TIMEOUT``), so a slow relay never outlives its lease."""
+SEND_TIMEOUT = 45.0
+"""Seconds one mail's whole SMTP conversation may take (each command has its own timeout)."""
+MAX_WAIT = timedelta(hours=6)
+"""The longest wait between two attempts, however many came before."""
 POLL = 1.0
 """Seconds between looks at the outbox when nothing woke the worker."""
-BATCH = 10
+BATCH = 1
+"""Mails claimed per transaction: one, so that each mail's lease covers only its own send."""
+ROUND = 10
+"""Mails tried per round at most: the worker looks at its stop signal between rounds."""
+PRIVATE_DELIVERY = frozenset({MailTemplate.EMAIL_CHANGE_CONFIRM})
+"""Mails to an address that is not the account's own: their delivery events are recorded
+under no user (``detail.for_user``), so that the requester's event feed cannot tell whether
+the address was free (a taken one gets no mail)."""
 
 
 def backoff(attempts: int, first: timedelta) -> timedelta:
     """The wait after ``attempts`` failed attempts: ``first``, then four times longer each
     time (30 s, 2 min, 8 min, 32 min with the default ``TOKENWARD_EMAIL_RETRY_BACKOFF``)."""
-    return first * int(4 ** max(0, attempts - 1))
+    return min(first * int(4 ** min(max(0, attempts - 1), 20)), MAX_WAIT)
+
+
+def _delivery_event(kind: EventType, mail: QueuedMail, now: datetime, **more: Any) -> NewEvent:
+    """``email.sent`` or ``email.delivery_failed``; under no user for a private delivery."""
+    detail: dict[str, Any] = {"template": mail.template, "attempts": mail.attempts, **more}
+    if mail.template in PRIVATE_DELIVERY:
+        detail["for_user"] = mail.user_id
+        return NewEvent(kind, now, detail=detail)
+    return NewEvent(kind, now, user_id=mail.user_id, detail=detail)
 
 
 class Outbox:
@@ -144,20 +165,28 @@ class Outbox:
                     now, lease_until=now + LEASE, new_message_id=self._message_id, limit=BATCH
                 )
 
-        claimed = await retrying(claim)
-        for mail in claimed:
-            await self._deliver(mail)
-        return len(claimed)
+        tried = 0
+        while tried < ROUND and (claimed := await retrying(claim)):
+            for mail in claimed:
+                await self._deliver(mail)
+            tried += len(claimed)
+        return tried
 
     def _message_id(self) -> str:
         domain = self.composer.sender.rsplit("@", 1)[-1].strip(" >") if self.composer else ""
         return f"<{secrets.token_hex(16)}@{domain or 'tokenward'}>"
 
     async def _deliver(self, mail: QueuedMail) -> None:
+        """One attempt at one mail. Whatever goes wrong is this mail's alone: it is tried
+        again later, or given up after ``TOKENWARD_EMAIL_MAX_ATTEMPTS``; never the batch's."""
         assert self.delivery is not None and self.composer is not None  # noqa: S101
         now = self.ctx.now()
         try:
             payload = json.loads(self._seal.decrypt((mail.payload or "").encode()))
+        except (InvalidToken, ValueError):  # sealed under another secret: no attempt helps
+            await self._give_up(mail, now, "unreadable payload")
+            return
+        try:
             template = MailTemplate(mail.template)
             if payload.get("job"):
                 decided = await self._resolve(mail, template, payload, now)
@@ -172,19 +201,36 @@ class Outbox:
                 message_id=mail.message_id,
                 now=now,
             )
-        except (InvalidToken, ValueError, KeyError) as error:
-            # A payload sealed under another secret, or a template this version lacks.
-            await self._give_up(mail, now, f"unreadable: {error.__class__.__name__}")
-            return
-        try:
-            await self.delivery.send(message)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self.delivery.send(message)
         except DeliveryError as error:
-            if error.temporary and mail.attempts < self.ctx.settings.email_max_attempts:
-                await self._retry_later(mail, now, error.reason)
-            else:
-                await self._give_up(mail, now, error.reason)
+            await self._failed(mail, now, error.reason, error.temporary, counted=error.reached)
+            return
+        except TimeoutError:
+            await self._failed(mail, now, "send timed out", temporary=True)
+            return
+        except Exception as error:
+            logger.warning("mail %s attempt failed: %s", mail.id, type(error).__name__)
+            await self._failed(mail, now, f"error: {type(error).__name__}", temporary=True)
             return
         await self._sent(mail, now)
+
+    async def _failed(
+        self,
+        mail: QueuedMail,
+        now: datetime,
+        reason: str,
+        temporary: bool,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """A failed attempt: later again, or given up. ``counted=False`` (the relay was not
+        reached at all: an outage) leaves the attempt uncounted, so an outage of any length
+        gives nothing up; the mail waits for the relay at the first backoff."""
+        if temporary and (not counted or mail.attempts < self.ctx.settings.email_max_attempts):
+            await self._retry_later(mail, now, reason, counted=counted)
+        else:
+            await self._give_up(mail, now, reason)
 
     async def _resolve(
         self, mail: QueuedMail, template: MailTemplate, job: dict[str, Any], now: datetime
@@ -213,24 +259,20 @@ class Outbox:
         async def write() -> None:
             async with self.ctx.store.write() as tx:
                 await tx.mail_sent(mail.id, now)
-                tx.add_event(
-                    NewEvent(
-                        EventType.EMAIL_SENT,
-                        now,
-                        user_id=mail.user_id,
-                        detail={"template": mail.template, "attempts": mail.attempts},
-                    )
-                )
+                tx.add_event(_delivery_event(EventType.EMAIL_SENT, mail, now))
 
         await retrying(write)
 
-    async def _retry_later(self, mail: QueuedMail, now: datetime, reason: str) -> None:
+    async def _retry_later(
+        self, mail: QueuedMail, now: datetime, reason: str, *, counted: bool = True
+    ) -> None:
         logger.info("mail %s attempt %d failed (%s): retried later", mail.id, mail.attempts, reason)
+        attempts = mail.attempts if counted else mail.attempts - 1
 
         async def write() -> None:
             async with self.ctx.store.write() as tx:
-                wait = backoff(mail.attempts, self.ctx.settings.email_retry_backoff)
-                await tx.mail_retry(mail.id, now + wait, reason)
+                wait = backoff(max(1, attempts), self.ctx.settings.email_retry_backoff)
+                await tx.mail_retry(mail.id, now + wait, reason, uncount=not counted)
 
         await retrying(write)
 
@@ -241,16 +283,7 @@ class Outbox:
             async with self.ctx.store.write() as tx:
                 await tx.mail_failed(mail.id, now, reason)
                 tx.add_event(
-                    NewEvent(
-                        EventType.EMAIL_DELIVERY_FAILED,
-                        now,
-                        user_id=mail.user_id,
-                        detail={
-                            "template": mail.template,
-                            "attempts": mail.attempts,
-                            "reason": reason,
-                        },
-                    )
+                    _delivery_event(EventType.EMAIL_DELIVERY_FAILED, mail, now, reason=reason)
                 )
 
         await retrying(write)

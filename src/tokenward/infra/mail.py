@@ -52,12 +52,15 @@ class MailTemplate(StrEnum):
 
 
 class DeliveryError(Exception):
-    """A mail was not accepted. ``temporary``: try again later (4xx, timeouts, no route)."""
+    """A mail was not accepted. ``temporary``: try again later (4xx, timeouts, no route);
+    ``reached``: the relay answered at all (False: refused or timed-out connection, an
+    outage, which does not count as an attempt at this mail)."""
 
-    def __init__(self, reason: str, *, temporary: bool) -> None:
+    def __init__(self, reason: str, *, temporary: bool, reached: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.temporary = temporary
+        self.reached = reached
 
 
 class Composer:
@@ -177,10 +180,13 @@ class SmtpDelivery:
             codes = [refusal.code for refusal in error.recipients]
             temporary = all(400 <= code < 500 for code in codes)
             raise DeliveryError(f"recipient refused ({codes})", temporary=temporary) from None
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError, OSError) as error:
+            name = error.__class__.__name__
+            raise DeliveryError(name, temporary=True, reached=False) from None
         except aiosmtplib.SMTPResponseException as error:
             temporary = 400 <= error.code < 500
             raise DeliveryError(f"SMTP {error.code}", temporary=temporary) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        except (aiosmtplib.SMTPException, TimeoutError) as error:
             raise DeliveryError(error.__class__.__name__, temporary=True) from None
 
 

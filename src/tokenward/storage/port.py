@@ -200,7 +200,10 @@ class UnitOfWork(Protocol):
     async def mail_sent(self, mail_id: int, now: datetime) -> None:
         """Sent: its payload wiped."""
 
-    async def mail_retry(self, mail_id: int, at: datetime, error: str) -> None: ...
+    async def mail_retry(
+        self, mail_id: int, at: datetime, error: str, *, uncount: bool = False
+    ) -> None:
+        """Due again at ``at``; ``uncount``: the attempt did not reach the relay."""
 
     async def mail_failed(self, mail_id: int, now: datetime, error: str) -> None: ...
 

@@ -294,11 +294,14 @@ class SqlUnitOfWork:
             execution_options={"synchronize_session": False},
         )
 
-    async def mail_retry(self, mail_id: int, at: datetime, error: str) -> None:
+    async def mail_retry(
+        self, mail_id: int, at: datetime, error: str, *, uncount: bool = False
+    ) -> None:
+        attempts = OutboxRow.attempts - 1 if uncount else OutboxRow.attempts
         await self._db.execute(
             update(OutboxRow)
             .where(OutboxRow.id == mail_id)
-            .values(next_attempt_at=at, last_error=error[:200]),
+            .values(next_attempt_at=at, last_error=error[:200], attempts=attempts),
             execution_options={"synchronize_session": False},
         )
 
@@ -482,7 +485,11 @@ class SqlUnitOfWork:
                 or_(LinkTokenRow.used_at < ended_before, LinkTokenRow.expires_at < ended_before)
             )
         )
-        await self._db.execute(delete(OutboxRow).where(OutboxRow.sent_at < events_before))
+        await self._db.execute(
+            delete(OutboxRow).where(
+                or_(OutboxRow.sent_at < events_before, OutboxRow.failed_at < events_before)
+            )
+        )
         await self._db.execute(
             update(OutboxRow)
             .where(OutboxRow.failed_at < ended_before, OutboxRow.payload.is_not(None))

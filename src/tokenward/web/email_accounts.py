@@ -204,6 +204,7 @@ async def delete_account(
 # -- the development mailbox ---------------------------------------------------------------
 
 mailbox_router = APIRouter()
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class MailOut(BaseModel):
@@ -214,9 +215,12 @@ class MailOut(BaseModel):
 
 
 @mailbox_router.get("/demo/mailbox", response_model=list[MailOut], include_in_schema=False)
-async def mailbox(service: Service) -> list[MailOut]:
-    """What this process would have sent (development, ``TOKENWARD_EMAIL_DELIVERY=log``)."""
+async def mailbox(request: Request, service: Service) -> list[MailOut]:
+    """What this process would have sent (development, ``TOKENWARD_EMAIL_DELIVERY=log``), to
+    a browser on this machine only: it holds every link, so a development server reachable
+    from elsewhere must not hand them out."""
     delivery = service.outbox.delivery
-    if not isinstance(delivery, LogDelivery):
+    peer = request.client.host if request.client else ""
+    if not isinstance(delivery, LogDelivery) or peer not in _LOOPBACK:
         raise HTTPException(404)
     return [MailOut.model_validate(mail, from_attributes=True) for mail in delivery.mailbox]
