@@ -216,7 +216,7 @@ def test_sigkill_with_mails_pending_loses_none(tmp_path: Path, smtp: SmtpServer)
     users = [f"kill{n}@example.com" for n in range(KILLED_USERS)]
     pending = (
         "SELECT count(*) FROM outbox WHERE template = 'reset_password' AND sent_at IS NULL"
-        " AND failed_at IS NULL AND attempts >= 1 AND payload IS NOT NULL"
+        " AND failed_at IS NULL AND last_error IS NOT NULL AND payload IS NOT NULL"
         " AND message_id IS NOT NULL"
     )
     with mail_server(data_dir, smtp, port) as server, httpx.Client(base_url=server.base) as client:
@@ -363,7 +363,7 @@ def test_smtp_outage_mails_queued_meanwhile_arrive_after_it(
         client.cookies.clear()
         retrying = (
             "SELECT count(*) FROM outbox WHERE template = 'reset_password' AND sent_at IS NULL"
-            " AND attempts >= 1 AND last_error IS NOT NULL"
+            " AND last_error IS NOT NULL"
         )
         database.wait_until(retrying, OUTAGE_USERS)
         during = ok(cli(data_dir, "mail", "list"))
@@ -892,7 +892,7 @@ def test_a_database_dump_holds_no_usable_token_and_no_recipient_in_the_outbox(
         expect(client.post("/auth/password/forgot", json={"email": ghost}), 202)
         expect(client.post("/auth/verify-email/request", json={"email": ghost}), 202)
         database.wait_until(
-            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND attempts >= 1"
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND last_error IS NOT NULL"
             " AND payload IS NOT NULL",
             3,
         )

@@ -527,6 +527,11 @@ $("landing-confirm-button").addEventListener("click", async (event) => {
   try {
     await landing.action(landingToken);
     landingFinished(landing.done);
+    // A changed address: show it, once any load of the signed-in view already under way
+    // (it may have read the old one) is done.
+    Promise.resolve(showing).finally(() => {
+      if (document.body.dataset.state === "signed-in") showSignedIn();
+    });
   } catch (error) {
     landingFailed(error, button);
   } finally {
