@@ -21,34 +21,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Request
 from support import PASSWORD, cli, free_port, ok, serving
+from support.browser import CHROMIUM, CHROMIUM_ARGS, chromium
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 
-CHROMIUM = os.environ.get("TOKENWARD_TEST_CHROMIUM", "/usr/bin/chromium")
 ACCESS_TTL = 6  # seconds: long enough to act, short enough to cross in a test
 ARTIFACTS = Path(os.environ.get("TOKENWARD_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
-# The machine's network is closed: no calls home, no component downloads.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -26,37 +26,23 @@ from playwright.sync_api import (
     Page,
     Request,
     Response,
-    sync_playwright,
 )
 from support import PASSWORD, free_port, serving
+from support.browser import chromium
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 
-CHROMIUM = os.environ.get("TOKENWARD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TOKENWARD_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
-# The machine's network is closed: no calls home, no component downloads.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NEW_PASSWORD = "another long enough passphrase 8"
 WRONG_PASSWORD = "not the password of anyone 9"
-MAIL_WAIT = 20.0  # seconds for the outbox worker to send a mail
+MAIL_WAIT = 40.0  # seconds for the outbox worker to send a mail (CI runs two suites at once)
+PAGE_WAIT = 60_000  # ms for a page to show what a step leads to, under the same load
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     context = browser.new_context()
+    context.set_default_timeout(PAGE_WAIT)
     yield context
     context.close()
 
@@ -281,6 +268,8 @@ def test_forgot_password_then_reset_from_the_mailed_link_ends_the_other_sessions
     email = "grace@example.com"
     verified_account(base, email)
     laptop, phone = browser.new_context(), browser.new_context()
+    for device in (laptop, phone):
+        device.set_default_timeout(PAGE_WAIT)
     try:
         earlier = open_demo(laptop, base)
         sign_in(earlier, email)  # the earlier session, on another device
@@ -459,6 +448,7 @@ def test_no_mailbox_card_where_mail_really_goes_out_or_nowhere(
     with serving(tmp_path / "data", port, **env) as (base, _):
         assert httpx.get(f"{base}/demo/mailbox").status_code == 404
         context = browser.new_context()
+        context.set_default_timeout(PAGE_WAIT)
         try:
             mailbox_requests: list[int] = []
 

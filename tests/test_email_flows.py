@@ -17,7 +17,7 @@ import jwt
 import pytest
 from sqlalchemy import func, select, update
 from support import COOKIE, PASSWORD, PROBLEM, Api, FakeClock, refresh_cookie
-from support.smtp import Mail, SmtpServer
+from support.smtp import Mail, SmtpServer, mail_settings_for
 
 from tokenward.app.operators import Admin
 from tokenward.app.resource_servers import ClientService
@@ -40,16 +40,7 @@ def mail_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def settings_overrides(smtp: SmtpServer, mail_settings: dict[str, Any]) -> dict[str, Any]:
-    # Rate limits off unless a test is about them: the mail limits count in real time, and
-    # most tests mail one address more than once a minute.
-    return {
-        "email_delivery": "smtp",
-        "smtp_url": smtp.url,
-        "email_from": "Example <no-reply@example.com>",
-        "app_url": APP_URL,
-        "rate_limits": False,
-        **mail_settings,
-    }
+    return mail_settings_for(smtp, APP_URL, **mail_settings)
 
 
 OPTIONAL = {"email_verification": "optional"}

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, select, text
 from support import FAST_HASHER, PASSWORD, Api, FakeClock
-from support.smtp import Mail, SmtpServer
+from support.smtp import Mail, SmtpServer, mail_settings_for
 
 from tokenward.app.operators import Admin
 from tokenward.app.outbox import LEASE
@@ -51,14 +51,7 @@ def mail_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def settings_overrides(smtp: SmtpServer, mail_settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "email_delivery": "smtp",
-        "smtp_url": smtp.url,
-        "email_from": "Example <no-reply@example.com>",
-        "app_url": APP_URL,
-        "rate_limits": False,
-        **mail_settings,
-    }
+    return mail_settings_for(smtp, APP_URL, **mail_settings)
 
 
 @pytest.fixture

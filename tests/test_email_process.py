@@ -28,8 +28,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from support import PASSWORD, Server, cli, free_port, make_settings, ok, server_process
+from support.browser import chromium
 from support.pgcluster import POSTGRES_BIN_PATH
 from support.smtp import Mail, SmtpServer
 
@@ -650,17 +650,6 @@ def landed_unseen(server: Server, tokens: list[str]) -> None:
         assert all(form.decode() not in log for form in token_forms(token)), token
 
 
-CHROMIUM = os.environ.get("TOKENWARD_TEST_CHROMIUM", "/usr/bin/chromium")
-# The machine's network is closed: no calls home, no component downloads (tests/test_browser.py).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN_POSTS = (
     "/auth/verify-email",
     "/auth/password/reset",
@@ -674,86 +663,78 @@ def test_a_page_load_of_each_link_in_chromium_leaves_its_token_usable(
 ) -> None:
     """Debian's Chromium, headless, loads each link (as a scanner that runs scripts would)
     and clicks nothing: the landing page shows, posts no token, and the token still works."""
-    from playwright.sync_api import Request, sync_playwright
+    from playwright.sync_api import Request
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
     data_dir = tmp_path / "data"
     unverified, resetting, changing = "load@example.com", "load-b@example.com", "load-c@example.com"
     loaded: list[str] = []
     with (
         mail_server(data_dir, smtp, access_log=True) as server,
         httpx.Client(base_url=server.base) as client,
-        sync_playwright() as playwright,
+        chromium() as browser,
     ):
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
 
-            def load(mail: Mail) -> str:
-                """Open the link in a fresh browser context; wait until the page has read
-                the token and settled; check it sent the token nowhere."""
-                token = mail.token
-                assert mail.link.startswith(f"{server.base}{LINK_PAGES[token[:4]]}#token=")
-                context = browser.new_context()
-                requests: list[Request] = []
-                context.on("request", lambda request: requests.append(request))
-                try:
-                    page = context.new_page()
-                    page.goto(mail.link, wait_until="networkidle")
-                    page.wait_for_selector(
-                        "#landing-confirm:not([hidden]), #reset-form:not([hidden])",
-                        state="visible",
-                        timeout=10_000,
-                    )
-                    page.wait_for_timeout(500)
-                finally:
-                    context.close()
-                assert requests, "the page made no request at all"
-                for request in requests:
-                    # Playwright shows the navigation's URL with its fragment; the fragment
-                    # is not sent (the server's access log says so below).
-                    assert token not in request.url.split("#", 1)[0], request.url
-                    assert token not in (request.post_data or ""), request.url
-                    assert not request.url.endswith(TOKEN_POSTS), request.url
-                loaded.append(token)
-                return token
+        def load(mail: Mail) -> str:
+            """Open the link in a fresh browser context; wait until the page has read
+            the token and settled; check it sent the token nowhere."""
+            token = mail.token
+            assert mail.link.startswith(f"{server.base}{LINK_PAGES[token[:4]]}#token=")
+            context = browser.new_context()
+            requests: list[Request] = []
+            context.on("request", lambda request: requests.append(request))
+            try:
+                page = context.new_page()
+                page.goto(mail.link, wait_until="networkidle")
+                page.wait_for_selector(
+                    "#landing-confirm:not([hidden]), #reset-form:not([hidden])",
+                    state="visible",
+                    timeout=10_000,
+                )
+                page.wait_for_timeout(500)
+            finally:
+                context.close()
+            assert requests, "the page made no request at all"
+            for request in requests:
+                # Playwright shows the navigation's URL with its fragment; the fragment
+                # is not sent (the server's access log says so below).
+                assert token not in request.url.split("#", 1)[0], request.url
+                assert token not in (request.post_data or ""), request.url
+                assert not request.url.endswith(TOKEN_POSTS), request.url
+            loaded.append(token)
+            return token
 
-            verify = next_mail(
-                smtp,
-                unverified,
-                lambda: expect(client.post("/auth/register", json=credentials(unverified)), 202),
-            )
-            expect(client.post("/auth/verify-email", json={"token": load(verify)}), 204)
+        verify = next_mail(
+            smtp,
+            unverified,
+            lambda: expect(client.post("/auth/register", json=credentials(unverified)), 202),
+        )
+        expect(client.post("/auth/verify-email", json={"token": load(verify)}), 204)
 
-            register_verified(client, smtp, resetting)
-            reset = next_mail(
-                smtp,
-                resetting,
-                lambda: expect(
-                    client.post("/auth/password/forgot", json={"email": resetting}), 202
-                ),
-            )
-            body = {"token": load(reset), "new_password": NEW_PASSWORD}
-            expect(client.post("/auth/password/reset", json=body), 204)
+        register_verified(client, smtp, resetting)
+        reset = next_mail(
+            smtp,
+            resetting,
+            lambda: expect(client.post("/auth/password/forgot", json={"email": resetting}), 202),
+        )
+        body = {"token": load(reset), "new_password": NEW_PASSWORD}
+        expect(client.post("/auth/password/reset", json=body), 204)
 
-            register_verified(client, smtp, changing)
-            access, _ = login(client, changing)
-            for target, kind in (("load-d@example.com", "twx_"), ("load-e@example.com", "twe_")):
-                change = {"new_email": target, "current_password": PASSWORD}
-                seen = mail_count(smtp, changing), mail_count(smtp, target)
-                expect(client.post("/auth/email", json=change, headers=bearer(access)), 202)
-                notice = smtp.wait_for(seen[0] + 1, to=changing)[seen[0]]
-                confirm = smtp.wait_for(seen[1] + 1, to=target)[seen[1]]
-                if kind == "twx_":
-                    token = load(notice)
-                    expect(client.post("/auth/email/cancel", json={"token": token}), 204)
-                else:
-                    token = load(confirm)
-                    expect(client.post("/auth/email/confirm", json={"token": token}), 204)
-            me = expect(client.get("/auth/me", headers=bearer(access)), 200).json()
-            assert me["email"] == "load-e@example.com"
-        finally:
-            browser.close()
+        register_verified(client, smtp, changing)
+        access, _ = login(client, changing)
+        for target, kind in (("load-d@example.com", "twx_"), ("load-e@example.com", "twe_")):
+            change = {"new_email": target, "current_password": PASSWORD}
+            seen = mail_count(smtp, changing), mail_count(smtp, target)
+            expect(client.post("/auth/email", json=change, headers=bearer(access)), 202)
+            notice = smtp.wait_for(seen[0] + 1, to=changing)[seen[0]]
+            confirm = smtp.wait_for(seen[1] + 1, to=target)[seen[1]]
+            if kind == "twx_":
+                token = load(notice)
+                expect(client.post("/auth/email/cancel", json={"token": token}), 204)
+            else:
+                token = load(confirm)
+                expect(client.post("/auth/email/confirm", json={"token": token}), 204)
+        me = expect(client.get("/auth/me", headers=bearer(access)), 200).json()
+        assert me["email"] == "load-e@example.com"
     assert sorted(token[:4] for token in loaded) == sorted(LINK_PAGES)
     landed_unseen(server, loaded)
 

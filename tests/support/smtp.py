@@ -20,7 +20,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["Mail", "SmtpServer"]
+__all__ = ["Mail", "SmtpServer", "mail_settings_for"]
 
 _LINK = re.compile(r"https?://\S+#token=([A-Za-z0-9_-]+)")
 
@@ -177,3 +177,17 @@ class SmtpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def mail_settings_for(smtp: SmtpServer, app_url: str, **more: object) -> dict[str, object]:
+    """Settings that send every mail to ``smtp``, with links to ``app_url``. Rate limits off
+    unless a test is about them: the mail limits count in real time, and most tests mail one
+    address more than once a minute."""
+    return {
+        "email_delivery": "smtp",
+        "smtp_url": smtp.url,
+        "email_from": "Example <no-reply@example.com>",
+        "app_url": app_url,
+        "rate_limits": False,
+        **more,
+    }
