@@ -51,7 +51,7 @@ def mail_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def settings_overrides(smtp: SmtpServer, mail_settings: dict[str, Any]) -> dict[str, Any]:
-    return mail_settings_for(smtp, APP_URL, **mail_settings)
+    return mail_settings_for(smtp, **{"app_url": APP_URL, **mail_settings})
 
 
 @pytest.fixture

@@ -179,15 +179,14 @@ class SmtpServer:
         self.stop()
 
 
-def mail_settings_for(smtp: SmtpServer, app_url: str, **more: object) -> dict[str, object]:
-    """Settings that send every mail to ``smtp``, with links to ``app_url``. Rate limits off
-    unless a test is about them: the mail limits count in real time, and most tests mail one
-    address more than once a minute."""
+def mail_settings_for(smtp: SmtpServer, **settings: object) -> dict[str, object]:
+    """Settings that send every mail to ``smtp`` (``settings`` names at least ``app_url``,
+    and may replace any of these). Rate limits off unless a test is about them: the mail
+    limits count in real time, and most tests mail one address more than once a minute."""
     return {
         "email_delivery": "smtp",
         "smtp_url": smtp.url,
         "email_from": "Example <no-reply@example.com>",
-        "app_url": app_url,
         "rate_limits": False,
-        **more,
+        **settings,
     }
