@@ -25,7 +25,16 @@ async def test_register_returns_the_normalised_user(api: Api) -> None:
     assert response.status_code == 201
     body = response.json()
     assert body["email"] == "ada@example.com"
-    assert set(body) == {"id", "email", "created_at", "email_verified"}
+    assert set(body) == {
+        "id",
+        "email",
+        "created_at",
+        "email_verified",
+        "roles",
+        "scope",
+        "app_metadata",
+        "user_metadata",
+    }
     assert body["email_verified"] is False
     assert PASSWORD not in response.text
 

@@ -107,6 +107,9 @@ async def test_openapi_declares_the_password_flow_for_the_docs_authorize_button(
     """FastAPI's docs page offers "Authorize" through /auth/token."""
     spec = (await api.http.get("/openapi.json")).json()
     schemes = spec["components"]["securitySchemes"]
-    [scheme] = schemes.values()
+    [scheme] = [s for s in schemes.values() if s["type"] == "oauth2"]
     assert scheme["flows"]["password"]["tokenUrl"] == "/auth/token"
     assert spec["paths"]["/auth/me"]["get"]["security"]
+    # The admin API takes client credentials (HTTP Basic), never a user's token.
+    [basic] = [name for name, s in schemes.items() if s == {**s, "type": "http", "scheme": "basic"}]
+    assert spec["paths"]["/admin/users"]["get"]["security"] == [{basic: []}]

@@ -32,7 +32,12 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 sessions_app = typer.Typer(help="See and end users' sessions.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys: list, rotate, retire.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-clients_app = typer.Typer(help="Resource-server credentials.", no_args_is_help=True)
+clients_app = typer.Typer(
+    help="Client credentials: resource servers, and back offices (admin API scopes).",
+    no_args_is_help=True,
+)
+roles_app = typer.Typer(help="Roles and the permissions they grant.", no_args_is_help=True)
+app.add_typer(roles_app, name="roles")
 app.add_typer(clients_app, name="clients")
 mail_app = typer.Typer(help="The mail outbox.", no_args_is_help=True)
 app.add_typer(mail_app, name="mail")
@@ -326,11 +331,11 @@ def users_delete(
         typer.confirm(f"Delete {email.strip()} and end every session?", abort=True)
 
     async def delete(admin: Admin) -> bool:
-        from tokenward.core.events import ClientInfo
+        from tokenward.core.events import OPERATOR, ClientInfo
 
         account = await admin.user(email)
         return await admin.service.email_accounts.remove(
-            account.id, ClientInfo(), admin.service.now()
+            account.id, ClientInfo(), admin.service.now(), actor=OPERATOR
         )
 
     _with_admin(delete)
@@ -478,11 +483,30 @@ def keys_retire(kid: Annotated[str, typer.Argument(help="The key id (kid).")]) -
 
 
 @clients_app.command("create")
-def clients_create(name: Annotated[str, typer.Argument(help="A name to recognise it by.")]) -> None:
-    """Credentials for a resource server (introspection, revocation, the revocation feed)."""
+def clients_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise it by.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="An admin API scope: admin:users:read, admin:users, admin:roles or "
+            "admin:sessions (repeat for several). None: a resource server only.",
+        ),
+    ] = None,
+) -> None:
+    """Credentials for a resource server (introspection, revocation, the revocation feed),
+    and with --scope for a back office on the admin API."""
     from tokenward.app.resource_servers import ClientService
+    from tokenward.core.scopes import AdminScope
 
-    client, secret = _with_admin(lambda admin: ClientService(admin.service).create(name))
+    unknown = [s for s in scope or () if s not in AdminScope._value2member_map_]
+    if unknown:
+        known = ", ".join(AdminScope)
+        typer.echo(f"tokenward: unknown scope {unknown[0]!r} (one of {known})", err=True)
+        raise typer.Exit(2)
+    client, secret = _with_admin(
+        lambda admin: ClientService(admin.service).create(name, scope or ())
+    )
     typer.echo(f"client_id={client.id}")
     typer.echo(f"client_secret={secret}")
     typer.echo("The secret is shown once; tokenward keeps only its hash.", err=True)
@@ -495,7 +519,8 @@ def clients_list() -> None:
 
     clients = _with_admin(lambda admin: ClientService(admin.service).list())
     for client in clients:
-        typer.echo(f"{client.id}\t{client.name}\tcreated {_when(client.created_at)}")
+        scopes = " ".join(client.scopes) or "-"
+        typer.echo(f"{client.id}\t{client.name}\t{scopes}\tcreated {_when(client.created_at)}")
     typer.echo(f"{len(clients)} clients")
 
 
@@ -508,6 +533,72 @@ def clients_delete(client_id: Annotated[str, typer.Argument(help="The client_id.
         typer.echo(f"tokenward: no client {client_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted client {client_id}")
+
+
+EndSessions = Annotated[
+    bool,
+    typer.Option(
+        "--end-sessions",
+        help="End the user's sessions too: resource servers refuse their access tokens "
+        "within the revocation feed's bound, not the token lifetime.",
+    ),
+]
+Role = Annotated[str, typer.Argument(help="The role's name.")]
+
+
+@roles_app.command("create")
+def roles_create(
+    name: Role,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option("--permission", "-p", help="A permission it grants (repeat for several)."),
+    ] = None,
+) -> None:
+    """Create a role, or replace the permissions of an existing one."""
+    from tokenward.core.events import OPERATOR
+
+    role, created = _with_admin(
+        lambda admin: admin.service.roles.put(name, permission or (), OPERATOR)
+    )
+    permissions = " ".join(role.permissions) or "no permissions"
+    typer.echo(f"{'created' if created else 'updated'} role {role.name}: {permissions}")
+
+
+@roles_app.command("list")
+def roles_list() -> None:
+    """Every role and the permissions it grants."""
+    roles = _with_admin(lambda admin: admin.service.roles.list())
+    for role in roles:
+        typer.echo(f"{role.name}\t{' '.join(role.permissions) or '-'}")
+    typer.echo(f"{len(roles)} roles")
+
+
+@roles_app.command("delete")
+def roles_delete(name: Role, end_sessions: EndSessions = False) -> None:
+    """Delete a role; whoever held it loses it at their next refresh."""
+    from tokenward.core.events import OPERATOR
+
+    deleted = _with_admin(
+        lambda admin: admin.service.roles.delete(name, OPERATOR, end_sessions=end_sessions)
+    )
+    if not deleted:
+        typer.echo(f"tokenward: no role {name}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted role {name}")
+
+
+@users_app.command("grant")
+def users_grant(email: Email, role: Role, end_sessions: EndSessions = False) -> None:
+    """Give a user a role: in their next refreshed access token."""
+    granted = _with_admin(lambda admin: admin.grant(email, role, end_sessions=end_sessions))
+    typer.echo(f"granted {role} to {email}" if granted else f"{email} already holds {role}")
+
+
+@users_app.command("revoke")
+def users_revoke(email: Email, role: Role, end_sessions: EndSessions = False) -> None:
+    """Take a role from a user: gone from their next refreshed access token."""
+    _with_admin(lambda admin: admin.revoke_role(email, role, end_sessions=end_sessions))
+    typer.echo(f"revoked {role} from {email}")
 
 
 @db_app.command("prune")

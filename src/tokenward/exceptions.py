@@ -12,7 +12,14 @@ TokenwardError
 ├── EmailTakenError             registration of an email that already has an account
 ├── EmailNotVerifiedError       the password was right, but the address is not verified yet
 ├── LinkInvalidError            a mailed link that is unknown, used, superseded or expired
+├── InvalidRoleError            a role name or a permission that is not one
+├── InvalidMetadataError        app_metadata or user_metadata that is not a small JSON object
 ├── UnknownUserError            an operator named a user that does not exist
+│   └── UnknownRoleError        ... or a role that does not exist (or a user does not hold)
+├── ClientAuthenticationError   admin API: missing or wrong client credentials
+├── InsufficientScopeError      admin API: the client lacks the scope the operation needs
+├── InvalidCursorError          a paging cursor that is not one this server handed out
+├── ClaimsUnavailableError      the claims hook raised, timed out or answered unusably
 ├── KeyRotationError            a key operation was refused
 ├── SchemaVersionError          the database was migrated by a newer tokenward
 ├── UnavailableError            the database or Redis cannot be reached (or stays busy)
@@ -182,6 +189,100 @@ class UnknownUserError(TokenwardError):
     status = 404
     problem = "not-found"
     title = "Not found"
+
+
+class InvalidRoleError(TokenwardError):
+    """A role name or a permission that breaks the syntax (core.roles)."""
+
+    status = 422
+    problem = "invalid-role"
+    title = "Invalid role"
+
+    def public_detail(self) -> str:
+        return str(self)
+
+
+class InvalidMetadataError(TokenwardError):
+    """``app_metadata`` or ``user_metadata`` that is not a JSON object, or too large."""
+
+    status = 422
+    problem = "invalid-metadata"
+    title = "Invalid metadata"
+
+    def public_detail(self) -> str:
+        return str(self)
+
+
+class UnknownRoleError(UnknownUserError):
+    """No role of this name (or the user does not hold it)."""
+
+    def public_detail(self) -> str:
+        return str(self)
+
+
+class ClientAuthenticationError(TokenwardError):
+    """Missing or wrong client credentials on the admin API (never a user's token)."""
+
+    status = 401
+    problem = "invalid-client"
+    title = "Client authentication failed"
+
+    def public_detail(self) -> str:
+        return "authenticate with client credentials (HTTP Basic client_id:client_secret)"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="tokenward"'}
+
+
+class InsufficientScopeError(TokenwardError):
+    """The client's credentials are right, but do not grant the operation's scope."""
+
+    status = 403
+    problem = "insufficient-scope"
+    title = "Insufficient scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this operation needs the {scope} scope")
+        self.scope = scope
+
+    def public_detail(self) -> str:
+        return str(self)
+
+    def extra(self) -> dict[str, Any]:
+        return {"scope": self.scope}
+
+
+class InvalidCursorError(TokenwardError):
+    """A paging cursor this server did not hand out (start again without one)."""
+
+    status = 400
+    problem = "invalid-cursor"
+    title = "Invalid cursor"
+
+    def public_detail(self) -> str:
+        return "the cursor is not one this server handed out; start again without one"
+
+
+class ClaimsUnavailableError(TokenwardError):
+    """The claims hook raised, timed out, or answered what cannot go in a token.
+
+    No token is issued without the claims the deployment relies on: the request fails, changes
+    nothing, and may be retried. What went wrong is an event (``claims.hook_failed``)."""
+
+    status = 503
+    problem = "claims-unavailable"
+    title = "Claims unavailable"
+    retry_after: ClassVar[int] = 2
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"claims hook failed ({reason})")
+        self.reason = reason
+
+    def public_detail(self) -> str:
+        return "the token's claims cannot be computed right now; try again shortly"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class KeyRotationError(TokenwardError):

@@ -90,6 +90,7 @@ class Accounts:
                         await self._email.signup_attempt(tx, holder, now, refused)
                         return False
                 await tx.add_account(account)
+                await tx.grant_existing_roles(account.id, self.ctx.settings.default_roles, now)
                 tx.add_event(event)
                 if mail:
                     await self._email.queue_verification(tx, account, now, refused)
@@ -134,6 +135,7 @@ class Accounts:
                     id=str(uuid.uuid4()), email=email, password_hash=password_hash, now=now
                 )
                 await tx.add_account(account)
+                await tx.grant_existing_roles(account.id, self.ctx.settings.default_roles, now)
                 tx.add_event(NewEvent(EventType.USER_IMPORTED, now, user_id=account.id))
             report.imported += 1
         return report

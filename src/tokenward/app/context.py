@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tokenward.core.claims import ClaimsHook
 from tokenward.core.keys import Keyring
 from tokenward.core.passwords import PasswordHasher, PasswordPolicy
 from tokenward.core.refresh import RefreshTokenCodec
@@ -57,8 +58,10 @@ class Context:
         outbox_key: bytes | None = None,
         hasher: PasswordHasher | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        claims_hook: ClaimsHook | None = None,
     ) -> None:
         self.settings = settings
+        self.claims_hook = claims_hook
         self.db = db
         self.store: Store = SqlStore(db)
         self.keys = keys

@@ -20,7 +20,7 @@ from tokenward.app.context import Context
 from tokenward.app.credentials import check_current_password
 from tokenward.app.outbox import Outbox
 from tokenward.app.sessions import Principal
-from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.events import Actor, ClientInfo, EventType, NewEvent
 from tokenward.core.onetime import LinkPurpose, LinkToken, hash_link_token, parse_link_token
 from tokenward.core.passwords import normalize_password
 from tokenward.core.sessions import EndReason
@@ -68,6 +68,9 @@ def _ineligible(account: Account | None, purpose: LinkPurpose) -> str | None:
 
 
 def _in_words(ttl: timedelta) -> str:
+    days, rest = divmod(int(ttl.total_seconds()), 86400)
+    if days > 1 and not rest:
+        return f"{days} days"
     hours, rest = divmod(int(ttl.total_seconds()), 3600)
     if hours and not rest:
         return f"{hours} hour{'s' if hours != 1 else ''}"
@@ -101,9 +104,16 @@ class EmailAccounts:
         }[purpose]
 
     async def _new_link(
-        self, tx: UnitOfWork, user_id: str, purpose: LinkPurpose, email: str, now: datetime
+        self,
+        tx: UnitOfWork,
+        user_id: str,
+        purpose: LinkPurpose,
+        email: str,
+        now: datetime,
+        ttl: timedelta | None = None,
     ) -> str:
-        """A link of ``purpose`` for ``email``, superseding the user's earlier ones; its URL."""
+        """A link of ``purpose`` for ``email``, superseding the user's earlier ones; its URL.
+        ``ttl``: the purpose's own lifetime unless given (an invitation's is longer)."""
         await tx.void_links(user_id, now, purposes=(purpose,))
         issued = LinkToken.issue(
             id=str(uuid.uuid4()),
@@ -111,7 +121,7 @@ class EmailAccounts:
             purpose=purpose,
             email=self._sealer.encrypt(email.encode()).decode(),
             now=now,
-            ttl=self._ttl(purpose),
+            ttl=ttl or self._ttl(purpose),
         )
         await tx.add_link(issued.record)
         return f"{self.ctx.settings.link_base}/{LANDING_PAGES[purpose]}#token={issued.token}"
@@ -248,6 +258,22 @@ class EmailAccounts:
         """A new link of ``purpose`` for ``account`` and its mail's values."""
         link = await self._new_link(tx, account.id, purpose, account.email, now)
         return {"link": link, "expires_in": _in_words(self._ttl(purpose))}
+
+    async def queue_invitation(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
+        """Mail an account made without a password a link to choose one (a reset link that
+        lasts ``TOKENWARD_INVITATION_TTL``; using it also proves the address)."""
+        ttl = self.ctx.settings.invitation_ttl
+        link = await self._new_link(
+            tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now, ttl
+        )
+        self.outbox.queue(
+            tx,
+            MailTemplate.INVITATION,
+            to=account.email,
+            now=now,
+            user_id=account.id,
+            context={"link": link, "expires_in": _in_words(ttl)},
+        )
 
     async def verify_email(self, token: object, client: ClientInfo) -> None:
         """Use a verification link: the address is proven. LinkInvalidError otherwise."""
@@ -559,9 +585,10 @@ class EmailAccounts:
         now: datetime,
         *,
         password_hash: str | None = None,
+        actor: Actor | None = None,
     ) -> bool:
-        """Delete the account (the user's request, or an operator's ``users delete``);
-        ``password_hash``: only if the password is still the one the user just proved."""
+        """Delete the account (the user's request, or ``actor``'s: an operator, an admin
+        client); ``password_hash``: only if the password is still the one the user proved."""
 
         async def write() -> bool:
             async with self.ctx.store.write() as tx:
@@ -582,7 +609,7 @@ class EmailAccounts:
                         now,
                         client,
                         user_id=account.id,
-                        detail={"sessions_ended": len(ended)},
+                        detail=(actor.detail if actor else dict)(sessions_ended=len(ended)),
                     )
                 )
             return True

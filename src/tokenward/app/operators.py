@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tokenward.app.service import AuthService
-from tokenward.core.events import EventType, NewEvent
-from tokenward.core.sessions import EndReason
+from tokenward.core.events import OPERATOR
 from tokenward.core.users import Account, normalize_email
 from tokenward.exceptions import InvalidEmailError, KeyRotationError, UnknownUserError
 from tokenward.storage.port import EventInfo, SessionInfo
@@ -71,42 +70,25 @@ class Admin:
     async def set_disabled(self, email: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; return the sessions ended."""
         account = await self.user(email)
-        now = self.service.now()
-        async with self.store.write() as tx:
-            await tx.account(account.id, lock=True)  # a racing login sees it disabled or not
-            await tx.set_disabled(account.id, now if disabled else None)
-            if disabled:
-                await tx.void_links(account.id, now)  # no mailed link outlives a disabling
-            ended = (
-                await tx.end_sessions(account.id, now, EndReason.USER_DISABLED) if disabled else []
-            )
-            kind = EventType.USER_DISABLED if disabled else EventType.USER_ENABLED
-            detail = {"sessions_ended": len(ended)}
-            tx.add_event(NewEvent(kind, now, user_id=account.id, detail=detail))
-        return len(ended)
+        return await self.service.user_admin.set_disabled(account.id, disabled, OPERATOR)
 
     async def sessions(self, email: str) -> list[SessionInfo]:
         account = await self.user(email)
-        async with self.store.read() as tx:
-            return await tx.live_sessions(account.id, self.service.now())
+        return await self.service.user_admin.sessions(account.id)
 
     async def revoke(self, email: str, session_id: str | None = None) -> int:
         """End one session of the user, or all of them; return how many ended."""
         account = await self.user(email)
-        now = self.service.now()
-        async with self.store.write() as tx:
-            ended = await tx.end_sessions(account.id, now, EndReason.REVOKED, only=session_id)
-            for sid in ended:
-                tx.add_event(
-                    NewEvent(
-                        EventType.SESSION_REVOKED,
-                        now,
-                        user_id=account.id,
-                        session_id=sid,
-                        detail={"by": "operator"},
-                    )
-                )
-        return len(ended)
+        return await self.service.user_admin.revoke_sessions(account.id, OPERATOR, only=session_id)
+
+    async def grant(self, email: str, role: str, *, end_sessions: bool = False) -> bool:
+        """Give the user a role; False if they held it already."""
+        account = await self.user(email)
+        return await self.service.roles.grant(account.id, role, OPERATOR, end_sessions=end_sessions)
+
+    async def revoke_role(self, email: str, role: str, *, end_sessions: bool = False) -> None:
+        account = await self.user(email)
+        await self.service.roles.revoke(account.id, role, OPERATOR, end_sessions=end_sessions)
 
     async def events(
         self, email: str | None = None, *, after_id: int | None = None, limit: int = 50

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from tokenward.app.service import AuthService
 from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.scopes import AdminScope
 from tokenward.core.sessions import EndReason
 from tokenward.core.tokens import LEEWAY_SECONDS
 from tokenward.exceptions import TokenError
@@ -31,6 +33,8 @@ class ResourceClient:
     id: str
     name: str
     created_at: datetime
+    scopes: tuple[str, ...] = ()
+    """Admin API scopes (core.scopes.AdminScope); none for a resource server only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +69,24 @@ class ClientService:
 
     # -- credentials (the CLI) ---------------------------------------------------------------
 
-    async def create(self, name: str) -> tuple[ResourceClient, str]:
-        """A new client; the secret is returned once and only its hash is kept."""
+    async def create(self, name: str, scopes: Iterable[str] = ()) -> tuple[ResourceClient, str]:
+        """A new client; the secret is returned once and only its hash is kept. ``scopes``:
+        admin API scopes (ValueError for one that is not an AdminScope)."""
+        held = tuple(sorted({AdminScope(scope).value for scope in scopes}))
         client_id = "twc_" + secrets.token_urlsafe(12)
         secret = secrets.token_urlsafe(32)
         now = self.service.now()
         async with self.store.write() as tx:
-            await tx.add_client(ClientRecord(client_id, name, _secret_hash(secret), now))
-        return ResourceClient(client_id, name, now), secret
+            await tx.add_client(ClientRecord(client_id, name, _secret_hash(secret), now, held))
+        return ResourceClient(client_id, name, now, held), secret
 
     async def list(self) -> list[ResourceClient]:
         async with self.store.read() as tx:
             found = await tx.clients()
-        return [ResourceClient(client.id, client.name, client.created_at) for client in found]
+        return [
+            ResourceClient(client.id, client.name, client.created_at, client.scopes)
+            for client in found
+        ]
 
     async def delete(self, client_id: str) -> bool:
         async with self.store.write() as tx:
@@ -85,10 +94,17 @@ class ClientService:
 
     async def authenticate(self, client_id: str, secret: str) -> bool:
         """Constant-time check; an unknown id costs the same comparison."""
+        return await self.authenticated(client_id, secret) is not None
+
+    async def authenticated(self, client_id: str, secret: str) -> ResourceClient | None:
+        """The client these credentials are right for; None otherwise (constant time: an
+        unknown id costs the same comparison)."""
         async with self.store.read() as tx:
             row = await tx.client(client_id[:64])
         expected = row.secret_hash if row else _DUMMY_HASH
-        return hmac.compare_digest(expected, _secret_hash(secret)) and row is not None
+        if not hmac.compare_digest(expected, _secret_hash(secret)) or row is None:
+            return None
+        return ResourceClient(row.id, row.name, row.created_at, row.scopes)
 
     # -- RFC 7662 ----------------------------------------------------------------------------
 
@@ -136,7 +152,7 @@ class ClientService:
             found = await tx.session_and_account(presented.session_id)
         if found is None:
             return None
-        session, user = found
+        session, user, _grants = found
         try:
             session.check_alive(now, user_disabled=user.disabled)
         except TokenError:

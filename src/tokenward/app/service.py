@@ -1,7 +1,8 @@
 """The one wiring site: opens storage and keys, and puts the capabilities together.
 
 The web app, the CLI and an embedding application all open an :class:`AuthService` and use its
-capabilities: ``accounts``, ``sessions`` and ``signing_keys`` (operators and resource servers
+capabilities: ``accounts``, ``sessions``, ``signing_keys``, ``email_accounts``, ``roles``,
+``profiles``, ``user_admin`` (the admin API's), ``claims`` (operators and resource servers
 build on it: ``app.operators.Admin``, ``app.resource_servers.ClientService``).
 """
 
@@ -11,11 +12,16 @@ import asyncio
 from functools import cached_property
 
 from tokenward.app.accounts import Accounts, ImportReport
+from tokenward.app.claims import CustomClaims, load_hook
 from tokenward.app.context import SYSTEM_CLOCK, Clock, Context, wall_time
 from tokenward.app.email_accounts import EmailAccounts
 from tokenward.app.outbox import Outbox
+from tokenward.app.profiles import Profiles
+from tokenward.app.roles import Roles
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
 from tokenward.app.signing_keys import SigningKeys
+from tokenward.app.user_admin import UserAdmin
+from tokenward.core.claims import ClaimsHook
 from tokenward.core.events import ClientInfo
 from tokenward.core.passwords import PasswordHasher
 from tokenward.exceptions import UnavailableError
@@ -74,7 +80,23 @@ class AuthService(Context):
 
     @cached_property
     def sessions(self) -> Sessions:
-        return Sessions(self)
+        return Sessions(self, self.claims)
+
+    @cached_property
+    def claims(self) -> CustomClaims:
+        return CustomClaims(self, self.claims_hook)
+
+    @cached_property
+    def roles(self) -> Roles:
+        return Roles(self)
+
+    @cached_property
+    def profiles(self) -> Profiles:
+        return Profiles(self)
+
+    @cached_property
+    def user_admin(self) -> UserAdmin:
+        return UserAdmin(self, self.accounts, self.email_accounts)
 
     @cached_property
     def signing_keys(self) -> SigningKeys:
@@ -104,8 +126,14 @@ class AuthService(Context):
         *,
         clock: Clock = SYSTEM_CLOCK,
         hasher: PasswordHasher | None = None,
+        claims_hook: ClaimsHook | None = None,
     ) -> AuthService:
-        """Load (or make) the keys, connect, and bring the schema up to date."""
+        """Load (or make) the keys, connect, and bring the schema up to date.
+
+        ``claims_hook``: the custom claims function (embedding); else the one
+        ``TOKENWARD_CLAIMS_HOOK`` names, if any."""
+        if claims_hook is None and settings.claims_hook:
+            claims_hook = load_hook(settings.claims_hook)
         db = Database(settings.sqlalchemy_url)
         try:
             await db.migrate()
@@ -124,6 +152,7 @@ class AuthService(Context):
             outbox_key=master.outbox_key(),
             hasher=hasher,
             clock=clock,
+            claims_hook=claims_hook,
         )
 
     async def readiness(self) -> dict[str, str]:

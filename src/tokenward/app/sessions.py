@@ -9,14 +9,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from tokenward.app.claims import CustomClaims
 from tokenward.app.context import Context
 from tokenward.app.credentials import Verified, check_password, record_failure
+from tokenward.core.claims import ClaimsProblem, TokenGrant
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.passwords import normalize_password
 from tokenward.core.refresh import PresentedRefreshToken
+from tokenward.core.roles import Grants
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
-from tokenward.core.tokens import Claims
+from tokenward.core.tokens import Claims, TokenTooLargeError
 from tokenward.core.users import Account, User, account_key, normalize_email
 from tokenward.exceptions import (
     AuthenticationError,
@@ -31,6 +35,7 @@ from tokenward.storage.port import (
     Decide,
     EventInfo,
     FastPathDeclined,
+    Rotated,
     RotationWriter,
     SessionInfo,
     retrying,
@@ -59,6 +64,8 @@ class Principal:
     user: User
     session_id: str
     claims: Claims
+    grants: Grants
+    """The user's roles and permissions now (the token's may be older)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +76,15 @@ class _SessionState:
     session: Session
     user: User
     user_disabled: bool
+    grants: Grants
 
 
 class Sessions:
     """Sign-in, rotation, sign-out, and the signed-in user's sessions and events."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, claims: CustomClaims) -> None:
         self.ctx = ctx
+        self.claims = claims
         self._sessions: dict[str, _SessionState] = {}
 
     async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
@@ -110,13 +119,25 @@ class Sessions:
             await record_failure(self.ctx, client, now, row.id, reason="email_not_verified")
             raise EmailNotVerifiedError("the email address is not verified")
         await self.ctx.limits.hit(Limit.USER_ACTIONS, row.id)
-        session = await retrying(lambda: self._start_session(row, verified, client, now))
+        async with self.ctx.store.read() as tx:
+            grants = await tx.grants(row.id)
+        session_id = str(uuid.uuid4())
+        # The hook before the session: one that fails leaves nothing behind (no session).
+        extra = await self.claims.for_token(row, session_id, grants, TokenGrant.LOGIN, client)
+        session = await retrying(
+            lambda: self._start_session(row, verified, client, now, session_id)
+        )
         if session is None:
             raise AuthenticationError("email or password is incorrect")
-        return self._issue(session, now)
+        return await self._issue(session, now, grants, extra, client)
 
     async def _start_session(
-        self, row: Account, verified: Verified, client: ClientInfo, now: datetime
+        self,
+        row: Account,
+        verified: Verified,
+        client: ClientInfo,
+        now: datetime,
+        session_id: str,
     ) -> Session | None:
         """The login's one transaction; None when the user changed since the password check."""
         async with self.ctx.store.write() as tx:
@@ -139,7 +160,7 @@ class Sessions:
                 # written over exactly the hash that was verified (checked just above).
                 await tx.set_password_hash(user.id, verified.new_hash)
             session = Session.start(
-                id=str(uuid.uuid4()),
+                id=session_id,
                 user_id=user.id,
                 now=now,
                 lifetimes=self.ctx.lifetimes,
@@ -170,12 +191,30 @@ class Sessions:
                     )
         return session
 
-    def _issue(self, session: Session, now: datetime) -> IssuedTokens:
+    async def _issue(
+        self,
+        session: Session,
+        now: datetime,
+        grants: Grants,
+        extra: dict[str, Any] | None,
+        client: ClientInfo,
+    ) -> IssuedTokens:
         """An access token and the session's current refresh token, issued ``now``."""
+        try:
+            access_token = self.ctx.access.issue(
+                user_id=session.user_id,
+                session_id=session.id,
+                now=now.timestamp(),
+                grants=grants,
+                extra=extra,
+            )
+        except TokenTooLargeError:
+            grant = TokenGrant.REFRESH if session.generation else TokenGrant.LOGIN
+            await self.claims.failed(
+                ClaimsProblem.TOO_LARGE, session.user_id, session.id, grant, client
+            )
         return IssuedTokens(
-            access_token=self.ctx.access.issue(
-                user_id=session.user_id, session_id=session.id, now=now.timestamp()
-            ),
+            access_token=access_token,
             expires_in=self.ctx.access.ttl_seconds,
             refresh_token=self.ctx.refresh_tokens.issue(session.id, session.generation),
             refresh_expires_in=max(0, int((session.expires_at - now).total_seconds())),
@@ -193,6 +232,7 @@ class Sessions:
         presented = self.ctx.refresh_tokens.parse(refresh_token)
         await self.ctx.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
         now = self.ctx.now()
+        extra = await self._hook_claims(presented, now, client) if self.claims.enabled else None
 
         def decide(loaded: tuple[Session, bool] | None) -> RotationOutcome:
             return self._rotation(loaded, presented, client, now)
@@ -200,19 +240,33 @@ class Sessions:
         lean: RotationWriter | None = self.ctx.db.rotations()
         if lean is not None:
             try:
-                outcome = await retrying(lambda: lean.rotate(presented.session_id, decide))
+                rotated = await retrying(lambda: lean.rotate(presented.session_id, decide))
             except FastPathDeclined:
                 pass  # a busy SQLite writer, or a reuse to end: the unit of work below
             else:
-                return self._issued(outcome, now)
-        return await retrying(lambda: self._refresh_in(presented.session_id, decide, now))
+                return await self._issued(rotated, now, extra, client)
+        rotated = await retrying(lambda: self._rotate_in(presented.session_id, decide))
+        return await self._issued(rotated, now, extra, client)
 
-    async def _refresh_in(self, session_id: str, decide: Decide, now: datetime) -> IssuedTokens:
+    async def _hook_claims(
+        self, presented: PresentedRefreshToken, now: datetime, client: ClientInfo
+    ) -> dict[str, Any] | None:
+        """The claims hook's answer for a refresh, asked before the rotation is written."""
+        async with self.ctx.store.read() as tx:
+            found = await tx.session_and_account(presented.session_id)
+        if found is None:
+            raise TokenError("unknown session")
+        session, account, grants = found
+        session.check_alive(now, user_disabled=account.disabled)
+        return await self.claims.for_token(account, session.id, grants, TokenGrant.REFRESH, client)
+
+    async def _rotate_in(self, session_id: str, decide: Decide) -> Rotated:
         """The rotation's one transaction through the unit of work (and what lean declines)."""
         async with self.ctx.store.write() as tx:
             outcome = decide(await tx.load_for_rotation(session_id))
             await tx.save_rotation(outcome)
-        return self._issued(outcome, now)
+            grants = Grants() if outcome.reused else await tx.grants(outcome.session.user_id)
+        return Rotated(outcome, grants)
 
     def _rotation(
         self,
@@ -234,11 +288,13 @@ class Sessions:
             user_disabled=user_disabled,
         )
 
-    def _issued(self, outcome: RotationOutcome, now: datetime) -> IssuedTokens:
+    async def _issued(
+        self, rotated: Rotated, now: datetime, extra: dict[str, Any] | None, client: ClientInfo
+    ) -> IssuedTokens:
         """The successor's tokens, after the commit; a detected reuse is raised only now."""
-        if outcome.reused:
+        if rotated.outcome.reused:
             raise RefreshTokenReusedError("refresh token reused; session ended")
-        return self._issue(outcome.session, now)
+        return await self._issue(rotated.outcome.session, now, rotated.grants, extra, client)
 
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
         """End the session the token belongs to. Returns False when there was nothing to end."""
@@ -277,7 +333,9 @@ class Sessions:
         if seen.user.id != claims.sub:
             raise TokenError("session does not belong to the subject")
         seen.session.check_alive(now, user_disabled=seen.user_disabled)
-        return Principal(user=seen.user, session_id=seen.session.id, claims=claims)
+        return Principal(
+            user=seen.user, session_id=seen.session.id, claims=claims, grants=seen.grants
+        )
 
     async def _session_state(self, session_id: str) -> _SessionState | None:
         """The session and its user, from memory while nothing was committed since (SQLite)."""
@@ -290,9 +348,13 @@ class Sessions:
             found = await tx.session_and_account(session_id)
         if found is None:
             return None
-        session, account = found
+        session, account, grants = found
         state = _SessionState(
-            marker=marker, session=session, user=account.user, user_disabled=account.disabled
+            marker=marker,
+            session=session,
+            user=account.user,
+            user_disabled=account.disabled,
+            grants=grants,
         )
         if marker is not None:
             if len(self._sessions) >= SESSION_CACHE_SIZE:

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ClientInfo", "EventType", "NewEvent"]
+__all__ = ["OPERATOR", "Actor", "ActorKind", "ClientInfo", "EventType", "NewEvent"]
 
 
 class EventType(StrEnum):
@@ -37,7 +37,8 @@ class EventType(StrEnum):
     LOGOUT_ALL = "session.logout_all"
     """The user ended all their sessions (``detail.kept_current`` for logout-others)."""
     SESSION_REVOKED = "session.revoked"
-    """One session ended by its user or an operator (``detail.by``: ``user`` or ``operator``)."""
+    """One session ended (``detail.by``: ``user``, ``operator``, ``client`` or ``admin_api``
+    with ``detail.client_id``)."""
     EMAIL_VERIFICATION_SENT = "email.verification_sent"
     EMAIL_VERIFIED = "email.verified"
     PASSWORD_RESET_REQUESTED = "password.reset_requested"  # noqa: S105 - an event name
@@ -52,6 +53,20 @@ class EventType(StrEnum):
     EMAIL_SENT = "email.sent"
     EMAIL_DELIVERY_FAILED = "email.delivery_failed"
     """A mail given up: a permanent refusal, or ``TOKENWARD_EMAIL_MAX_ATTEMPTS`` used."""
+    USER_INVITED = "user.invited"
+    """An admin client created the user without a password and mailed an invitation link."""
+    ROLE_CREATED = "role.created"
+    ROLE_UPDATED = "role.updated"
+    """A role's permissions replaced (``detail.permissions``)."""
+    ROLE_DELETED = "role.deleted"
+    ROLE_GRANTED = "role.granted"
+    """``detail.role``; ``detail.sessions_ended`` when the operator asked for it."""
+    ROLE_REVOKED = "role.revoked"
+    APP_METADATA_CHANGED = "user.app_metadata_changed"
+    USER_METADATA_CHANGED = "user.user_metadata_changed"
+    CLAIMS_HOOK_FAILED = "claims.hook_failed"
+    """No token issued: ``detail.reason`` (``raised``, ``timed_out``, ``too_large``, ...),
+    ``detail.grant`` (``login`` or ``refresh``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +95,31 @@ class NewEvent:
     session_id: str | None = None
     detail: dict[str, Any] | None = None
     """Never a secret."""
+
+
+class ActorKind(StrEnum):
+    """Who acted on a user besides the user (``detail.by`` of their events)."""
+
+    OPERATOR = "operator"
+    """The CLI, on the server's machine."""
+    ADMIN_API = "admin_api"
+    """A back office, through the admin API with its client credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """An operator or an admin client, and where its request came from."""
+
+    kind: ActorKind
+    client_id: str | None = None
+    client: ClientInfo = field(default_factory=ClientInfo)
+
+    def detail(self, **more: Any) -> dict[str, Any]:
+        """An event's ``detail``: ``by``, the admin client's id, and ``more``."""
+        said: dict[str, Any] = {"by": self.kind.value}
+        if self.client_id is not None:
+            said["client_id"] = self.client_id
+        return {**said, **more}
+
+
+OPERATOR = Actor(ActorKind.OPERATOR)

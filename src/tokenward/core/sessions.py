@@ -33,6 +33,8 @@ class EndReason(StrEnum):
     """A newer sign-in went past ``TOKENWARD_MAX_SESSIONS_PER_USER``."""
     PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason, not a password
     ACCOUNT_DELETED = "account_deleted"
+    ROLES_CHANGED = "roles_changed"
+    """An operator changed the user's roles and asked for their sessions to end."""
 
 
 @dataclass(frozen=True, slots=True)

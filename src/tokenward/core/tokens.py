@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from tokenward.core.keys import Keyring, SigningKey
+from tokenward.core.roles import NO_GRANTS, Grants
 from tokenward.exceptions import TokenError
 from tokenward.verify import (
     LEEWAY_SECONDS,
@@ -23,7 +25,13 @@ from tokenward.verify import (
     verify_parsed,
 )
 
-__all__ = ["LEEWAY_SECONDS", "MAX_TOKEN_LENGTH", "AccessTokenCodec", "Claims"]
+__all__ = [
+    "LEEWAY_SECONDS",
+    "MAX_TOKEN_LENGTH",
+    "AccessTokenCodec",
+    "Claims",
+    "TokenTooLargeError",
+]
 
 
 _ALGORITHMS = get_default_algorithms()
@@ -35,6 +43,14 @@ def _b64(data: bytes) -> bytes:
 
 def _compact_json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+class TokenTooLargeError(Exception):
+    """The token would be longer than verifiers accept (MAX_TOKEN_LENGTH characters)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"access token of {length} characters (at most {MAX_TOKEN_LENGTH})")
+        self.length = length
 
 
 VERIFIED_CACHE_SIZE = 20_000
@@ -67,8 +83,20 @@ class AccessTokenCodec:
         self._verified: dict[str, tuple[Keyring, Claims]] = {}
         self._signers: dict[str, tuple[SigningKey, bytes, Algorithm]] = {}
 
-    def issue(self, *, user_id: str, session_id: str, now: float) -> str:
-        """Sign a new access token for ``user_id`` in session ``session_id`` at ``now``."""
+    def issue(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        now: float,
+        grants: Grants = NO_GRANTS,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Sign a new access token for ``user_id`` in session ``session_id`` at ``now``.
+
+        ``grants`` become ``roles`` and ``scope`` (left out when empty); ``extra`` are custom
+        claims, already stripped of the reserved ones (core.claims). TokenTooLargeError when
+        the token would pass MAX_TOKEN_LENGTH, which verifiers refuse unread."""
         issued_at = int(now)
         key = self.keyring.signer(datetime.fromtimestamp(issued_at, UTC))
         claims: dict[str, Any] = {
@@ -81,7 +109,16 @@ class AccessTokenCodec:
         }
         if self.audience is not None:
             claims["aud"] = self.audience
-        return self._sign(key, claims)
+        if grants.roles:
+            claims["roles"] = list(grants.roles)
+            if grants.permissions:
+                claims["scope"] = grants.scope
+        if extra:
+            claims = {**extra, **claims}
+        token = self._sign(key, claims)
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenTooLargeError(len(token))
+        return token
 
     def _sign(self, key: SigningKey, claims: dict[str, Any]) -> str:
         """JWS compact serialisation, signed by PyJWT's algorithm for ``key.alg``.

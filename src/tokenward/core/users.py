@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
 from tokenward.exceptions import InvalidEmailError
 
-__all__ = ["MAX_EMAIL_LENGTH", "Account", "User", "account_key", "normalize_email"]
+__all__ = [
+    "MAX_EMAIL_LENGTH",
+    "NO_PASSWORD",
+    "Account",
+    "User",
+    "account_key",
+    "normalize_email",
+]
 
 MAX_EMAIL_LENGTH = 254
 """RFC 5321's limit on a forward path, less the angle brackets."""
+
+
+NO_PASSWORD = "!"  # noqa: S105 - a marker, not a password
+"""The password hash of an account created without a password (an admin's invitation): no
+password verifies against it (core.passwords treats it as a corrupt hash: a wrong password)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +36,8 @@ class User:
     email: str
     created_at: datetime
     email_verified: bool = False
+    app_metadata: Mapping[str, Any] = field(default_factory=dict)
+    user_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,10 @@ class Account:
     password_changed_at: datetime
     disabled_at: datetime | None = None
     email_verified_at: datetime | None = None
+    app_metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Set by operators and the admin API only (core.metadata)."""
+    user_metadata: Mapping[str, Any] = field(default_factory=dict)
+    """The user's own profile data: never trusted for authorization."""
 
     @classmethod
     def new(cls, *, id: str, email: str, password_hash: str, now: datetime) -> Account:
@@ -49,6 +69,8 @@ class Account:
             email=self.email,
             created_at=self.created_at,
             email_verified=self.email_verified_at is not None,
+            app_metadata=self.app_metadata,
+            user_metadata=self.user_metadata,
         )
 
     @property

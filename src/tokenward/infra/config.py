@@ -14,7 +14,8 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenward.core.keys import SigningAlg
-from tokenward.exceptions import ConfigError
+from tokenward.core.roles import check_role_name
+from tokenward.exceptions import ConfigError, InvalidRoleError
 
 __all__ = ["ENV_PREFIX", "Settings", "SigningAlg", "load_settings", "parse_duration"]
 
@@ -63,6 +64,8 @@ def _comma_list(value: object) -> tuple[str, ...]:
         return tuple(str(part).strip() for part in value)
     raise ValueError("expected a comma-separated list")
 
+
+_HOOK_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
@@ -194,9 +197,29 @@ class Settings(BaseSettings):
     """Requests that may send a mail, per client IP."""
     email_resend_cooldown: Duration = timedelta(seconds=60)
     """The least time between two mails of one kind to one address."""
+    invitation_ttl: Duration = timedelta(days=7)
+    """How long the link of an admin's invitation (a user created without a password) lasts."""
+    # -- roles, claims and the admin API (docs/authorization.md, docs/admin.md) --------------
+    default_roles: CommaList = ()
+    """Roles every new user is granted (those that exist: ``tokenward roles create``)."""
+    claims_hook: str | None = None
+    """``module:function`` called at sign-in and each refresh for extra access token claims."""
+    claims_hook_timeout: Duration = timedelta(seconds=2)
+    """A hook that has not answered in this long fails the request (503, no token)."""
+    claims_max_bytes: int = Field(default=2048, ge=64, le=6144)
+    """The hook's extra claims, as compact JSON, at most this many bytes."""
+    rate_limit_admin_client: RateLimitText = "600/minute"
+    """Admin API requests per client."""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.claims_hook is not None and not _HOOK_PATH.fullmatch(self.claims_hook):
+            raise ValueError("claims_hook: expected module.path:function")
+        for role in self.default_roles:
+            try:
+                check_role_name(role)
+            except InvalidRoleError as error:
+                raise ValueError(f"default_roles: {error}") from None
         if self.signing_alg == "HS256":
             secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
             if len(secret.encode()) < 32:

@@ -49,6 +49,8 @@ class MailTemplate(StrEnum):
     EMAIL_CHANGE_NOTICE = "email_change_notice"
     EMAIL_CHANGED = "email_changed"
     ACCOUNT_DELETED = "account_deleted"
+    INVITATION = "invitation"
+    """An admin created the account without a password: a reset link to choose one."""
 
 
 class DeliveryError(Exception):

@@ -50,6 +50,8 @@ class Limit(Enum):
     """Requests that may send a mail, per client IP."""
     EMAIL_COOLDOWN = "email_cooldown"
     """One mail of a kind per address per ``TOKENWARD_EMAIL_RESEND_COOLDOWN``."""
+    ADMIN_CLIENT = "admin_client"
+    """Admin API requests per client id."""
 
 
 def client_key(ip: str | None, ipv6_prefix: int = 64) -> str:

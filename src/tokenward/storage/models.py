@@ -16,9 +16,11 @@ __all__ = [
     "LinkTokenRow",
     "OutboxRow",
     "RevocationRow",
+    "RoleRow",
     "SessionRow",
     "SigningKeyRow",
     "UTCDateTime",
+    "UserRoleRow",
     "UserRow",
 ]
 
@@ -50,6 +52,7 @@ class Base(DeclarativeBase):
 
 class UserRow(Base):
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_created_at_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -59,6 +62,33 @@ class UserRow(Base):
     password_changed_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    app_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """Set by operators and the admin API only (core.metadata)."""
+    user_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class RoleRow(Base):
+    """A role and the permissions it grants (space-separated: core.roles forbids spaces)."""
+
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    permissions: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class UserRoleRow(Base):
+    """A role held by a user; goes with either."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(
+        ForeignKey("roles.name", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    granted_at: Mapped[datetime]
 
 
 class SessionRow(Base):
@@ -139,6 +169,8 @@ class ClientRow(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     """SHA-256 of a 256-bit random secret: a slow hash adds nothing to that much entropy."""
     created_at: Mapped[datetime]
+    scopes: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    """Admin API scopes, space-separated (empty: a resource server only)."""
 
 
 class LinkTokenRow(Base):

@@ -6,7 +6,8 @@ Here it is optimistic and one statement each way:
 
 1. read the session and whether its user is disabled (autocommit, no lock);
 2. let the one rule (``Session.rotate``) decide;
-3. write the successor and its audit row in one statement, conditional on the session still
+3. write the successor and its audit row in one statement (which also reads the user's
+   roles for the token), conditional on the session still
    being at the generation that was read and not ended. The statement is its own transaction,
    so both rows or neither are written. When the condition fails (a racing rotation, a logout,
    a password change, a disabling: each ends the session or moves the generation)
@@ -31,10 +32,18 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from tokenward.core.refresh import Rotation
+from tokenward.core.roles import Grants
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
 from tokenward.storage.errors import FastPathDeclined, RetryableConflict
-from tokenward.storage.rotation_rows import event_values, load_query, loaded_session
+from tokenward.storage.rotation_rows import (
+    Rotated,
+    event_values,
+    grants_query,
+    load_query,
+    loaded_grants,
+    loaded_session,
+)
 
 if TYPE_CHECKING:
     from tokenward.storage.port import Decide
@@ -49,14 +58,18 @@ ACQUIRE_TIMEOUT = 30.0
 """As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
 
 _LOAD = load_query("$1")
-_ROTATE = (
+# The successor, its audit row, and the user's grants as this statement's snapshot has them
+# (a data-modifying WITH runs to completion whether or not the SELECT reads it).
+_ROTATE_TEMPLATE = (
     "WITH moved AS ("
     " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
     " expires_at = $6, last_ip = $7, last_user_agent = $8"
-    " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id)"
-    " INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
-    " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved"
+    " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id, user_id),"
+    " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
+    " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved)"
+    " SELECT {grants} FROM moved"
 )
+_ROTATE = _ROTATE_TEMPLATE.format(grants=grants_query("$1", "moved.user_id"))
 
 # PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
@@ -80,7 +93,7 @@ class PgRotations:
         self._making = asyncio.Lock()
         self._known: dict[str, Session] = {}
 
-    async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
+    async def rotate(self, session_id: str, decide: Decide) -> Rotated:
         """Read, decide, write conditionally (see the module's note).
 
         A session this process rotated last is not read again: the rule decides on the state
@@ -96,24 +109,31 @@ class PgRotations:
                 except (TokenError, SessionEndedError):
                     outcome = None  # decided on what may be stale: read it afresh
                 rotates = outcome is not None and outcome.decision is Rotation.ROTATE
-                if rotates and outcome and await self._write(connection, outcome):
-                    return outcome
+                if rotates and outcome:
+                    grants = await self._write(connection, outcome)
+                    if grants is not None:
+                        return Rotated(outcome, grants)
             row = await connection.fetchrow(_LOAD, session_id)
             loaded = None if row is None else loaded_session(session_id, row, _utc)
             outcome = decide(loaded)
             if outcome.decision is Rotation.REPLAY_SUCCESSOR:
-                return outcome  # nothing to write
+                assert row is not None  # noqa: S101 - an unknown session raised in decide
+                return Rotated(outcome, loaded_grants(row))  # nothing to write
             if outcome.decision is not Rotation.ROTATE:
                 raise FastPathDeclined("an ending is written by the unit of work")
-            if not await self._write(connection, outcome):
+            grants = await self._write(connection, outcome)
+            if grants is None:
                 raise RetryableConflict("rotation lost a race")
-        return outcome
+        return Rotated(outcome, grants)
 
-    async def _write(self, connection: asyncpg.Connection, outcome: RotationOutcome) -> bool:
-        """The successor and its audit row, if the session is still as it was read."""
+    async def _write(
+        self, connection: asyncpg.Connection, outcome: RotationOutcome
+    ) -> Grants | None:
+        """The successor and its audit row, if the session is still as it was read; the
+        user's grants then, or None when the session moved on."""
         session = outcome.session
         assert outcome.event is not None  # noqa: S101 - a rotation records one
-        status = await connection.execute(
+        row = await connection.fetchrow(
             _ROTATE,
             session.id,
             session.generation - 1,
@@ -125,12 +145,12 @@ class PgRotations:
             session.last_user_agent,
             *event_values(outcome.event, _utc),
         )
-        if status != "INSERT 0 1":
-            return False
+        if row is None:
+            return None
         if len(self._known) >= KNOWN_SESSIONS:
             self._known.pop(next(iter(self._known)))  # the oldest entry
         self._known[session.id] = session
-        return True
+        return Grants.parse(row[0], row[1])
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 from tokenward.core.events import NewEvent
 from tokenward.core.onetime import LinkPurpose, LinkToken
+from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.storage.db import retrying
 from tokenward.storage.errors import FastPathDeclined
+from tokenward.storage.rotation_rows import Rotated
 
 __all__ = [
     "ClientRecord",
@@ -36,6 +38,7 @@ __all__ = [
     "OutgoingMail",
     "QueuedMail",
     "RevocationEntry",
+    "Rotated",
     "RotationWriter",
     "SessionInfo",
     "Store",
@@ -75,12 +78,14 @@ class EventInfo:
 
 @dataclass(frozen=True, slots=True)
 class ClientRecord:
-    """A resource server's credentials: only the secret's hash is kept."""
+    """A client's credentials (a resource server, or a back office with admin scopes): only
+    the secret's hash is kept."""
 
     id: str
     name: str
     secret_hash: str
     created_at: datetime
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,41 @@ class UnitOfWork(Protocol):
     async def delete_account(self, user_id: str) -> None:
         """The user row and what hangs on it (sessions, links); events stay, by opaque id."""
 
+    async def accounts_page(
+        self, *, after: tuple[datetime, str] | None, email_prefix: str | None, limit: int
+    ) -> list[tuple[Account, Grants]]:
+        """Accounts (with their grants) in (created_at, id) order after ``after``: a keyset
+        page, so a user created meanwhile never shifts one already listed onto the next."""
+
+    async def set_app_metadata(self, user_id: str, value: dict[str, Any]) -> None: ...
+
+    async def set_user_metadata(self, user_id: str, value: dict[str, Any]) -> None: ...
+
+    # -- roles -----------------------------------------------------------------------------
+    async def grants(self, user_id: str) -> Grants:
+        """The roles the user holds and the union of their permissions."""
+
+    async def roles(self) -> list[Role]: ...
+
+    async def role(self, name: str) -> Role | None: ...
+
+    async def put_role(self, role: Role) -> bool:
+        """Create the role, or replace its permissions; True if it was created."""
+
+    async def delete_role(self, name: str) -> list[str]:
+        """Delete the role (and every grant of it); the ids of the users who held it."""
+
+    async def grant_role(self, user_id: str, role: str, at: datetime) -> bool:
+        """True if the user did not hold the role yet (the role must exist)."""
+
+    async def revoke_role(self, user_id: str, role: str) -> bool:
+        """True if the user held the role."""
+
+    async def grant_existing_roles(
+        self, user_id: str, roles: tuple[str, ...], at: datetime
+    ) -> None:
+        """Grant those of ``roles`` that exist (the default roles of a new user)."""
+
     # -- mailed links ----------------------------------------------------------------------
     async def add_link(self, link: LinkToken) -> None: ...
 
@@ -226,7 +266,9 @@ class UnitOfWork(Protocol):
 
     async def session(self, session_id: str, *, lock: bool = False) -> Session | None: ...
 
-    async def session_and_account(self, session_id: str) -> tuple[Session, Account] | None: ...
+    async def session_and_account(
+        self, session_id: str
+    ) -> tuple[Session, Account, Grants] | None: ...
 
     async def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         """The session locked for its rotation, and whether its user is disabled."""
@@ -284,8 +326,9 @@ class UnitOfWork(Protocol):
 class RotationWriter(Protocol):
     """A lean adapter for the refresh rotation (``Database.rotations()``)."""
 
-    async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
-        """Load the session, ``decide``, save a plain rotation, atomically.
+    async def rotate(self, session_id: str, decide: Decide) -> Rotated:
+        """Load the session, ``decide``, save a plain rotation, atomically; with the user's
+        grants as the transaction saw them.
 
         Raises RetryableConflict when the session changed under it (run it again),
         FastPathDeclined (nothing written) for what only the unit of work writes."""

@@ -5,25 +5,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from tokenward.core.events import NewEvent
 from tokenward.core.onetime import LinkPurpose, LinkToken
+from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.exceptions import EmailTakenError
 from tokenward.storage import queries
 from tokenward.storage.db import NO_KEY_UPDATE, Database
+from tokenward.storage.errors import RetryableConflict
 from tokenward.storage.models import (
     ClientRow,
     EventRow,
     LinkTokenRow,
     OutboxRow,
     RevocationRow,
+    RoleRow,
     SessionRow,
+    UserRoleRow,
     UserRow,
 )
 from tokenward.storage.port import (
@@ -49,11 +55,40 @@ def _account(row: UserRow) -> Account:
         password_changed_at=row.password_changed_at,
         disabled_at=row.disabled_at,
         email_verified_at=row.email_verified_at,
+        app_metadata=row.app_metadata or {},
+        user_metadata=row.user_metadata or {},
     )
 
 
 def _client(row: ClientRow) -> ClientRecord:
-    return ClientRecord(row.id, row.name, row.secret_hash, row.created_at)
+    return ClientRecord(
+        row.id, row.name, row.secret_hash, row.created_at, tuple(row.scopes.split())
+    )
+
+
+def _role(row: RoleRow) -> Role:
+    return Role(row.name, tuple(row.permissions.split()), row.created_at)
+
+
+def grants_columns(
+    user_id: ColumnElement[str] | InstrumentedAttribute[str],
+) -> tuple[ColumnElement[str], ColumnElement[str]]:
+    """Two correlated aggregates for ``user_id``: its role names and their permissions, each
+    space-separated (NULL for none); Grants.parse reads them. The lean adapters' SQL
+    (storage.rotation_rows) is the same two subqueries, written out per driver."""
+    roles = (
+        select(func.aggregate_strings(UserRoleRow.role, " "))
+        .where(UserRoleRow.user_id == user_id)
+        .scalar_subquery()
+    )
+    permissions = (
+        select(func.aggregate_strings(RoleRow.permissions, " "))
+        .select_from(UserRoleRow)
+        .join(RoleRow, RoleRow.name == UserRoleRow.role)
+        .where(UserRoleRow.user_id == user_id)
+        .scalar_subquery()
+    )
+    return roles, permissions
 
 
 def _count(result: object) -> int:
@@ -87,6 +122,9 @@ class SqlUnitOfWork:
                 created_at=account.created_at,
                 password_changed_at=account.password_changed_at,
                 disabled_at=account.disabled_at,
+                email_verified_at=account.email_verified_at,
+                app_metadata=dict(account.app_metadata) or None,
+                user_metadata=dict(account.user_metadata) or None,
             )
         )
         try:
@@ -151,8 +189,102 @@ class SqlUnitOfWork:
         # Sessions and links go with the user (ON DELETE CASCADE; SQLite enforces it with
         # foreign_keys=ON). Events keep the opaque id and never held the address.
         await self._db.execute(delete(LinkTokenRow).where(LinkTokenRow.user_id == user_id))
+        await self._db.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
         await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
+
+    async def accounts_page(
+        self, *, after: tuple[datetime, str] | None, email_prefix: str | None, limit: int
+    ) -> list[tuple[Account, Grants]]:
+        roles, permissions = grants_columns(UserRow.id)
+        query = select(UserRow, roles, permissions)
+        if email_prefix:
+            query = query.where(UserRow.email.startswith(email_prefix, autoescape=True))
+        if after is not None:
+            query = query.where(tuple_(UserRow.created_at, UserRow.id) > tuple_(*after))
+        query = query.order_by(UserRow.created_at, UserRow.id).limit(limit)
+        return [
+            (_account(row), Grants.parse(held, granted))
+            for row, held, granted in (await self._db.execute(query)).all()
+        ]
+
+    async def set_app_metadata(self, user_id: str, value: dict[str, Any]) -> None:
+        await self._db.execute(
+            update(UserRow).where(UserRow.id == user_id).values(app_metadata=value or None),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def set_user_metadata(self, user_id: str, value: dict[str, Any]) -> None:
+        await self._db.execute(
+            update(UserRow).where(UserRow.id == user_id).values(user_metadata=value or None),
+            execution_options={"synchronize_session": False},
+        )
+
+    # -- roles -----------------------------------------------------------------------------
+    async def grants(self, user_id: str) -> Grants:
+        roles, permissions = grants_columns(UserRow.id)
+        found = (
+            await self._db.execute(select(roles, permissions).where(UserRow.id == user_id))
+        ).first()
+        return Grants.parse(*found) if found is not None else Grants()
+
+    async def roles(self) -> list[Role]:
+        rows = await self._db.execute(select(RoleRow).order_by(RoleRow.name))
+        return [_role(row) for row in rows.scalars()]
+
+    async def role(self, name: str) -> Role | None:
+        row = await self._db.get(RoleRow, name)
+        return None if row is None else _role(row)
+
+    async def put_role(self, role: Role) -> bool:
+        permissions = " ".join(role.permissions)
+        changed = await self._db.execute(
+            update(RoleRow).where(RoleRow.name == role.name).values(permissions=permissions),
+            execution_options={"synchronize_session": False},
+        )
+        if _count(changed):
+            return False
+        try:
+            async with self._db.begin_nested():
+                self._db.add(
+                    RoleRow(name=role.name, permissions=permissions, created_at=role.created_at)
+                )
+        except IntegrityError:
+            raise RetryableConflict("role created meanwhile") from None
+        return True
+
+    async def delete_role(self, name: str) -> list[str]:
+        holders = await self._db.execute(
+            delete(UserRoleRow).where(UserRoleRow.role == name).returning(UserRoleRow.user_id)
+        )
+        users = list(holders.scalars())
+        await self._db.execute(delete(RoleRow).where(RoleRow.name == name))
+        return users
+
+    async def grant_role(self, user_id: str, role: str, at: datetime) -> bool:
+        if await self._db.get(UserRoleRow, (user_id, role)) is not None:
+            return False
+        try:
+            async with self._db.begin_nested():
+                self._db.add(UserRoleRow(user_id=user_id, role=role, granted_at=at))
+        except IntegrityError:
+            raise RetryableConflict("role granted meanwhile") from None
+        return True
+
+    async def revoke_role(self, user_id: str, role: str) -> bool:
+        result = await self._db.execute(
+            delete(UserRoleRow).where(UserRoleRow.user_id == user_id, UserRoleRow.role == role)
+        )
+        return _count(result) == 1
+
+    async def grant_existing_roles(
+        self, user_id: str, roles: tuple[str, ...], at: datetime
+    ) -> None:
+        if not roles:
+            return
+        existing = await self._db.execute(select(RoleRow.name).where(RoleRow.name.in_(roles)))
+        for name in existing.scalars():
+            self._db.add(UserRoleRow(user_id=user_id, role=name, granted_at=at))
 
     # -- mailed links ----------------------------------------------------------------------
     async def add_link(self, link: LinkToken) -> None:
@@ -372,18 +504,19 @@ class SqlUnitOfWork:
         row = await self._db.get(SessionRow, session_id, with_for_update=lock or None)
         return None if row is None else queries.to_session(row)
 
-    async def session_and_account(self, session_id: str) -> tuple[Session, Account] | None:
+    async def session_and_account(self, session_id: str) -> tuple[Session, Account, Grants] | None:
+        roles, permissions = grants_columns(UserRow.id)
         found = (
             await self._db.execute(
-                select(SessionRow, UserRow)
+                select(SessionRow, UserRow, roles, permissions)
                 .join(UserRow, UserRow.id == SessionRow.user_id)
                 .where(SessionRow.id == session_id)
             )
         ).first()
         if found is None:
             return None
-        session, user = found
-        return queries.to_session(session), _account(user)
+        session, user, held, granted = found
+        return queries.to_session(session), _account(user), Grants.parse(held, granted)
 
     async def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         return await queries.load_for_rotation(self._db, session_id)
@@ -430,6 +563,7 @@ class SqlUnitOfWork:
                 name=client.name,
                 secret_hash=client.secret_hash,
                 created_at=client.created_at,
+                scopes=" ".join(client.scopes),
             )
         )
 

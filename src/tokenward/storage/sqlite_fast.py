@@ -22,9 +22,16 @@ from typing import TYPE_CHECKING
 
 from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
+from tokenward.core.roles import NO_GRANTS, Grants
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.storage.errors import FastPathDeclined
-from tokenward.storage.rotation_rows import event_values, load_query, loaded_session
+from tokenward.storage.rotation_rows import (
+    Rotated,
+    event_values,
+    load_query,
+    loaded_grants,
+    loaded_session,
+)
 
 if TYPE_CHECKING:
     from tokenward.storage.port import Decide
@@ -57,11 +64,16 @@ class FastTransaction:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
+        self.grants: Grants = NO_GRANTS
+        """The user's grants, read with the session."""
 
     def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         """The session, and whether its user is disabled; None for an unknown session."""
         row = self._db.execute(_LOAD, (session_id,)).fetchone()
-        return None if row is None else loaded_session(session_id, row, _moment)
+        if row is None:
+            return None
+        self.grants = loaded_grants(row)
+        return loaded_session(session_id, row, _moment)
 
     def save_rotation(self, outcome: RotationOutcome) -> None:
         """Write a rotation's successor and its audit row; decline anything else."""
@@ -120,7 +132,7 @@ class SqliteWriter:
             self._db.execute("ROLLBACK")  # nothing was written; let the async path try
             raise WriterBusy from None
 
-    async def rotate(self, session_id: str, decide: Decide) -> RotationOutcome:
+    async def rotate(self, session_id: str, decide: Decide) -> Rotated:
         """Load, decide and save in one transaction; WriterBusy when the lock stays taken.
 
         Runs to completion without yielding to the event loop, so it never interleaves with
@@ -130,7 +142,7 @@ class SqliteWriter:
                 with self.transaction() as tx:
                     outcome = decide(tx.load_for_rotation(session_id))
                     tx.save_rotation(outcome)
-                return outcome
+                return Rotated(outcome, tx.grants)
             except WriterBusy:
                 await asyncio.sleep(pause)
         raise WriterBusy

@@ -20,7 +20,7 @@ from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock
 from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
-from tokenward.web import account, email_accounts, oauth, routes
+from tokenward.web import account, admin, email_accounts, oauth, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
 from tokenward.web.openapi import install_openapi
@@ -135,6 +135,7 @@ def create_app(
     app.include_router(account.router)
     app.include_router(oauth.router)
     app.include_router(email_accounts.router)
+    app.include_router(admin.router)
     if settings.serves_demo and settings.mail_delivery == "log":
         app.include_router(email_accounts.mailbox_router)
 
@@ -152,7 +153,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.allowed_origins),
             allow_credentials=True,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )

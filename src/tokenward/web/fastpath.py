@@ -89,7 +89,7 @@ class FastProtectedRoute:
             principal = await service.sessions.authenticate(token)
         except TokenwardError:
             return False
-        body = user_body(principal.user).model_dump_json().encode()
+        body = user_body(principal.user, principal.grants).model_dump_json().encode()
         await send(
             {
                 "type": "http.response.start",

@@ -38,7 +38,8 @@ async def get_clients(request: Request) -> ClientService:
 Clients = Annotated[ClientService, Depends(get_clients)]
 
 
-def _basic_credentials(request: Request) -> tuple[str, str]:
+def basic_credentials(request: Request) -> tuple[str, str]:
+    """(client_id, client_secret) of the request's Basic credentials; InvalidClientError."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic" or not value or len(value) > 1024:
         raise InvalidClientError
@@ -54,7 +55,7 @@ def _basic_credentials(request: Request) -> tuple[str, str]:
 
 
 async def authenticated_client(request: Request, clients: Clients) -> str:
-    client_id, secret = _basic_credentials(request)
+    client_id, secret = basic_credentials(request)
     if not await clients.authenticate(client_id, secret):
         raise InvalidClientError
     return client_id

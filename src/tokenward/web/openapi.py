@@ -21,6 +21,8 @@ from tokenward.exceptions import (
     EmailNotVerifiedError,
     EmailTakenError,
     InvalidEmailError,
+    InvalidMetadataError,
+    InvalidRoleError,
     PasswordPolicyError,
     RateLimitedError,
     TokenError,
@@ -70,6 +72,8 @@ _UNPROCESSABLE = {
     InvalidEmailError.problem: "the email is not a valid address",
     PasswordPolicyError.problem: "the password breaks the policy, `rule` says how (logging in, "
     "only the 128-character cap applies)",
+    InvalidMetadataError.problem: "the metadata is not a JSON object, or is over its size cap",
+    InvalidRoleError.problem: "a role name or a permission breaks the syntax",
 }
 # The headers an error's class adds to its answer, as the document states them.
 _ERROR_HEADERS: dict[type[TokenwardError], dict[str, Any]] = {

@@ -11,11 +11,13 @@ from starlette.requests import cookie_parser
 
 from tokenward.app.service import AuthService, IssuedTokens
 from tokenward.core.events import ClientInfo
+from tokenward.core.roles import Grants
 from tokenward.core.users import User
 from tokenward.exceptions import (
     AuthenticationError,
     EmailNotVerifiedError,
     InvalidEmailError,
+    InvalidMetadataError,
     PasswordPolicyError,
     TokenError,
 )
@@ -48,6 +50,7 @@ from tokenward.web.schemas import (
     JWKSet,
     OAuthError,
     OAuthTokenResponse,
+    ProfilePatch,
     Readiness,
     TokenResponse,
     UserResponse,
@@ -137,7 +140,8 @@ async def register(body: Credentials, service: Service, client: Client) -> Respo
         await service.accounts.register_blind(body.email, body.password, client)
         return accepted()
     user = await service.accounts.register(body.email, body.password, client)
-    return JSONResponse(user_body(user).model_dump(mode="json"), status_code=201)
+    grants = await service.roles.grants(user.id)  # the default roles
+    return JSONResponse(user_body(user, grants).model_dump(mode="json"), status_code=201)
 
 
 @router.post(
@@ -215,19 +219,45 @@ async def logout(request: Request, service: Service, client: Client) -> Response
     return response
 
 
-def user_body(user: User) -> UserResponse:
+def user_body(user: User, grants: Grants) -> UserResponse:
     """The user as GET /auth/me (and its fast path) and a registration show it."""
     return UserResponse(
         id=user.id,
         email=user.email,
         created_at=user.created_at,
         email_verified=user.email_verified,
+        roles=list(grants.roles),
+        scope=grants.scope,
+        app_metadata=dict(user.app_metadata),
+        user_metadata=dict(user.user_metadata),
     )
 
 
 @router.get("/auth/me", response_model=UserResponse, responses={**BEARER, **UNAVAILABLE})
 async def me(principal: CurrentUser) -> UserResponse:
-    return user_body(principal.user)
+    """The signed-in user, with the roles and permissions they hold now (a change shows here
+    at once, in access tokens from the next refresh)."""
+    return user_body(principal.user, principal.grants)
+
+
+@router.patch(
+    "/auth/me",
+    response_model=UserResponse,
+    responses={
+        **BODY,
+        **BEARER,
+        **unprocessable(InvalidMetadataError.problem),
+        **RATE_LIMITED,
+        **UNAVAILABLE,
+    },
+)
+async def update_me(
+    body: ProfilePatch, principal: CurrentUser, service: Service, client: Client
+) -> UserResponse:
+    """Edit your own ``user_metadata`` (a JSON Merge Patch; at most 4 KiB once merged).
+    Never trusted for authorization: roles and app_metadata are for operators only."""
+    account = await service.profiles.patch_user_metadata(principal, body.user_metadata, client)
+    return user_body(account.user, principal.grants)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:

@@ -23,6 +23,7 @@ __all__ = [
     "OAuthTokenResponse",
     "PasswordGrant",
     "Problem",
+    "ProfilePatch",
     "RefreshTokenGrant",
     "RevocationFeed",
     "ServerMetadata",
@@ -58,6 +59,24 @@ class UserResponse(BaseModel):
     email: str
     created_at: datetime
     email_verified: bool = False
+    roles: list[str] = Field(default_factory=list, description="The roles held now.")
+    scope: str = Field(
+        default="", description="The roles' permissions now, space-separated (as in tokens)."
+    )
+    app_metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Set by operators and the admin API only."
+    )
+    user_metadata: dict[str, Any] = Field(
+        default_factory=dict, description="The user's own data (PATCH /auth/me)."
+    )
+
+
+class ProfilePatch(BaseModel):
+    """PATCH /auth/me: an RFC 7396 merge patch of ``user_metadata`` (``null`` removes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_metadata: dict[str, Any]
 
 
 class Accepted(BaseModel):
