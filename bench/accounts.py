@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
 from dataclasses import dataclass
 
 import httpx
-from servers import Server
+from servers import TOKENWARD_CLI, Server
 
 EMAIL = "bench@example.com"
 PASSWORD = "violet tangerine ladder 42"  # >= 15 characters and not on the blocklist
@@ -41,6 +43,11 @@ def login(server: Server, email: str = EMAIL) -> Session:
     return Session(access_token=token, refresh_token=cookie_value(response, server.api.cookie))
 
 
+def _payload(token: str) -> str:
+    segment = token.split(".")[1]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
+
+
 def check_session(server: Server, session: Session) -> None:
     """One request of each kind by hand, so that a broken contract fails before wrk runs."""
     headers = {"Authorization": f"Bearer {session.access_token}"}
@@ -51,6 +58,8 @@ def check_session(server: Server, session: Session) -> None:
     refreshed = httpx.post(server.base_url + server.api.refresh, cookies=cookies, timeout=10)
     if refreshed.status_code != 200:
         raise RuntimeError(f"{server.name}: refresh -> {refreshed.status_code}")
+    if server.is_tokenward and '"roles"' not in _payload(refreshed.json()["access_token"]):
+        raise RuntimeError(f"{server.name}: the bench account's token carries no roles")
     if server.is_tokenward and cookie_value(refreshed, server.api.cookie) in (
         "",
         session.refresh_token,
@@ -58,7 +67,22 @@ def check_session(server: Server, session: Session) -> None:
         raise RuntimeError(f"{server.name}: refresh did not rotate the cookie")
 
 
+BENCH_ROLE = ("member", "notes:read", "notes:write")
+"""tokenward's bench account holds a role granting two permissions (TOKENWARD_DEFAULT_ROLES,
+servers.tokenward_env), so its tokens carry roles and scope as a deployment's would."""
+
+
+def create_role(server: Server) -> None:
+    name, *permissions = BENCH_ROLE
+    argv = [str(TOKENWARD_CLI), "roles", "create", name]
+    for permission in permissions:
+        argv += ["-p", permission]
+    subprocess.run(argv, env=server.env, cwd=server.cwd, check=True, capture_output=True)
+
+
 def prepare(server: Server) -> None:
-    """Register the bench's account and check the routes once."""
+    """Register the bench's account (on tokenward with a role) and check the routes once."""
+    if server.is_tokenward:
+        create_role(server)
     register(server)
     check_session(server, login(server))

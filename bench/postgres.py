@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from load import Rounds
 from servers import LOAD_CORE, REPO, SERVER_CORE, log, process_tree
 
+from tokenward.storage.rotation_rows import grants_query
+
 if TYPE_CHECKING:
     from support.pgcluster import PostgresCluster
 
@@ -114,13 +116,14 @@ SCRIPTS = {
         ]
     ),
     # What tokenward's asyncpg adapter sends for a session it rotated last (the steady
-    # state of one chain): the conditional update and the audit row, one statement.
-    "tokenward's statement (conditional update + audit row)": (
+    # state of one chain): the conditional update, the audit row and the user's roles for the
+    # token, one statement (the roles' SQL is the adapter's own: rotation_rows.grants_query).
+    "tokenward's statement (conditional update + audit row + roles)": (
         f"WITH moved AS (UPDATE sessions SET {_MOVE} WHERE id = {_SESSION}"
-        " AND revoked_at IS NULL RETURNING id)"
-        " INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
+        " AND revoked_at IS NULL RETURNING id, user_id),"
+        " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
         f" SELECT now(), 'session.refreshed', {_USER}, moved.id, '127.0.0.1', 'pgbench',"
-        " 'null' FROM moved;"
+        f" 'null' FROM moved) SELECT {grants_query('$1', 'moved.user_id')} FROM moved;"
     ),
 }
 TARGET_SCRIPT = next(iter(SCRIPTS))
@@ -147,11 +150,16 @@ def seed(database: Database) -> None:
         " now() + interval '30 days')"
         for n in range(PGBENCH_CLIENTS)
     )
+    roles = ", ".join(f"('pgbench-user-{n}', 'member', now())" for n in range(PGBENCH_CLIENTS))
     database.cluster.psql(
         "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)"
         f" VALUES {values};"
         " INSERT INTO sessions (id, user_id, generation, created_at, last_used_at,"
-        f" expires_at, max_expires_at) VALUES {sessions};",
+        f" expires_at, max_expires_at) VALUES {sessions};"
+        # The role the bench account holds (accounts.BENCH_ROLE), if the server made none.
+        " INSERT INTO roles (name, permissions, created_at)"
+        " VALUES ('member', 'notes:read notes:write', now()) ON CONFLICT DO NOTHING;"
+        f" INSERT INTO user_roles (user_id, role, granted_at) VALUES {roles};",
         DATABASE,
     )
 

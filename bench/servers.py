@@ -132,6 +132,8 @@ def tokenward_env(data_dir: Path, **settings: str) -> dict[str, str]:
         "TOKENWARD_RATE_LIMITS": "false",
         # The token pools are made before the runs that use them: no expiry mid-run.
         "TOKENWARD_ACCESS_TTL": "1h",
+        # New accounts get the bench role (accounts.BENCH_ROLE): tokens carry roles and scope.
+        "TOKENWARD_DEFAULT_ROLES": "member",
         **{f"TOKENWARD_{key.upper()}": value for key, value in settings.items()},
     }
 

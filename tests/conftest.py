@@ -64,8 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
 # Modules whose tests mostly start real processes or fuzz: seconds each, not milliseconds.
 SLOW_MODULES = frozenset(
     {
+        "test_admin_client_process",
         "test_browser",
         "test_browser_email",
+        "test_claims_hook_process",
         "test_email_process",
         "test_cli_import",
         "test_concurrency",

@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_verify_installs_and_imports_without_the_server(tmp_path: Path) -> None:
-    """pip install tokenward (no extra): tokenward.verify works, SQLAlchemy is absent, and the
-    console script says which extra to install."""
+    """pip install tokenward (no extra): tokenward.verify and the admin client tokenward.admin
+    work, SQLAlchemy is absent, and the console script says which extra to install."""
     venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
     install = subprocess.run(
@@ -23,8 +23,8 @@ def test_verify_installs_and_imports_without_the_server(tmp_path: Path) -> None:
     )
     assert install.returncode == 0, install.stderr[-2000:]
     probe = (
-        "import importlib.util, tokenward.verify as v; "
-        "assert v.Verifier; "
+        "import importlib.util, tokenward.verify as v, tokenward.admin as a; "
+        "assert v.Verifier and a.AdminClient and a.AsyncAdminClient; "
         "missing = [m for m in ('sqlalchemy', 'fastapi', 'alembic', 'pwdlib') "
         "if importlib.util.find_spec(m) is not None]; "
         "print(missing)"

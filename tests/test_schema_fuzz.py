@@ -1,8 +1,10 @@
 """Schemathesis against a real `tokenward serve`: every operation of the served OpenAPI document,
 positive and negative data; no 5xx, and every answer (status, media type, body, headers) as the
-document declares it. Bounded for CI: one run with a fixed seed, one with a random seed. The 429
-and 503 answers, which that server never gives, are checked in-process against the same
-declarations, and the declarations themselves are pinned at the end.
+document declares it. Bounded for CI: one run with a fixed seed, one with a random seed, and the
+same for the admin API on a server of its own, called by a client holding every admin scope.
+The 429 and 503 answers, which those servers never give (and the admin API's 401 and 403),
+are checked in-process against the same declarations, and the declarations themselves are
+pinned at the end.
 
 The document is the contract: when schemathesis and the API disagree, the fix belongs in the
 declarations (tokenward.web.openapi, tokenward.web.schemas), not here. The allowances below are
@@ -36,6 +38,8 @@ from schemathesis.checks import (
 )
 from support import FAST_HASHER, LIFESPAN_TIMEOUT, PASSWORD, free_port, make_settings, serving
 
+from tokenward.core import roles
+from tokenward.core.scopes import AdminScope
 from tokenward.infra.config import Settings
 from tokenward.web import create_app
 
@@ -69,9 +73,33 @@ ACCEPTED: list[Any] = ["2xx", "3xx", 401, 403, 404, 409, 413, 429, "5xx"]
 SEMANTIC_422 = "^/auth/(register|login|password|password/forgot|verify-email/request|email)$"
 SEMANTIC_400 = "^/auth/(revocations|verify-email|email/confirm|email/cancel)$"
 SEMANTIC_400_422 = "^/auth/password/reset$"  # the token (400) before the policy (422)
+# The same, for one method of a path:
+#   PATCH /auth/me: user_metadata's cap counts the bytes of the merged object, which depends on
+#     what the user holds already (422 invalid-metadata);
+#   GET /admin/users: a well-formed cursor this server did not hand out (400 invalid-cursor);
+#   POST /admin/users: the email syntax and the password policy (422).
+SEMANTIC_BY_METHOD: list[tuple[str, str, list[int]]] = [
+    ("PATCH", "^/auth/me$", [422]),
+    ("GET", "^/admin/users$", [400]),
+    ("POST", "^/admin/users$", [422]),
+]
+# DELETE /admin/users/{user_id}/sessions ends every session of the user: the collection stays,
+# empty, and GET answers it 200. Schemathesis takes any DELETE with a path parameter for the
+# removal of what is at that path (use_after_free); which DELETE empties a collection instead
+# is no rule JSON Schema states.
+SESSIONS_EMPTIED = (
+    "[[operations]]\n"
+    'include-name-regex = "^GET /admin/users/[^/]+/sessions$"\n'
+    "checks.use_after_free.enabled = false\n"
+)
 
 READER, ENDER, COOKIE = "reader@example.com", "ender@example.com", "cookie@example.com"
 EMAILER = "emailer@example.com"  # changes its address and deletes itself (wrong passwords)
+# The admin API runs against a server of its own: its stateful phase finds every user through
+# GET /admin/users, then disables, deletes and signs them out, which the accounts above must
+# outlive. HELD is that server's user, signed in, so that its sessions are there to list.
+HELD = "held@example.com"
+ADMIN_PATHS = "^/admin/"
 
 # Proof that each protected operation was really exercised, not only refused at the door.
 EXERCISED: dict[tuple[str, str], set[int]] = {
@@ -87,6 +115,27 @@ EXERCISED: dict[tuple[str, str], set[int]] = {
     ("POST", "/auth/introspect"): {200},
     ("POST", "/auth/revoke"): {200},
     ("GET", "/auth/revocations"): {200},
+    ("PATCH", "/auth/me"): {200},
+}
+# The same for the admin API: its stateful phase acts on the users and roles it creates. A 404
+# on one of these paths is an authenticated answer too (a wrong path is refused before).
+EXERCISED_ADMIN: dict[tuple[str, str], set[int]] = {
+    ("GET", "/admin/users"): {200},
+    ("POST", "/admin/users"): {201, 409},
+    ("GET", "/admin/users/{user_id}"): {200},
+    ("DELETE", "/admin/users/{user_id}"): {204},
+    ("POST", "/admin/users/{user_id}/disable"): {200},
+    ("POST", "/admin/users/{user_id}/enable"): {204},
+    ("PUT", "/admin/users/{user_id}/app_metadata"): {200},
+    ("GET", "/admin/users/{user_id}/events"): {200},
+    ("PUT", "/admin/users/{user_id}/roles/{role}"): {204},
+    ("DELETE", "/admin/users/{user_id}/roles/{role}"): {204, 404},
+    ("GET", "/admin/roles"): {200},
+    ("PUT", "/admin/roles/{role}"): {200, 201},
+    ("DELETE", "/admin/roles/{role}"): {204},
+    ("GET", "/admin/users/{user_id}/sessions"): {200},
+    ("DELETE", "/admin/users/{user_id}/sessions"): {200, 404},
+    ("DELETE", "/admin/users/{user_id}/sessions/{session_id}"): {204, 404},
 }
 # The documented examples (ada@example.com) sign up, log in and use the password grant.
 EXERCISED_BY_EXAMPLES: dict[tuple[str, str], set[int]] = {
@@ -102,8 +151,13 @@ class Target:
     base: str
     log: Path
     workdir: Path
-    client_basic: str
-    """An ``Authorization: Basic`` value for the resource-server endpoints."""
+    client: tuple[str, str]
+    """client_id and client_secret: the resource server's, or the admin client's."""
+
+    @property
+    def client_basic(self) -> str:
+        """The client's ``Authorization: Basic`` value."""
+        return _basic(*self.client)
 
     def login(self, email: str) -> httpx.Response:
         response = httpx.post(
@@ -113,19 +167,33 @@ class Target:
         return response
 
 
+def _basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
 def _register(base: str, email: str) -> None:
     body = {"email": email, "password": PASSWORD}
     response = httpx.post(f"{base}/auth/register", json=body, timeout=60)
     assert response.status_code == 201, response.text
 
 
-def _client_credentials(cli: subprocess.Popen[str]) -> str:
-    """The ``Authorization: Basic`` value from ``tokenward clients create``'s output."""
+def _create_client(data_dir: Path, name: str, *scopes: AdminScope) -> subprocess.Popen[str]:
+    """``tokenward clients create NAME --scope ...`` against the server's data, started."""
+    return subprocess.Popen(
+        [TOKENWARD, "clients", "create", name, *(f"--scope={scope}" for scope in scopes)],
+        env={**os.environ, "TOKENWARD_DATA_DIR": str(data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _client_credentials(cli: subprocess.Popen[str]) -> tuple[str, str]:
+    """client_id and client_secret from ``tokenward clients create``'s output."""
     output, errors = cli.communicate(timeout=120)
     assert cli.returncode == 0, errors
     fields = dict(line.split("=", 1) for line in output.split())
-    pair = f"{fields['client_id']}:{fields['client_secret']}"
-    return "Basic " + base64.b64encode(pair.encode()).decode()
+    return fields["client_id"], fields["client_secret"]
 
 
 @contextmanager
@@ -147,29 +215,45 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """One server, rate limits off, for both seeded runs; its accounts and a client."""
     workdir = tmp_path_factory.mktemp("schemathesis")
     with _server(workdir, TOKENWARD_RATE_LIMITS="false") as (base, data_dir, log):
-        cli = subprocess.Popen(  # the CLI's start-up overlaps the registrations
-            [TOKENWARD, "clients", "create", "schemathesis"],
-            env={**os.environ, "TOKENWARD_DATA_DIR": str(data_dir)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        cli = _create_client(data_dir, "schemathesis")  # its start-up overlaps the registrations
         for email in (READER, ENDER, COOKIE, EMAILER):
             _register(base, email)
         yield Target(base, log, workdir, _client_credentials(cli))
+
+
+@pytest.fixture(scope="module")
+def admin_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The admin API's server (see HELD), and a client holding every admin scope."""
+    workdir = tmp_path_factory.mktemp("schemathesis-admin")
+    with _server(workdir, TOKENWARD_RATE_LIMITS="false") as (base, data_dir, log):
+        cli = _create_client(data_dir, "schemathesis-admin", *AdminScope)
+        _register(base, HELD)
+        admin = Target(base, log, workdir, _client_credentials(cli))
+        admin.login(HELD)
+        yield admin
 
 
 def _toml_list(values: list[Any]) -> str:
     return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
 
 
-def _operations(path_regex: str, *lines: str) -> str:
-    return "\n".join(["[[operations]]", f'include-path-regex = "{path_regex}"', *lines, ""])
+def _operations(path_regex: str, *lines: str, method: str | None = None) -> str:
+    # One include: two (a method's and a path's) would select what matches either.
+    selection = (
+        f'include-name-regex = "^{method} {path_regex.lstrip("^")}"'
+        if method
+        else f'include-path-regex = "{path_regex}"'
+    )
+    return "\n".join(["[[operations]]", selection, *lines, ""])
 
 
-def _config(headers: dict[str, dict[str, str]], *extra: str) -> str:
+def _config(*callers: str) -> str:
     """schemathesis.toml: the status allowances, and who calls which operations."""
     parts = [
+        # Every check, in the file rather than as `--checks all`: a command-line choice of
+        # checks would override an operation's own (SESSIONS_EMPTIED).
+        "[checks]",
+        "enabled = true",
         "[checks.negative_data_rejection]",
         f"expected-statuses = {_toml_list(REJECTED)}",
         "[checks.positive_data_acceptance]",
@@ -188,12 +272,28 @@ def _config(headers: dict[str, dict[str, str]], *extra: str) -> str:
             "checks.positive_data_acceptance.expected-statuses = "
             + _toml_list([*ACCEPTED, 400, 422]),
         ),
+        *(
+            _operations(
+                regex,
+                "checks.positive_data_acceptance.expected-statuses = "
+                + _toml_list([*ACCEPTED, *statuses]),
+                method=method,
+            )
+            for method, regex, statuses in SEMANTIC_BY_METHOD
+        ),
+        _operations("^/auth/(token|login)$", f"generation.max-examples = {HASHING_MAX_EXAMPLES}"),
+        *callers,
     ]
-    for regex, values in headers.items():
-        pairs = ", ".join(f'{name} = "{value}"' for name, value in values.items())
-        parts.append(_operations(regex, f"headers = {{ {pairs} }}"))
-    parts.extend(extra)
     return "\n".join(parts)
+
+
+def _headers(identities: dict[str, dict[str, str]]) -> list[str]:
+    """Config entries: the headers that authenticate each kind of caller."""
+    entries = []
+    for regex, values in identities.items():
+        pairs = ", ".join(f'{name} = "{value}"' for name, value in values.items())
+        entries.append(_operations(regex, f"headers = {{ {pairs} }}"))
+    return entries
 
 
 def _identities(target: Target) -> dict[str, dict[str, str]]:
@@ -238,8 +338,6 @@ def _schemathesis(base: str, workdir: Path, config: str, seed: int, *args: str) 
         "--no-color",
         "run",
         f"{base}/openapi.json",
-        "--checks",
-        "all",
         "--mode",
         "all",
         "--max-examples",
@@ -271,28 +369,36 @@ def _schemathesis(base: str, workdir: Path, config: str, seed: int, *args: str) 
     return text
 
 
-def _answers(log: Path, start: int) -> Counter[tuple[str, str, int]]:
+def _templates(base: str) -> list[tuple[re.Pattern[str], str]]:
+    """The served paths, each with a regex of the request paths it stands for."""
+    paths = httpx.get(f"{base}/openapi.json", timeout=60).json()["paths"]
+    return [
+        (re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path))), path)
+        for path in sorted(paths, key=lambda path: path.count("{"))  # a literal one first
+    ]
+
+
+def _answers(target: Target, start: int) -> Counter[tuple[str, str, int]]:
     """(method, path template, status) of every request in the server's access log."""
-    text = log.read_bytes()[start:].decode("utf-8", "replace")
+    text = target.log.read_bytes()[start:].decode("utf-8", "replace")
+    templates = _templates(target.base)
     answers: Counter[tuple[str, str, int]] = Counter()
     for match in ACCESS_LOG.finditer(text):
-        path = match["path"]
-        if path.startswith("/auth/sessions/"):
-            path = "/auth/sessions/{session_id}"
+        path = next((t for regex, t in templates if regex.fullmatch(match["path"])), match["path"])
         answers[match["method"], path, int(match["status"])] += 1
     return answers
 
 
 def _fuzz(
-    target: Target, seed: int, exercised: dict[tuple[str, str], set[int]], *args: str
+    target: Target,
+    seed: int,
+    exercised: dict[tuple[str, str], set[int]],
+    callers: list[str],
+    *args: str,
 ) -> None:
     start = target.log.stat().st_size
-    config = _config(
-        _identities(target),
-        _operations("^/auth/(token|login)$", f"generation.max-examples = {HASHING_MAX_EXAMPLES}"),
-    )
-    _schemathesis(target.base, target.workdir, config, seed, *args)
-    answers = _answers(target.log, start)
+    _schemathesis(target.base, target.workdir, _config(*callers), seed, *args)
+    answers = _answers(target, start)
     assert not [answer for answer in answers if answer[2] >= 500], answers
     missing = {
         operation: statuses
@@ -302,23 +408,59 @@ def _fuzz(
     assert not missing, f"never got past authentication or validation: {missing}\n{answers}"
 
 
+def _users(
+    target: Target, seed: int, exercised: dict[tuple[str, str], set[int]], *args: str
+) -> None:
+    """Every operation but the admin API's."""
+    callers = _headers(_identities(target))
+    _fuzz(target, seed, exercised, callers, f"--exclude-path-regex={ADMIN_PATHS}", *args)
+
+
+def _admin(target: Target, seed: int, *args: str) -> None:
+    """The admin API, as a client holding every admin scope. Set as the credentials of the
+    document's HTTPBasic scheme (not a header, nor the generic ``auth.basic``, which requests
+    sends on every request), so that the cases meant to go without them do."""
+    client_id, secret = target.client
+    basic = f'[auth.openapi.HTTPBasic]\nusername = "{client_id}"\npassword = "{secret}"\n'
+    _fuzz(
+        target,
+        seed,
+        EXERCISED_ADMIN,
+        [SESSIONS_EMPTIED, basic],
+        f"--include-path-regex={ADMIN_PATHS}",
+        *args,
+    )
+
+
 def test_schemathesis_fixed_seed(target: Target) -> None:
     """Every phase: the documented examples, the boundary cases, fuzzing, stateful links."""
-    _fuzz(target, FIXED_SEED, {**EXERCISED, **EXERCISED_BY_EXAMPLES})
+    _users(target, FIXED_SEED, {**EXERCISED, **EXERCISED_BY_EXAMPLES})
 
 
 def test_schemathesis_random_seed(target: Target) -> None:
     """New data each run; the examples and boundary cases do not depend on the seed."""
     seed = random.randrange(1, 2**31)
     print(f"schemathesis random seed: {seed}")
-    _fuzz(target, seed, EXERCISED, "--phases", "fuzzing,stateful")
+    _users(target, seed, EXERCISED, "--phases", "fuzzing,stateful")
 
 
-# -- 429 and 503, which the server above never gives ---------------------------------------
+def test_schemathesis_admin_fixed_seed(admin_target: Target) -> None:
+    _admin(admin_target, FIXED_SEED)
+
+
+def test_schemathesis_admin_random_seed(admin_target: Target) -> None:
+    seed = random.randrange(1, 2**31)
+    print(f"schemathesis random seed: {seed}")
+    _admin(admin_target, seed, "--phases", "fuzzing,stateful")
+
+
+# -- 429 and 503, which the servers above never give ------------------------------------------
 
 
 @asynccontextmanager
-async def _in_process(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def _in_process_app(
+    tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     app = create_app(make_settings(tmp_path / "data", **overrides), hasher=FAST_HASHER)
     async with (
         LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT, shutdown_timeout=LIFESPAN_TIMEOUT),
@@ -326,6 +468,12 @@ async def _in_process(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.A
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"
         ) as client,
     ):
+        yield app, client
+
+
+@asynccontextmanager
+async def _in_process(tmp_path: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with _in_process_app(tmp_path, **overrides) as (_, client):
         yield client
 
 
@@ -389,6 +537,32 @@ async def test_unavailable_answers_are_as_documented(
         assert readiness.json()["checks"]["redis"] == "unavailable"
 
 
+async def test_admin_refusals_are_as_documented(tmp_path: Path, document: dict[str, Any]) -> None:
+    """The admin API's 401, 403 and 429, which the fuzzed admin client (every scope, no rate
+    limits) does not get. A malformed Basic header is 401 invalid-client like any other
+    refusal (FastAPI's HTTPBasic used to answer it itself: invalid-token, a bare challenge)."""
+    async with _in_process_app(tmp_path, rate_limit_admin_client="1/hour") as (app, http):
+        refused = (
+            "Basic !not-base64!",
+            "Basic " + base64.b64encode(b"no colon").decode(),
+            _basic("twc_nobody", "wrong"),
+            "Bearer a.b.c",
+            "",
+        )
+        for authorization in refused:
+            headers = {"Authorization": authorization} if authorization else {}
+            response = await http.get("/admin/users", headers=headers)
+            _validate(document, response, 401)
+            assert response.json()["type"] == "urn:tokenward:problem:invalid-client"
+            assert response.headers["www-authenticate"] == 'Basic realm="tokenward"'
+        resource_server, secret = await app.state.clients.create("resource-server")
+        caller = {"Authorization": _basic(resource_server.id, secret)}
+        response = await http.get("/admin/users", headers=caller)
+        _validate(document, response, 403)
+        assert response.json()["scope"] == AdminScope.USERS_READ
+        _validate(document, await http.get("/admin/users", headers=caller), 429)
+
+
 # -- the declarations themselves, in-process ------------------------------------------------
 
 
@@ -407,6 +581,8 @@ def _problem_statuses(operation: dict[str, Any]) -> set[int]:
 
 # Every operation that reaches the database can answer 503; every one that may carry a body,
 # 408 and 413; every one with input, 422. The rest per operation.
+# Every admin operation: wrong client credentials, a missing scope, the client's rate limit.
+ADMIN = {401, 403, 429, 503}
 PROBLEMS: dict[tuple[str, str], set[int]] = {
     ("post", "/auth/register"): {400, 408, 409, 413, 422, 429, 503},
     ("post", "/auth/login"): {400, 401, 403, 408, 413, 422, 429, 503},
@@ -432,6 +608,24 @@ PROBLEMS: dict[tuple[str, str], set[int]] = {
     ("post", "/auth/email/confirm"): {400, 408, 409, 413, 422, 503},
     ("post", "/auth/email/cancel"): {400, 408, 413, 422, 503},
     ("delete", "/auth/account"): {400, 401, 408, 413, 422, 429, 503},
+    ("patch", "/auth/me"): {400, 401, 408, 413, 422, 429, 503},
+    # The admin API: 404 for what names a user, a role or a session; the rest as above.
+    ("get", "/admin/users"): {*ADMIN, 400, 422},
+    ("post", "/admin/users"): {*ADMIN, 400, 404, 408, 409, 413, 422},
+    ("get", "/admin/users/{user_id}"): {*ADMIN, 404, 422},
+    ("delete", "/admin/users/{user_id}"): {*ADMIN, 404, 408, 413, 422},
+    ("post", "/admin/users/{user_id}/disable"): {*ADMIN, 404, 408, 413, 422},
+    ("post", "/admin/users/{user_id}/enable"): {*ADMIN, 404, 408, 413, 422},
+    ("put", "/admin/users/{user_id}/app_metadata"): {*ADMIN, 400, 404, 408, 413, 422},
+    ("get", "/admin/users/{user_id}/events"): {*ADMIN, 404, 422},
+    ("put", "/admin/users/{user_id}/roles/{role}"): {*ADMIN, 404, 408, 413, 422},
+    ("delete", "/admin/users/{user_id}/roles/{role}"): {*ADMIN, 404, 408, 413, 422},
+    ("get", "/admin/roles"): ADMIN,
+    ("put", "/admin/roles/{role}"): {*ADMIN, 400, 408, 413, 422},
+    ("delete", "/admin/roles/{role}"): {*ADMIN, 404, 408, 413, 422},
+    ("get", "/admin/users/{user_id}/sessions"): {*ADMIN, 404, 422},
+    ("delete", "/admin/users/{user_id}/sessions"): {*ADMIN, 404, 408, 413, 422},
+    ("delete", "/admin/users/{user_id}/sessions/{session_id}"): {*ADMIN, 404, 408, 413, 422},
 }
 
 
@@ -469,3 +663,56 @@ def test_openapi_problem_schema(document: dict[str, Any]) -> None:
     ):
         content = document["paths"][path][method]["responses"][status]["content"]
         assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/OAuthError"}
+
+
+def test_every_operation_has_its_pinned_error_answers(document: dict[str, Any]) -> None:
+    """A new operation cannot ship without a line in PROBLEMS (and so without its declared
+    errors checked)."""
+    served = {(method, path) for path, item in document["paths"].items() for method in item}
+    documents_only = {("get", "/healthz"), ("get", "/.well-known/jwks.json")}
+    documents_only |= {("get", "/.well-known/oauth-authorization-server"), ("get", "/readyz")}
+    assert served - documents_only == set(PROBLEMS)
+
+
+def test_openapi_admin_operations(document: dict[str, Any]) -> None:
+    """Client credentials on every admin operation, under the scheme name the fuzzer's auth
+    names; their 401 is invalid-client with its Basic challenge, their 403 insufficient-scope."""
+    scheme = document["components"]["securitySchemes"]["HTTPBasic"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "basic")
+    admin = [
+        operation
+        for path, item in document["paths"].items()
+        if path.startswith("/admin/")
+        for operation in item.values()
+    ]
+    assert len(admin) == 16
+    for operation in admin:
+        assert operation["security"] == [{"HTTPBasic": []}]
+        refused = operation["responses"]["401"]
+        challenge = refused["headers"]["WWW-Authenticate"]
+        assert challenge["required"] is True
+        assert challenge["schema"]["pattern"] == "^Basic "
+        types = refused["content"][PROBLEM]["schema"]["allOf"][-1]["properties"]["type"]
+        assert types == {"enum": ["urn:tokenward:problem:invalid-client"]}
+        forbidden = operation["responses"]["403"]["content"][PROBLEM]["schema"]
+        types = forbidden["allOf"][-1]["properties"]["type"]
+        assert types == {"enum": ["urn:tokenward:problem:insufficient-scope"]}
+
+
+def test_openapi_states_the_role_syntax(document: dict[str, Any]) -> None:
+    """Role names and permissions carry core.roles' own syntax (a schema-valid name is one the
+    server takes: the fuzzer's positive data needs no allowance for 422 invalid-role)."""
+    name = "^" + roles._ROLE_NAME.pattern + "$"
+    permission = "^" + roles._PERMISSION.pattern + "$"
+    for path, method in (
+        ("/admin/roles/{role}", "put"),
+        ("/admin/roles/{role}", "delete"),
+        ("/admin/users/{user_id}/roles/{role}", "put"),
+        ("/admin/users/{user_id}/roles/{role}", "delete"),
+    ):
+        parameters = document["paths"][path][method]["parameters"]
+        (role,) = [p for p in parameters if p["name"] == "role"]
+        assert role["schema"]["pattern"] == name, (method, path)
+    schemas = document["components"]["schemas"]
+    assert schemas["NewUser"]["properties"]["roles"]["items"]["pattern"] == name
+    assert schemas["RoleIn"]["properties"]["permissions"]["items"]["pattern"] == permission

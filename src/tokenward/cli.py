@@ -81,6 +81,7 @@ def serve(
         # which inherits it) builds the same settings as this one.
         os.environ[ENV_PREFIX + "ISSUER"] = served_issuer(host, port)
         settings = _settings()
+    _check_claims_hook(settings)  # a hook that does not import: one line, nothing migrated
     # Migrate, make the master secret and the first key once, here, before any worker runs.
     _run(lambda: _open_and_close(settings))
     uvicorn.run(
@@ -113,6 +114,16 @@ def served_issuer(host: str, port: int) -> str:
     if address.version == 6:
         host = "[" + host.replace("%", "%25") + "]"  # RFC 6874: the zone's % is escaped
     return f"http://{host}:{port}"
+
+
+def _check_claims_hook(settings: Settings) -> None:
+    from tokenward.app.service import claims_hook_of
+
+    try:
+        claims_hook_of(settings)
+    except ConfigError as exc:
+        typer.echo(f"tokenward: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def _open_and_close(settings: Settings) -> None:

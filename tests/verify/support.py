@@ -6,17 +6,21 @@ import base64
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import httpx
 from support import PASSWORD, TOKENWARD, free_port, server_process
+
+from tokenward.verify import Verifier
 
 HS256_SECRET = "verify-tests-hs256-secret-0123456789abcdef"
 
@@ -83,9 +87,30 @@ class Tokenward:
             assert response.status_code == 200, response.text
             access = response.json()["access_token"]
             refresh = client.cookies["tw_refresh"]
-        payload = access.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return Login(email, access, refresh, claims)
+        return Login(email, access, refresh, payload(access))
+
+    def refresh_status(self, login: Login) -> int:
+        """POST /auth/refresh with the login's refresh cookie; the status, nothing kept."""
+        with httpx.Client(base_url=self.base) as client:
+            cookie = {"Cookie": f"tw_refresh={login.refresh_token}"}
+            return client.post("/auth/refresh", headers=cookie).status_code
+
+    def refresh(self, login: Login) -> Login:
+        """The session's next tokens (the refresh cookie rotated), as a browser gets them."""
+        with httpx.Client(base_url=self.base) as client:
+            cookie = {"Cookie": f"tw_refresh={login.refresh_token}"}
+            response = client.post("/auth/refresh", headers=cookie)
+            assert response.status_code == 200, response.text
+            access = response.json()["access_token"]
+            refresh = response.cookies["tw_refresh"]
+        return Login(login.email, access, refresh, payload(access))
+
+    def me(self, access_token: str) -> dict[str, Any]:
+        """GET /auth/me: the user as tokenward sees them now (roles and scope included)."""
+        headers = {"Authorization": f"Bearer {access_token}"}
+        response = httpx.get(f"{self.base}/auth/me", headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     def logout(self, login: Login) -> None:
         with httpx.Client(base_url=self.base) as client:
@@ -110,6 +135,76 @@ class Tokenward:
             text=True,
             timeout=60,
         )
+
+    def ok_cli(self, *args: str) -> str:
+        """The CLI's output, which must succeed."""
+        result = self.cli(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def client_credentials(self, name: str, *scopes: str) -> tuple[str, str]:
+        """`tokenward clients create NAME [--scope ...]`: (client_id, client_secret)."""
+        options = [arg for scope in scopes for arg in ("--scope", scope)]
+        out = self.ok_cli("clients", "create", name, *options)
+        values = dict(re.findall(r"^(client_id|client_secret)=(\S+)$", out, re.MULTILINE))
+        return values["client_id"], values["client_secret"]
+
+    @cached_property
+    def feed_credentials(self) -> tuple[str, str]:
+        """A resource server's client (the revocation feed), made once per server."""
+        return self.client_credentials("notes-api")
+
+    @cached_property
+    def admin_auth(self) -> httpx.BasicAuth:
+        """A back office's client holding admin:roles, made once per server."""
+        return httpx.BasicAuth(*self.client_credentials("back-office", "admin:roles"))
+
+    def admin(self, method: str, path: str, **params: str) -> httpx.Response:
+        """An admin API call without a body (grants, revocations, deletions)."""
+        return httpx.request(method, f"{self.base}{path}", params=params, auth=self.admin_auth)
+
+    def put_role(self, name: str, *permissions: str) -> None:
+        """Create the role or replace its permissions (PUT /admin/roles/{name})."""
+        body = {"permissions": list(permissions)}
+        url = f"{self.base}/admin/roles/{name}"
+        response = httpx.put(url, json=body, auth=self.admin_auth)
+        assert response.status_code in (200, 201), response.text
+
+
+def payload(token: str) -> dict[str, Any]:
+    """A JWT's claims as issued (unverified)."""
+    part = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
+
+
+READER, ADMIN = "notes-reader", "admin"
+"""The roles the examples need: one granting the scope notes:read, and the role ``admin``
+that purging the notes requires."""
+REVOCATION_BOUND = 2.0
+"""The examples' revocation_bound where their verifier follows the feed (seconds)."""
+
+
+def example_roles(tokenward: Tokenward) -> None:
+    """Put the examples' roles on a (shared) server: create or replace, any test may be first."""
+    tokenward.put_role(READER, "notes:read")
+    tokenward.put_role(ADMIN, "notes:purge")
+
+
+def role_path(user: Login, role: str) -> str:
+    """The admin API's path for ``user`` holding ``role``."""
+    return f"/admin/users/{user.claims['sub']}/roles/{role}"
+
+
+def feed_verifier(tokenward: Tokenward) -> Verifier:
+    """A resource server's verifier following tokenward's revocation feed (real polling)."""
+    client_id, client_secret = tokenward.feed_credentials
+    return Verifier(
+        tokenward.issuer,
+        revocation_url=f"{tokenward.base}/auth/revocations",
+        client_id=client_id,
+        client_secret=client_secret,
+        revocation_bound=REVOCATION_BOUND,
+    )
 
 
 class Servers:

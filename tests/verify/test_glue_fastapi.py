@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +15,19 @@ from asgi_lifespan import LifespanManager
 from tokenward.verify import Verifier
 
 from .corpus import ISSUER, NOW, Forger
-from .support import FakeClock, Login, Tokenward, free_port, load_example
+from .support import (
+    ADMIN,
+    READER,
+    REVOCATION_BOUND,
+    FakeClock,
+    Login,
+    Tokenward,
+    example_roles,
+    feed_verifier,
+    free_port,
+    load_example,
+    role_path,
+)
 from .test_verifier_server import flip_signature_byte
 
 EXAMPLE = load_example("fastapi_app")
@@ -36,8 +50,8 @@ async def api(tokenward: Tokenward) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def local_api() -> AsyncIterator[httpx.AsyncClient]:
-    """The same app trusting a local key, for tokens with scopes and roles (tokenward issues
-    neither yet)."""
+    """The same app trusting a local key, for every combination of scopes and roles (the
+    role flows against the real tokenward are at the end of this module)."""
     verifier = Verifier(ISSUER, key=FORGER.key.public_key(), clock=FakeClock(wall=NOW))
     async with serving(EXAMPLE.create_app(verifier)) as client:
         yield client
@@ -87,7 +101,8 @@ async def test_a_bad_token_gets_invalid_token(
 async def test_a_missing_scope_is_403_insufficient_scope(
     api: httpx.AsyncClient, alice: Login
 ) -> None:
-    """tokenward's tokens carry no scope: /notes answers 403 naming the scope it needs."""
+    """Alice holds no role, so her token carries no scope: /notes answers 403 naming the
+    scope it needs."""
     response = await api.get("/notes", headers=bearer(alice.access_token))
     assert response.status_code == 403
     assert response.headers["www-authenticate"] == (
@@ -163,3 +178,78 @@ async def test_the_module_app_reads_its_issuer_from_the_environment(
     async with serving(module.app) as client:
         response = await client.get("/me", headers=bearer(alice.access_token))
     assert response.status_code == 200
+
+
+# -- roles granted and revoked on a real tokenward --------------------------------------------
+
+
+@pytest.fixture
+def roles(tokenward: Tokenward) -> None:
+    example_roles(tokenward)
+
+
+async def test_roles_granted_and_revoked_open_and_close_the_routes_at_the_next_refresh(
+    api: httpx.AsyncClient, tokenward: Tokenward, roles: None
+) -> None:
+    """The acceptance, with require_scopes and require_roles: 403 before the grant; granted
+    (the CLI, then the admin API), tokenward's /auth/me says so at once, the token in hand
+    still opens nothing, the next refresh's token opens the route; revoked (the CLI, then the
+    API), the next refresh's token is refused again."""
+    user = tokenward.login()
+    assert (await api.get("/notes", headers=bearer(user.access_token))).status_code == 403
+    assert (await api.delete("/notes", headers=bearer(user.access_token))).status_code == 403
+
+    tokenward.ok_cli("users", "grant", user.email, READER)
+    assert tokenward.me(user.access_token)["scope"] == "notes:read"
+    assert (await api.get("/notes", headers=bearer(user.access_token))).status_code == 403
+    user = tokenward.refresh(user)
+    assert (user.claims["roles"], user.claims["scope"]) == ([READER], "notes:read")
+    notes = await api.get("/notes", headers=bearer(user.access_token))
+    assert notes.status_code == 200
+    assert notes.json() == {"owner": user.claims["sub"], "notes": ["buy milk"]}
+    purge = await api.delete("/notes", headers=bearer(user.access_token))
+    assert (purge.status_code, purge.json()) == (403, {"detail": "missing role"})
+
+    assert tokenward.admin("PUT", role_path(user, ADMIN)).status_code == 204
+    assert tokenward.me(user.access_token)["roles"] == [ADMIN, READER]
+    user = tokenward.refresh(user)
+    purge = await api.delete("/notes", headers=bearer(user.access_token))
+    assert (purge.status_code, purge.json()) == (200, {"purged_by": user.claims["sub"]})
+
+    tokenward.ok_cli("users", "revoke", user.email, READER)
+    user = tokenward.refresh(user)
+    assert (user.claims["roles"], user.claims["scope"]) == ([ADMIN], "notes:purge")
+    refused = await api.get("/notes", headers=bearer(user.access_token))
+    assert refused.status_code == 403
+    assert 'scope="notes:read"' in refused.headers["www-authenticate"]
+    assert (await api.delete("/notes", headers=bearer(user.access_token))).status_code == 200
+
+    assert tokenward.admin("DELETE", role_path(user, ADMIN)).status_code == 204
+    user = tokenward.refresh(user)
+    assert "roles" not in user.claims and "scope" not in user.claims
+    assert (await api.delete("/notes", headers=bearer(user.access_token))).status_code == 403
+
+
+async def test_cli_revoke_with_end_sessions_reaches_the_example_within_the_bound(
+    tokenward: Tokenward, roles: None
+) -> None:
+    """`tokenward users revoke EMAIL admin --end-sessions`: the example, its verifier
+    following the real revocation feed, refuses the old token (which still says admin) with
+    401 invalid_token within its bound of the command's return; the refresh token is dead."""
+    verifier = feed_verifier(tokenward)
+    user = tokenward.login()
+    assert tokenward.admin("PUT", role_path(user, ADMIN)).status_code == 204
+    user = tokenward.refresh(user)
+    assert user.claims["roles"] == [ADMIN]
+    async with serving(EXAMPLE.create_app(verifier)) as notes:
+        assert (await notes.delete("/notes", headers=bearer(user.access_token))).status_code == 200
+        tokenward.ok_cli("users", "revoke", user.email, ADMIN, "--end-sessions")
+        returned = time.monotonic()
+        while (
+            response := await notes.delete("/notes", headers=bearer(user.access_token))
+        ).is_success:
+            assert time.monotonic() - returned <= REVOCATION_BOUND, "still accepted past the bound"
+            await asyncio.sleep(0.05)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    assert tokenward.refresh_status(user) == 401

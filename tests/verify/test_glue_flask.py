@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,18 @@ from tokenward.verify import Verifier
 from tokenward.verify.flask import current_claims, require_token
 
 from .corpus import ISSUER, NOW, Forger
-from .support import FakeClock, Login, Tokenward, load_example
+from .support import (
+    ADMIN,
+    READER,
+    REVOCATION_BOUND,
+    FakeClock,
+    Login,
+    Tokenward,
+    example_roles,
+    feed_verifier,
+    load_example,
+    role_path,
+)
 from .test_glue_fastapi import bearer
 from .test_verifier_server import flip_signature_byte
 
@@ -123,3 +135,45 @@ def test_current_claims_outside_a_guarded_view() -> None:
     client = app.test_client()
     assert client.get("/open").get_data(as_text=True) == "none"
     assert client.get("/guarded", headers=bearer(FORGER.sign())).get_data(as_text=True) == "user-1"
+
+
+def test_roles_from_the_admin_api_open_the_views_and_end_sessions_closes_them_within_the_bound(
+    tokenward: Tokenward,
+) -> None:
+    """scopes= and roles= of require_token against tokenward's tokens: 403 before the grant,
+    200 after grant + refresh. Revoking admin with end_sessions=true: the example's (sync)
+    verifier, following the real revocation feed, refuses the old token (still saying admin)
+    with 401 within its bound, the refresh token is dead, and a new sign-in reads the notes
+    (still a reader) but may not purge them."""
+    example_roles(tokenward)
+    user = tokenward.login()
+    with feed_verifier(tokenward) as verifier:
+        notes = EXAMPLE.create_app(verifier).test_client()
+        assert notes.get("/notes", headers=bearer(user.access_token)).status_code == 403
+        assert notes.delete("/notes", headers=bearer(user.access_token)).status_code == 403
+
+        for role in (READER, ADMIN):
+            assert tokenward.admin("PUT", role_path(user, role)).status_code == 204
+        assert notes.get("/notes", headers=bearer(user.access_token)).status_code == 403
+        user = tokenward.refresh(user)
+        assert notes.get("/notes", headers=bearer(user.access_token)).status_code == 200
+        purged = notes.delete("/notes", headers=bearer(user.access_token))
+        assert purged.get_json() == {"purged_by": user.claims["sub"]}
+
+        revoked = tokenward.admin("DELETE", role_path(user, ADMIN), end_sessions="true")
+        assert revoked.status_code == 204
+        returned = time.monotonic()
+        while (
+            response := notes.delete("/notes", headers=bearer(user.access_token))
+        ).status_code == 200:
+            assert time.monotonic() - returned <= REVOCATION_BOUND, "still accepted past the bound"
+            time.sleep(0.05)
+        assert response.status_code == 401
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+        assert tokenward.refresh_status(user) == 401
+
+        again = tokenward.login(user.email)
+        assert (again.claims["roles"], again.claims["scope"]) == ([READER], "notes:read")
+        assert notes.get("/notes", headers=bearer(again.access_token)).status_code == 200
+        refused = notes.delete("/notes", headers=bearer(again.access_token))
+        assert (refused.status_code, refused.get_json()) == (403, {"detail": "missing role"})

@@ -12,7 +12,7 @@ from tokenward.verify import Verifier
 from tokenward.verify.starlette import BearerAuthMiddleware
 
 from .corpus import ISSUER, NOW, Forger
-from .support import FakeClock, Login, Tokenward, load_example
+from .support import READER, FakeClock, Login, Tokenward, example_roles, load_example, role_path
 from .test_glue_fastapi import bearer, serving
 from .test_verifier_server import flip_signature_byte
 
@@ -110,3 +110,29 @@ async def test_lifespan_and_other_scopes_pass_through() -> None:
     middleware = BearerAuthMiddleware(app, Verifier(ISSUER, key=FORGER.key.public_key()))
     await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert calls == ["lifespan"]
+
+
+async def test_a_granted_role_reaches_the_notes_at_the_next_refresh_and_a_revoked_one_leaves(
+    api: httpx.AsyncClient, tokenward: Tokenward
+) -> None:
+    """The middleware's scope check against tokenward's tokens: 403 before; granted with
+    `tokenward users grant`, 200 from the next refresh's token; revoked through the admin API
+    (no end_sessions), /auth/me drops it at once, the token in hand keeps working until it
+    expires, and the next refresh's token gets 403 again."""
+    example_roles(tokenward)
+    user = tokenward.login()
+    assert (await api.get("/notes", headers=bearer(user.access_token))).status_code == 403
+
+    tokenward.ok_cli("users", "grant", user.email, READER)
+    user = tokenward.refresh(user)
+    notes = await api.get("/notes", headers=bearer(user.access_token))
+    assert notes.json() == {"owner": user.claims["sub"], "notes": ["buy milk"]}
+
+    assert tokenward.admin("DELETE", role_path(user, READER)).status_code == 204
+    now = tokenward.me(user.access_token)
+    assert (now["roles"], now["scope"]) == ([], "")
+    assert (await api.get("/notes", headers=bearer(user.access_token))).status_code == 200
+    user = tokenward.refresh(user)
+    refused = await api.get("/notes", headers=bearer(user.access_token))
+    assert refused.status_code == 403
+    assert 'scope="notes:read"' in refused.headers["www-authenticate"]

@@ -9,6 +9,7 @@ claims the deployment relies on), and the failure is a ``claims.hook_failed`` ev
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -78,7 +79,8 @@ class CustomClaims:
         if self.hook is None:
             return None
         request = ClaimsRequest(
-            user=account.user,
+            # The user's own metadata is theirs to write: never an input to authorization.
+            user=dataclasses.replace(account.user, user_metadata={}),
             session_id=session_id,
             grants=grants,
             grant=grant,

@@ -253,26 +253,30 @@ class EmailAccounts:
         return account.id, await self._link_values(tx, account, purpose, now)
 
     async def _link_values(
-        self, tx: UnitOfWork, account: Account, purpose: LinkPurpose, now: datetime
+        self,
+        tx: UnitOfWork,
+        account: Account,
+        purpose: LinkPurpose,
+        now: datetime,
+        ttl: timedelta | None = None,
     ) -> dict[str, Any]:
-        """A new link of ``purpose`` for ``account`` and its mail's values."""
-        link = await self._new_link(tx, account.id, purpose, account.email, now)
-        return {"link": link, "expires_in": _in_words(self._ttl(purpose))}
+        """A new link of ``purpose`` for ``account`` (lasting ``ttl``, or the purpose's own
+        lifetime) and its mail's values."""
+        ttl = ttl or self._ttl(purpose)
+        link = await self._new_link(tx, account.id, purpose, account.email, now, ttl)
+        return {"link": link, "expires_in": _in_words(ttl)}
 
     async def queue_invitation(self, tx: UnitOfWork, account: Account, now: datetime) -> None:
         """Mail an account made without a password a link to choose one (a reset link that
         lasts ``TOKENWARD_INVITATION_TTL``; using it also proves the address)."""
         ttl = self.ctx.settings.invitation_ttl
-        link = await self._new_link(
-            tx, account.id, LinkPurpose.RESET_PASSWORD, account.email, now, ttl
-        )
         self.outbox.queue(
             tx,
             MailTemplate.INVITATION,
             to=account.email,
             now=now,
             user_id=account.id,
-            context={"link": link, "expires_in": _in_words(ttl)},
+            context=await self._link_values(tx, account, LinkPurpose.RESET_PASSWORD, now, ttl),
         )
 
     async def verify_email(self, token: object, client: ClientInfo) -> None:

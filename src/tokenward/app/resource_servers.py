@@ -139,6 +139,8 @@ class ClientService:
         }
         if claims.aud:
             answer["aud"] = claims.aud[0] if len(claims.aud) == 1 else list(claims.aud)
+        if claims.scope:
+            answer["scope"] = " ".join(claims.scope)  # RFC 7662 2.2: as the token says
         return answer
 
     async def _introspect_refresh(self, token: str) -> dict[str, Any] | None:
@@ -152,14 +154,14 @@ class ClientService:
             found = await tx.session_and_account(presented.session_id)
         if found is None:
             return None
-        session, user, _grants = found
+        session, user, grants = found
         try:
             session.check_alive(now, user_disabled=user.disabled)
         except TokenError:
             return None
         if presented.generation != session.generation:
             return None  # rotated out: not usable any more (a replay would end the session)
-        return {
+        answer: dict[str, Any] = {
             "active": True,
             "token_type": "refresh_token",
             "sub": user.id,
@@ -169,6 +171,9 @@ class ClientService:
             "exp": int(session.ends_at.timestamp()),
             "iat": int(session.created_at.timestamp()),
         }
+        if grants.permissions:
+            answer["scope"] = grants.scope  # what its next access token will carry
+        return answer
 
     # -- RFC 7009 ----------------------------------------------------------------------------
 

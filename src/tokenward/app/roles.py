@@ -50,6 +50,8 @@ class Roles:
         async def write() -> tuple[Role, bool]:
             async with self.ctx.store.write() as tx:
                 created = await tx.put_role(Role(name, granted, now))
+                for held in await tx.holders_grants(name):
+                    held.check_size()  # every holder's next token must still fit
                 role = await tx.role(name)
                 assert role is not None  # noqa: S101 - written just above
                 kind = EventType.ROLE_CREATED if created else EventType.ROLE_UPDATED
@@ -120,6 +122,7 @@ class Roles:
                     raise UnknownRoleError(f"no role {name!r}")
                 if grant:
                     changed = await tx.grant_role(user_id, name, now)
+                    (await tx.grants(user_id)).check_size()  # the next token must fit
                 else:
                     changed = await tx.revoke_role(user_id, name)
                 if not changed:

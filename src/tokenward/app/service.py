@@ -45,6 +45,7 @@ __all__ = [
     "ImportReport",
     "IssuedTokens",
     "Principal",
+    "claims_hook_of",
 ]
 
 READINESS_TIMEOUT = 3.0
@@ -69,6 +70,12 @@ def mail_composer(settings: Settings) -> Composer | None:
         return None
     sender = settings.email_from or "tokenward <tokenward@localhost>"
     return Composer(sender, settings.email_templates)
+
+
+def claims_hook_of(settings: Settings) -> ClaimsHook | None:
+    """The function ``TOKENWARD_CLAIMS_HOOK`` names (imported now: ConfigError if it cannot
+    be), or None. Only what issues tokens loads it; the CLI never needs the module."""
+    return load_hook(settings.claims_hook) if settings.claims_hook else None
 
 
 class AuthService(Context):
@@ -130,10 +137,8 @@ class AuthService(Context):
     ) -> AuthService:
         """Load (or make) the keys, connect, and bring the schema up to date.
 
-        ``claims_hook``: the custom claims function (embedding); else the one
-        ``TOKENWARD_CLAIMS_HOOK`` names, if any."""
-        if claims_hook is None and settings.claims_hook:
-            claims_hook = load_hook(settings.claims_hook)
+        ``claims_hook``: the custom claims function, if any (the web app passes the one
+        ``TOKENWARD_CLAIMS_HOOK`` names: see :func:`claims_hook_of`)."""
         db = Database(settings.sqlalchemy_url)
         try:
             await db.migrate()

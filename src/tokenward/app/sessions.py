@@ -122,14 +122,17 @@ class Sessions:
         async with self.ctx.store.read() as tx:
             grants = await tx.grants(row.id)
         session_id = str(uuid.uuid4())
-        # The hook before the session: one that fails leaves nothing behind (no session).
+        # The hook and the token before the session: a failure leaves nothing behind.
         extra = await self.claims.for_token(row, session_id, grants, TokenGrant.LOGIN, client)
+        access_token = await self._sign(
+            row.id, session_id, now, grants, extra, client, TokenGrant.LOGIN
+        )
         session = await retrying(
             lambda: self._start_session(row, verified, client, now, session_id)
         )
         if session is None:
             raise AuthenticationError("email or password is incorrect")
-        return await self._issue(session, now, grants, extra, client)
+        return self._tokens(session, now, access_token)
 
     async def _start_session(
         self,
@@ -191,28 +194,31 @@ class Sessions:
                     )
         return session
 
-    async def _issue(
+    async def _sign(
         self,
-        session: Session,
+        user_id: str,
+        session_id: str,
         now: datetime,
         grants: Grants,
         extra: dict[str, Any] | None,
         client: ClientInfo,
-    ) -> IssuedTokens:
-        """An access token and the session's current refresh token, issued ``now``."""
+        grant: TokenGrant,
+    ) -> str:
+        """The access token; ClaimsUnavailableError (recorded) if it would be too long for
+        verifiers to read (roles and the hook's claims are capped so that it is not)."""
         try:
-            access_token = self.ctx.access.issue(
-                user_id=session.user_id,
-                session_id=session.id,
+            return self.ctx.access.issue(
+                user_id=user_id,
+                session_id=session_id,
                 now=now.timestamp(),
                 grants=grants,
                 extra=extra,
             )
         except TokenTooLargeError:
-            grant = TokenGrant.REFRESH if session.generation else TokenGrant.LOGIN
-            await self.claims.failed(
-                ClaimsProblem.TOO_LARGE, session.user_id, session.id, grant, client
-            )
+            await self.claims.failed(ClaimsProblem.TOO_LARGE, user_id, session_id, grant, client)
+
+    def _tokens(self, session: Session, now: datetime, access_token: str) -> IssuedTokens:
+        """The answer: the access token and the session's current refresh token."""
         return IssuedTokens(
             access_token=access_token,
             expires_in=self.ctx.access.ttl_seconds,
@@ -258,7 +264,10 @@ class Sessions:
             raise TokenError("unknown session")
         session, account, grants = found
         session.check_alive(now, user_disabled=account.disabled)
-        return await self.claims.for_token(account, session.id, grants, TokenGrant.REFRESH, client)
+        extra = await self.claims.for_token(account, session.id, grants, TokenGrant.REFRESH, client)
+        # Too long with these claims: refused before the rotation is written, not after.
+        await self._sign(account.id, session.id, now, grants, extra, client, TokenGrant.REFRESH)
+        return extra
 
     async def _rotate_in(self, session_id: str, decide: Decide) -> Rotated:
         """The rotation's one transaction through the unit of work (and what lean declines)."""
@@ -294,7 +303,11 @@ class Sessions:
         """The successor's tokens, after the commit; a detected reuse is raised only now."""
         if rotated.outcome.reused:
             raise RefreshTokenReusedError("refresh token reused; session ended")
-        return await self._issue(rotated.outcome.session, now, rotated.grants, extra, client)
+        session = rotated.outcome.session
+        access_token = await self._sign(
+            session.user_id, session.id, now, rotated.grants, extra, client, TokenGrant.REFRESH
+        )
+        return self._tokens(session, now, access_token)
 
     async def logout(self, refresh_token: str, client: ClientInfo) -> bool:
         """End the session the token belongs to. Returns False when there was nothing to end."""

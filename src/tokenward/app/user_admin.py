@@ -165,7 +165,7 @@ class UserAdmin:
                             detail=actor.detail(),
                         )
                     )
-                return await tx.grants(account.id)
+                return (await tx.grants(account.id)).check_size()
 
         grants = await retrying(write)
         if invite and mail_on:

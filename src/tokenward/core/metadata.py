@@ -20,7 +20,8 @@ __all__ = [
     "merge_patch",
 ]
 
-APP_METADATA_MAX_BYTES = 16_384
+APP_METADATA_MAX_BYTES = 8_192
+"""Half the request body cap (16 KiB), so that a body past it is the 422 of this cap."""
 USER_METADATA_MAX_BYTES = 4_096
 
 
@@ -29,10 +30,12 @@ def checked_metadata(value: object, *, max_bytes: int, what: str) -> dict[str, A
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise InvalidMetadataError(f"{what} must be a JSON object")
     try:
-        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        encoded = json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()  # UTF-8: a lone surrogate (which no UTF-8 text holds) fails here
     except (TypeError, ValueError, RecursionError):
-        raise InvalidMetadataError(f"{what} must be plain JSON") from None
-    if len(encoded.encode()) > max_bytes:
+        raise InvalidMetadataError(f"{what} must be plain JSON text") from None
+    if len(encoded) > max_bytes:
         raise InvalidMetadataError(f"{what} is larger than {max_bytes} bytes")
     copied: dict[str, Any] = json.loads(encoded)
     return copied

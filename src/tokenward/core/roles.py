@@ -8,6 +8,7 @@ permissions never hold whitespace: both travel space-separated, in the token and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from datetime import datetime
 from tokenward.exceptions import InvalidRoleError
 
 __all__ = [
+    "MAX_GRANTS_BYTES",
     "MAX_PERMISSIONS",
     "NO_GRANTS",
+    "PERMISSION_PATTERN",
+    "ROLE_NAME_PATTERN",
     "Grants",
     "Role",
     "check_permission",
@@ -27,10 +31,18 @@ __all__ = [
 
 MAX_PERMISSIONS = 100
 """Permissions one role may grant."""
+MAX_GRANTS_BYTES = 2048
+"""What one user's roles and permissions may take in an access token (``roles`` and ``scope``
+as compact JSON). With the claims hook's cap (TOKENWARD_CLAIMS_MAX_BYTES, at most 3072) and
+the standard claims, a token stays within the 8192 characters verifiers read, whatever the
+signing algorithm: a grant past it is refused when it is made, never at a refresh."""
 
-_ROLE_NAME = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
-# RFC 6749 3.3 scope-token: %x21 / %x23-5B / %x5D-7E (printable ASCII but space, " and \).
-_PERMISSION = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+ROLE_NAME_PATTERN = r"[a-z][a-z0-9_.:-]{0,63}"
+PERMISSION_PATTERN = r"[\x21\x23-\x5b\x5d-\x7e]{1,128}"
+r"""RFC 6749 3.3 scope-token: %x21 / %x23-5B / %x5D-7E (printable ASCII but space, " and \),
+at most 128. Both patterns are also the OpenAPI document's (ECMA-262 reads them alike)."""
+_ROLE_NAME = re.compile(ROLE_NAME_PATTERN)
+_PERMISSION = re.compile(PERMISSION_PATTERN)
 
 
 def check_role_name(name: str) -> str:
@@ -88,6 +100,21 @@ class Grants:
     def scope(self) -> str:
         """The ``scope`` claim: the permissions, space-separated ("" for none)."""
         return " ".join(self.permissions)
+
+    @property
+    def token_bytes(self) -> int:
+        """What these take in a token: ``roles`` and ``scope`` as compact JSON."""
+        claims = {"roles": list(self.roles), "scope": self.scope}
+        return len(json.dumps(claims, separators=(",", ":")))
+
+    def check_size(self) -> Grants:
+        """These grants, if they fit in a token (InvalidRoleError if not)."""
+        if self.token_bytes > MAX_GRANTS_BYTES:
+            raise InvalidRoleError(
+                f"the roles and permissions one user would hold take more than "
+                f"{MAX_GRANTS_BYTES} bytes in an access token"
+            )
+        return self
 
 
 NO_GRANTS = Grants()

@@ -84,9 +84,9 @@ class Settings(BaseSettings):
     """Where the SQLite database and the key files live."""
     database_url: str | None = None
     """SQLAlchemy URL; default ``sqlite+aiosqlite:///<data_dir>/tokenward.db``."""
-    issuer: str = "http://127.0.0.1:8000"
+    issuer: str = Field(default="http://127.0.0.1:8000", max_length=255)
     """The ``iss`` of every access token: this server's public base URL."""
-    audience: str | None = None
+    audience: str | None = Field(default=None, max_length=255)
     """The ``aud`` of every access token, when set."""
     access_ttl: Duration = timedelta(minutes=15)
     """Lifetime of an access token."""
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     """``module:function`` called at sign-in and each refresh for extra access token claims."""
     claims_hook_timeout: Duration = timedelta(seconds=2)
     """A hook that has not answered in this long fails the request (503, no token)."""
-    claims_max_bytes: int = Field(default=2048, ge=64, le=6144)
+    claims_max_bytes: int = Field(default=2048, ge=64, le=3072)
     """The hook's extra claims, as compact JSON, at most this many bytes."""
     rate_limit_admin_client: RateLimitText = "600/minute"
     """Admin API requests per client."""

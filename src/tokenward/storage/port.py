@@ -193,6 +193,9 @@ class UnitOfWork(Protocol):
     async def put_role(self, role: Role) -> bool:
         """Create the role, or replace its permissions; True if it was created."""
 
+    async def holders_grants(self, role: str) -> list[Grants]:
+        """The grants of every user holding ``role``."""
+
     async def delete_role(self, name: str) -> list[str]:
         """Delete the role (and every grant of it); the ids of the users who held it."""
 

@@ -253,6 +253,11 @@ class SqlUnitOfWork:
             raise RetryableConflict("role created meanwhile") from None
         return True
 
+    async def holders_grants(self, role: str) -> list[Grants]:
+        roles, permissions = grants_columns(UserRoleRow.user_id)
+        found = await self._db.execute(select(roles, permissions).where(UserRoleRow.role == role))
+        return [Grants.parse(held, granted) for held, granted in found.all()]
+
     async def delete_role(self, name: str) -> list[str]:
         holders = await self._db.execute(
             delete(UserRoleRow).where(UserRoleRow.role == name).returning(UserRoleRow.user_id)

@@ -16,11 +16,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPBasic
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
 
 from tokenward.app.resource_servers import ClientService
 from tokenward.app.user_admin import ManagedUser
 from tokenward.core.events import Actor, ActorKind
-from tokenward.core.roles import MAX_PERMISSIONS, Role
+from tokenward.core.roles import MAX_PERMISSIONS, PERMISSION_PATTERN, ROLE_NAME_PATTERN, Role
 from tokenward.core.scopes import AdminScope, allows
 from tokenward.core.users import MAX_EMAIL_LENGTH
 from tokenward.exceptions import (
@@ -32,9 +33,11 @@ from tokenward.exceptions import (
     InvalidMetadataError,
     InvalidRoleError,
     PasswordPolicyError,
+    UnknownRoleError,
     UnknownUserError,
 )
 from tokenward.infra.ratelimit import Limit
+from tokenward.web.account import EventList, EventOut, SessionList, SessionOut
 from tokenward.web.deps import NO_STORE, Client, Service
 from tokenward.web.oauth import InvalidClientError, basic_credentials, get_clients
 from tokenward.web.openapi import (
@@ -42,6 +45,7 @@ from tokenward.web.openapi import (
     GUARDED,
     RATE_LIMITED,
     UNAVAILABLE,
+    challenge,
     declare,
     problem_response,
     unprocessable,
@@ -50,7 +54,24 @@ from tokenward.web.schemas import PASSWORD_SCHEMA
 
 __all__ = ["router"]
 
-_basic = HTTPBasic(auto_error=False, description="client_id and client_secret (RFC 6749 2.3.1)")
+# core.roles' syntax, stated in the document so that clients (and fuzzers) can know it; the
+# check stays core's, whose answer is 422 invalid-role.
+ROLE_NAME_SCHEMA: dict[str, Any] = {"pattern": f"^{ROLE_NAME_PATTERN}$"}
+PERMISSION_SCHEMA: dict[str, Any] = {"pattern": f"^{PERMISSION_PATTERN}$"}
+
+
+class _DeclaredBasic(HTTPBasic):
+    """The security scheme, in the document only. FastAPI's HTTPBasic answers a malformed
+    Basic header itself (401 invalid-token, a bare ``Basic`` challenge); admin_caller reads
+    the credentials instead, so that every refusal is its 401 invalid-client."""
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+_basic = _DeclaredBasic(
+    scheme_name="HTTPBasic", description="client_id and client_secret (RFC 6749 2.3.1)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +119,15 @@ _AUTH = {
     **declare(
         ClientAuthenticationError,
         "Missing or wrong client credentials (a user's token is not one).",
-        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+        headers=challenge("Basic"),
     ),
     **declare(InsufficientScopeError, "The client's credentials lack the scope this needs."),
     **RATE_LIMITED,
     **UNAVAILABLE,
 }
 _NOT_FOUND = declare(UnknownUserError, "No such user (or role, or session).")
+# A path or query parameter that breaks the schema (422 invalid-request).
+_PARAMETERS = unprocessable()
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
@@ -113,7 +136,7 @@ router = APIRouter(
 )
 
 UserId = Annotated[str, Path(min_length=1, max_length=64)]
-RoleName = Annotated[str, Path(min_length=1, max_length=64)]
+RoleName = Annotated[str, Path(min_length=1, max_length=64, json_schema_extra=ROLE_NAME_SCHEMA)]
 EndSessions = Annotated[
     bool,
     Query(
@@ -158,7 +181,11 @@ class UserPageOut(BaseModel):
 class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(max_length=MAX_EMAIL_LENGTH * 2, examples=["ada@example.com"])
+    email: str = Field(
+        max_length=MAX_EMAIL_LENGTH * 2,
+        examples=["ada@example.com"],
+        json_schema_extra={"format": "email"},  # documents it; the check is email-validator's
+    )
     password: str | None = Field(
         default=None,
         max_length=1024,
@@ -167,7 +194,7 @@ class NewUser(BaseModel):
     )
     email_verified: bool = False
     app_metadata: dict[str, Any] | None = None
-    roles: list[str] = Field(
+    roles: list[Annotated[str, Field(json_schema_extra=ROLE_NAME_SCHEMA)]] = Field(
         default_factory=list, max_length=50, description="Needs the admin:roles scope too."
     )
     send_invitation: bool | None = Field(
@@ -179,35 +206,8 @@ class Disabled(BaseModel):
     sessions_ended: int
 
 
-class SessionOut(BaseModel):
-    id: str
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
-    device: str
-    ip: str | None
-
-
-class SessionsOut(BaseModel):
-    sessions: list[SessionOut]
-
-
 class Ended(BaseModel):
     ended: int
-
-
-class EventOut(BaseModel):
-    id: int
-    at: datetime
-    type: str
-    session_id: str | None
-    ip: str | None
-    user_agent: str | None
-    detail: dict[str, Any] | None
-
-
-class EventsOut(BaseModel):
-    events: list[EventOut]
 
 
 class RoleOut(BaseModel):
@@ -223,9 +223,9 @@ class RolesOut(BaseModel):
 class RoleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    permissions: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=MAX_PERMISSIONS
-    )
+    permissions: list[
+        Annotated[str, Field(max_length=128, json_schema_extra=PERMISSION_SCHEMA)]
+    ] = Field(default_factory=list, max_length=MAX_PERMISSIONS)
 
 
 def _role(role: Role) -> RoleOut:
@@ -292,7 +292,9 @@ async def create_user(
     return _user(created)
 
 
-@router.get("/users/{user_id}", response_model=AdminUserOut, responses=_NOT_FOUND)
+@router.get(
+    "/users/{user_id}", response_model=AdminUserOut, responses={**_NOT_FOUND, **_PARAMETERS}
+)
 async def get_user(
     user_id: UserId,
     service: Service,
@@ -301,7 +303,7 @@ async def get_user(
     return _user(await service.user_admin.get(user_id))
 
 
-@router.delete("/users/{user_id}", status_code=204, responses=_NOT_FOUND)
+@router.delete("/users/{user_id}", status_code=204, responses={**GUARDED, **_NOT_FOUND})
 async def delete_user(
     user_id: UserId,
     service: Service,
@@ -311,7 +313,9 @@ async def delete_user(
     await service.user_admin.delete(user_id, actor)
 
 
-@router.post("/users/{user_id}/disable", response_model=Disabled, responses=_NOT_FOUND)
+@router.post(
+    "/users/{user_id}/disable", response_model=Disabled, responses={**GUARDED, **_NOT_FOUND}
+)
 async def disable_user(
     user_id: UserId,
     service: Service,
@@ -321,7 +325,7 @@ async def disable_user(
     return Disabled(sessions_ended=await service.user_admin.set_disabled(user_id, True, actor))
 
 
-@router.post("/users/{user_id}/enable", status_code=204, responses=_NOT_FOUND)
+@router.post("/users/{user_id}/enable", status_code=204, responses={**GUARDED, **_NOT_FOUND})
 async def enable_user(
     user_id: UserId,
     service: Service,
@@ -345,15 +349,17 @@ async def set_app_metadata(
     return _user(await service.user_admin.set_app_metadata(user_id, metadata, actor))
 
 
-@router.get("/users/{user_id}/events", response_model=EventsOut, responses=_NOT_FOUND)
+@router.get(
+    "/users/{user_id}/events", response_model=EventList, responses={**_NOT_FOUND, **_PARAMETERS}
+)
 async def user_events(
     user_id: UserId,
     service: Service,
     _actor: Annotated[Actor, Depends(needs(AdminScope.USERS_READ))],
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> EventsOut:
+) -> EventList:
     events = await service.user_admin.events(user_id, limit=limit)
-    return EventsOut(events=[EventOut.model_validate(e, from_attributes=True) for e in events])
+    return EventList(events=[EventOut.model_validate(e, from_attributes=True) for e in events])
 
 
 # -- roles ----------------------------------------------------------------------------------
@@ -378,7 +384,7 @@ async def grant_role(
 @router.delete(
     "/users/{user_id}/roles/{role}",
     status_code=204,
-    responses={**_NOT_FOUND, **unprocessable(InvalidRoleError.problem)},
+    responses={**GUARDED, **_NOT_FOUND, **unprocessable(InvalidRoleError.problem)},
 )
 async def revoke_role(
     user_id: UserId,
@@ -421,7 +427,7 @@ async def put_role(
     return _role(saved)
 
 
-@router.delete("/roles/{role}", status_code=204, responses=_NOT_FOUND)
+@router.delete("/roles/{role}", status_code=204, responses={**GUARDED, **_NOT_FOUND})
 async def delete_role(
     role: RoleName,
     service: Service,
@@ -431,25 +437,31 @@ async def delete_role(
     """Delete the role; its holders lose it at their next refresh (or at once, with
     ``end_sessions``)."""
     if not await service.roles.delete(role, actor, end_sessions=end_sessions):
-        raise UnknownUserError("no such role")
+        raise UnknownRoleError(f"no role {role!r}")
 
 
 # -- sessions -------------------------------------------------------------------------------
 
 
-@router.get("/users/{user_id}/sessions", response_model=SessionsOut, responses=_NOT_FOUND)
+@router.get(
+    "/users/{user_id}/sessions",
+    response_model=SessionList,
+    responses={**_NOT_FOUND, **_PARAMETERS},
+)
 async def list_sessions(
     user_id: UserId,
     service: Service,
     _actor: Annotated[Actor, Depends(needs(AdminScope.SESSIONS))],
-) -> SessionsOut:
+) -> SessionList:
     sessions = await service.user_admin.sessions(user_id)
-    return SessionsOut(
+    return SessionList(
         sessions=[SessionOut.model_validate(s, from_attributes=True) for s in sessions]
     )
 
 
-@router.delete("/users/{user_id}/sessions", response_model=Ended, responses=_NOT_FOUND)
+@router.delete(
+    "/users/{user_id}/sessions", response_model=Ended, responses={**GUARDED, **_NOT_FOUND}
+)
 async def revoke_sessions(
     user_id: UserId,
     service: Service,
@@ -462,7 +474,10 @@ async def revoke_sessions(
 @router.delete(
     "/users/{user_id}/sessions/{session_id}",
     status_code=204,
-    responses={404: problem_response(404, "No such live session of this user.", "not-found")},
+    responses={
+        **GUARDED,
+        404: problem_response(404, "No such live session of this user.", "not-found"),
+    },
 )
 async def revoke_session(
     user_id: UserId,

@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from tokenward import __version__
 from tokenward.app.operators import Admin
 from tokenward.app.resource_servers import ClientService
-from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock
+from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock, claims_hook_of
+from tokenward.core.claims import ClaimsHook
 from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
@@ -75,16 +76,20 @@ def create_app(
     *,
     clock: Clock = SYSTEM_CLOCK,
     hasher: PasswordHasher | None = None,
+    claims_hook: ClaimsHook | None = None,
 ) -> FastAPI:
     """Build the app; the service (database, keys, migrations) opens in the lifespan.
 
-    ``clock`` and ``hasher`` are for embedding and tests (a fake clock, cheaper argon2).
+    ``clock`` and ``hasher`` are for embedding and tests (a fake clock, cheaper argon2);
+    ``claims_hook``: the custom claims function of an embedding app (else the one
+    ``TOKENWARD_CLAIMS_HOOK`` names, if any; docs/authorization.md).
     """
     settings = settings or load_settings()
+    hook = claims_hook or claims_hook_of(settings)  # a path that does not import: ConfigError
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await AuthService.open(settings, clock=clock, hasher=hasher)
+        service = await AuthService.open(settings, clock=clock, hasher=hasher, claims_hook=hook)
         app.state.service = service
         app.state.clients = ClientService(service)
         stopping = asyncio.Event()

@@ -1,6 +1,6 @@
 """Embedding: mount tokenward inside your own FastAPI or Starlette app, one process.
 
-    identity = create_app(settings)
+    identity = create_app(settings, claims_hook=my_claims)   # the hook: optional
 
     @asynccontextmanager
     async def lifespan(app):

@@ -45,6 +45,7 @@ __all__ = [
     "TOKEN_REQUEST_BODY",
     "UNAVAILABLE",
     "WRONG_PASSWORD",
+    "challenge",
     "declare",
     "install_openapi",
     "problem_response",
@@ -82,7 +83,8 @@ _ERROR_HEADERS: dict[type[TokenwardError], dict[str, Any]] = {
 }
 
 
-def _challenge(scheme: str) -> dict[str, Any]:
+def challenge(scheme: str) -> dict[str, Any]:
+    """The required ``WWW-Authenticate`` of a 401: ``Bearer`` or ``Basic``, realm tokenward."""
     return {
         "WWW-Authenticate": {
             "description": f'`{scheme} realm="tokenward"`, the RFC 6750 / RFC 7617 challenge.',
@@ -148,7 +150,7 @@ BODY: Responses = {
 BEARER = declare(
     TokenError,
     "No access token, or one that is invalid, expired or of an ended session.",
-    headers=_challenge("Bearer"),
+    headers=challenge("Bearer"),
 )
 WRONG_PASSWORD = declare(AuthenticationError, "Wrong email or password.")
 EMAIL_TAKEN = declare(EmailTakenError, "An account with this email already exists.")
@@ -172,7 +174,7 @@ CLIENT: Responses = {
     401: {
         "description": "invalid_client: missing or wrong client credentials (RFC 6749 5.2).",
         "model": OAuthError,
-        "headers": _challenge("Basic"),
+        "headers": challenge("Basic"),
     }
 }
 TOKEN_REQUEST_BODY: dict[str, Any] = {

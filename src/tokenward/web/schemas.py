@@ -211,6 +211,7 @@ class Introspection(BaseModel):
     exp: int | SkipJsonSchema[None] = None
     iat: int | SkipJsonSchema[None] = None
     jti: str | SkipJsonSchema[None] = None
+    scope: str | SkipJsonSchema[None] = None
 
 
 class RevokedSession(BaseModel):

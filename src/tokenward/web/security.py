@@ -205,7 +205,8 @@ class RequestGuard:
         # The path below the mount point, when tokenward is embedded in another app.
         path: str = scope["path"].removeprefix(scope.get("root_path", ""))
         csp = self.html_csp.get(path, _API_CSP)
-        auth_path = path.startswith("/auth/")
+        # Tokens, users' data and the admin API's answers, errors included: never cached.
+        auth_path = path.startswith(("/auth/", "/admin/"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
