@@ -58,8 +58,6 @@ def check_session(server: Server, session: Session) -> None:
     refreshed = httpx.post(server.base_url + server.api.refresh, cookies=cookies, timeout=10)
     if refreshed.status_code != 200:
         raise RuntimeError(f"{server.name}: refresh -> {refreshed.status_code}")
-    if server.is_tokenward and '"roles"' not in _payload(refreshed.json()["access_token"]):
-        raise RuntimeError(f"{server.name}: the bench account's token carries no roles")
     if server.is_tokenward and cookie_value(refreshed, server.api.cookie) in (
         "",
         session.refresh_token,
@@ -85,4 +83,7 @@ def prepare(server: Server) -> None:
     if server.is_tokenward:
         create_role(server)
     register(server)
-    check_session(server, login(server))
+    session = login(server)
+    if server.is_tokenward and '"roles"' not in _payload(session.access_token):
+        raise RuntimeError(f"{server.name}: the bench account's token carries no roles")
+    check_session(server, session)

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING
 from load import Rounds
 from servers import LOAD_CORE, REPO, SERVER_CORE, log, process_tree
 
-from tokenward.storage.rotation_rows import grants_query
-
 if TYPE_CHECKING:
     from support.pgcluster import PostgresCluster
 
@@ -116,14 +114,16 @@ SCRIPTS = {
         ]
     ),
     # What tokenward's asyncpg adapter sends for a session it rotated last (the steady
-    # state of one chain): the conditional update, the audit row and the user's roles for the
-    # token, one statement (the roles' SQL is the adapter's own: rotation_rows.grants_query).
+    # state of one chain): the conditional update, the audit row and the roles the user holds
+    # (for the token), one statement.
     "tokenward's statement (conditional update + audit row + roles)": (
         f"WITH moved AS (UPDATE sessions SET {_MOVE} WHERE id = {_SESSION}"
         " AND revoked_at IS NULL RETURNING id, user_id),"
         " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
         f" SELECT now(), 'session.refreshed', {_USER}, moved.id, '127.0.0.1', 'pgbench',"
-        f" 'null' FROM moved) SELECT {grants_query('$1', 'moved.user_id')} FROM moved;"
+        " 'null' FROM moved)"
+        " SELECT u.held_roles, u.held_permissions FROM moved JOIN users AS u"
+        " ON u.id = moved.user_id;"
     ),
 }
 TARGET_SCRIPT = next(iter(SCRIPTS))
@@ -142,7 +142,8 @@ class PgbenchResult:
 def seed(database: Database) -> None:
     """One user and one live session per pgbench client, in tokenward's migrated tables."""
     values = ", ".join(
-        f"('pgbench-user-{n}', 'pgbench-{n}@example.com', 'x', now(), now())"
+        f"('pgbench-user-{n}', 'pgbench-{n}@example.com', 'x', now(), now(), 'member',"
+        " 'notes:read notes:write')"
         for n in range(PGBENCH_CLIENTS)
     )
     sessions = ", ".join(
@@ -152,8 +153,8 @@ def seed(database: Database) -> None:
     )
     roles = ", ".join(f"('pgbench-user-{n}', 'member', now())" for n in range(PGBENCH_CLIENTS))
     database.cluster.psql(
-        "INSERT INTO users (id, email, password_hash, created_at, password_changed_at)"
-        f" VALUES {values};"
+        "INSERT INTO users (id, email, password_hash, created_at, password_changed_at,"
+        f" held_roles, held_permissions) VALUES {values};"
         " INSERT INTO sessions (id, user_id, generation, created_at, last_used_at,"
         f" expires_at, max_expires_at) VALUES {sessions};"
         # The role the bench account holds (accounts.BENCH_ROLE), if the server made none.

@@ -3,6 +3,7 @@ and how tokenward fails (503, nothing written) when it raises, hangs or answers 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -445,21 +446,36 @@ WIDE_SCOPE = [f"p{i:02d}:" + "x" * 96 for i in range(40)]
 """40 permissions of 100 characters: a 4 KB scope claim, past what one user may hold."""
 
 
+HALF_SCOPE = [f"q{i:02d}:" + "x" * 96 for i in range(12)]
+"""12 permissions of 100 characters: a role that fits alone, but not twice."""
+
+
+async def test_a_role_too_large_for_a_token_is_refused_when_created(service: Any) -> None:
+    """A role whose permissions alone would not fit in a token is refused on creation, with
+    422 invalid-role: no such role exists afterwards."""
+    with pytest.raises(InvalidRoleError):
+        await service.roles.put("wide", WIDE_SCOPE, OPERATOR)
+    assert await service.roles.list() == []
+
+
 async def test_a_grant_that_would_make_tokens_too_long_is_refused_and_changes_nothing(
     api: Api, service: Any
 ) -> None:
-    """Roles whose names and permissions would not fit in a token (with the hook's claims at
-    their cap, past the 8192 characters verifiers read) are refused when granted, with 422
-    invalid-role, not at a later refresh that could then only fail: the user keeps what they
-    held and their tokens keep working."""
+    """Roles that fit one by one but together would not fit in a token (with the hook's
+    claims at their cap, past the 8192 characters verifiers read) are refused when granted,
+    with 422 invalid-role, not at a later refresh that could then only fail: the user keeps
+    what they held and their tokens keep working."""
     _, refresh = await api.signed_up()
-    await service.roles.put("wide", WIDE_SCOPE, OPERATOR)
+    await service.roles.put("left", [p.replace("q", "l", 1) for p in HALF_SCOPE], OPERATOR)
+    await service.roles.put("right", [p.replace("q", "r", 1) for p in HALF_SCOPE], OPERATOR)
+    user = await user_id(service)
+    await service.roles.grant(user, "left", OPERATOR)
     with pytest.raises(InvalidRoleError):
-        await service.roles.grant(await user_id(service), "wide", OPERATOR)
-    assert (await service.roles.grants(await user_id(service))).roles == ()
+        await service.roles.grant(user, "right", OPERATOR)
+    assert (await service.roles.grants(user)).roles == ("left",)
     refreshed = await api.refresh(refresh)
     assert refreshed.status_code == 200
-    assert "roles" not in claims_of(refreshed.json()["access_token"])
+    assert claims_of(refreshed.json()["access_token"])["roles"] == ["left"]
 
 
 async def test_new_permissions_that_would_make_a_holders_tokens_too_long_are_refused(
@@ -469,10 +485,11 @@ async def test_new_permissions_that_would_make_a_holders_tokens_too_long_are_ref
     of them, 422 and the role keeps its permissions."""
     await register(api)
     await grant_role(service, "editor", ["notes:read"])
+    await grant_role(service, "writer", HALF_SCOPE)
     with pytest.raises(InvalidRoleError):
-        await service.roles.put("editor", WIDE_SCOPE, OPERATOR)
-    [role] = await service.roles.list()
-    assert role.permissions == ("notes:read",)
+        await service.roles.put("editor", [p.replace("q", "e", 1) for p in HALF_SCOPE], OPERATOR)
+    roles = {role.name: role.permissions for role in await service.roles.list()}
+    assert roles["editor"] == ("notes:read",)
 
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
@@ -703,3 +720,73 @@ async def test_an_embedding_app_passes_the_hook_as_a_function(
                 "/id/auth/refresh", headers={"Cookie": f"{COOKIE}={refresh_cookie(login)}"}
             )
             assert claims_of(rotated.json()["access_token"])["grant_seen"] == "refresh"
+
+
+# -- hung hooks, and a sign-in racing a revocation --------------------------------------------
+
+
+@pytest.mark.parametrize("settings_overrides", [SHORT_TIMEOUT], ids=["timeout=0.3s"])
+async def test_hung_plain_hooks_fail_fast_once_their_threads_are_all_held(
+    api: Api, service: Any, hook: ScriptedHook
+) -> None:
+    """A plain-function hook that hangs (its database is gone) holds a thread of its own, not
+    one that password hashing needs: with every hook thread hung, sign-ins fail at once with
+    503 ``busy`` rather than queue, registration (a hash) still works, and once the hook
+    answers again sign-ins do too."""
+    from tokenward.app.claims import HOOK_THREADS
+
+    assert (await api.register(EMAIL)).status_code == 201
+    hook.block()
+    hung = await asyncio.gather(*(api.login(EMAIL) for _ in range(HOOK_THREADS)))
+    assert {response.status_code for response in hung} == {503}
+    started = time.monotonic()
+    busy = await api.login(EMAIL)
+    assert_claims_unavailable(busy)
+    assert time.monotonic() - started < 0.25, "a busy hook pool must answer at once"
+    reasons = [event.detail["reason"] for event in await events(service, "claims.hook_failed")]
+    assert reasons.count("timed_out") == HOOK_THREADS and reasons.count("busy") == 1
+    assert (await api.register("grace@example.com")).status_code == 201  # hashing unaffected
+    hook.release()
+    for _ in range(50):  # the hung threads return now and give their slots back
+        answer = await api.login(EMAIL)
+        if answer.status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert answer.status_code == 200, answer.text
+
+
+async def test_a_sign_in_racing_a_revocation_never_gets_the_revoked_role(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A revocation with end_sessions that commits while a sign-in is between its token and
+    its session (here: while the claims hook is being asked) must not leave that new session
+    with a token carrying the revoked role: the sign-in notices the roles changed and signs
+    anew, without them."""
+    box: dict[str, Any] = {}
+    seen: list[tuple[str, ...]] = []
+
+    async def revoking_hook(request: ClaimsRequest) -> dict[str, Any]:
+        seen.append(request.roles)
+        if len(seen) == 1:
+            service = box["service"]
+            await service.roles.revoke(request.user.id, "admin", OPERATOR, end_sessions=True)
+        return {}
+
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings, clock=clock, hasher=FAST_HASHER, claims_hook=revoking_hook)
+    async with (
+        LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http,
+    ):
+        api = Api(http)
+        box["service"] = service = app.state.service
+        await register(api)
+        await grant_role(service, "admin", ["notes:purge"])
+        login = await api.login(EMAIL)
+        assert login.status_code == 200, login.text
+        assert "roles" not in claims_of(login.json()["access_token"])
+        assert seen == [("admin",), ()]
+        me = await api.me(login.json()["access_token"])
+        assert me.status_code == 200 and me.json()["roles"] == []

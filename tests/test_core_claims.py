@@ -32,8 +32,15 @@ CAP = 2048
 
 
 def test_reserved_claims_are_the_registered_session_and_authorization_ones() -> None:
-    """The names tokenward alone sets (RFC 7519, RFC 9068, OpenID Connect) are all reserved."""
+    """The names tokenward alone sets (RFC 7519, RFC 9068, OpenID Connect), and those a
+    resource server reads as who the token is for or acts as (RFC 9068 client_id, OIDC azp,
+    RFC 7800 cnf, RFC 8693 act and may_act), are all reserved."""
     assert {
+        "client_id",
+        "azp",
+        "cnf",
+        "act",
+        "may_act",
         "iss",
         "sub",
         "aud",

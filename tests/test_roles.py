@@ -19,6 +19,7 @@ from support import PASSWORD, Api, FakeClock, acli, ok, refresh_cookie
 from support.roles import AdminApi, payload, refused_within, resource_server
 
 from tokenward.core.events import OPERATOR
+from tokenward.exceptions import InvalidRoleError
 
 
 async def signed_up(api: Api, email: str) -> tuple[str, str, str]:
@@ -345,6 +346,35 @@ async def test_default_roles_that_exist_are_granted_at_registration(
     assert grants_in(late_access) == (["ghost", "member"], "notes:haunt notes:read profile:edit")
     early_login = await api.login("early@example.com")
     assert grants_in(early_login.json()["access_token"]) == (None, None)
+
+
+async def test_default_roles_that_together_would_not_fit_in_a_token_are_refused(
+    default_roles: None, api: Api, service: Any
+) -> None:
+    """Every new user gets all the default roles at once, so a default role's permissions are
+    checked with the others': past what a token holds, 422 invalid-role and the role is left
+    as it was (registration never meets a user it could not sign in)."""
+    half = [f"p{i:02d}:" + "x" * 96 for i in range(12)]
+    await service.roles.put("member", half, OPERATOR)
+    with pytest.raises(InvalidRoleError):
+        await service.roles.put("ghost", [p.replace("p", "g", 1) for p in half], OPERATOR)
+    assert [role.name for role in await service.roles.list()] == ["member"]
+    access, _ = await api.signed_up("ada@example.com")
+    assert grants_in(access)[0] == ["member"]
+
+
+async def test_granting_a_held_role_with_end_sessions_still_ends_the_sessions(
+    api: Api, admin: AdminApi, app: Any, clock: FakeClock
+) -> None:
+    """An operator who asks for the sessions to end gets that, even when the user held the
+    role already (a retry of a grant whose answer was lost, say)."""
+    assert (await admin.put_role("admin", "notes:purge")).status_code == 201
+    user_id, _, refresh = await signed_up(api, "ada@example.com")
+    assert (await admin.grant(user_id, "admin")).status_code == 204
+    access, refresh = await refreshed(api, refresh)
+    assert (await admin.grant(user_id, "admin", end_sessions=True)).status_code == 204
+    assert (await api.refresh(refresh)).status_code == 401
+    assert (await api.me(access)).status_code == 401
 
 
 # -- the operator's CLI ---------------------------------------------------------------------

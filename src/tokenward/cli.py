@@ -508,13 +508,13 @@ def clients_create(
     """Credentials for a resource server (introspection, revocation, the revocation feed),
     and with --scope for a back office on the admin API."""
     from tokenward.app.resource_servers import ClientService
-    from tokenward.core.scopes import AdminScope
+    from tokenward.core.scopes import parse_scopes
 
-    unknown = [s for s in scope or () if s not in AdminScope._value2member_map_]
-    if unknown:
-        known = ", ".join(AdminScope)
-        typer.echo(f"tokenward: unknown scope {unknown[0]!r} (one of {known})", err=True)
-        raise typer.Exit(2)
+    try:
+        parse_scopes(scope or ())  # before opening anything: a typo exits 2, as a bad option
+    except ValueError as error:
+        typer.echo(f"tokenward: {error}", err=True)
+        raise typer.Exit(2) from None
     client, secret = _with_admin(
         lambda admin: ClientService(admin.service).create(name, scope or ())
     )

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import threading
 from typing import Any, NoReturn
 
 from tokenward.app.context import Context
@@ -33,6 +34,13 @@ from tokenward.storage.port import retrying
 __all__ = ["ClaimsHook", "CustomClaims", "load_hook"]
 
 _log = logging.getLogger("tokenward")
+
+HOOK_THREADS = 8
+"""Plain-function hook calls running at once per process (each in a thread of its own)."""
+
+
+class _Busy(Exception):  # noqa: N818 - a signal, answered as ClaimsProblem.BUSY
+    pass
 
 
 def load_hook(path: str) -> ClaimsHook:
@@ -59,6 +67,7 @@ class CustomClaims:
         self.ctx = ctx
         self.hook = hook
         self._is_async = hook is not None and inspect.iscoroutinefunction(hook)
+        self._slots = threading.BoundedSemaphore(HOOK_THREADS)
 
     @property
     def enabled(self) -> bool:
@@ -92,6 +101,8 @@ class CustomClaims:
             extra, dropped = custom_claims(answer, max_bytes=self.ctx.settings.claims_max_bytes)
         except TimeoutError:
             await self.failed(ClaimsProblem.TIMED_OUT, account.id, session_id, grant, client)
+        except _Busy:
+            await self.failed(ClaimsProblem.BUSY, account.id, session_id, grant, client)
         except CustomClaimsError as refused:
             await self.failed(refused.problem, account.id, session_id, grant, client)
         except Exception as error:
@@ -105,10 +116,41 @@ class CustomClaims:
         assert self.hook is not None  # noqa: S101 - for_token() checked
         if self._is_async:
             return await self.hook(request)  # type: ignore[misc]
-        # A plain function may block (a database of its own): off the event loop, so the
-        # timeout can still answer for it (the thread finishes on its own).
-        answer = await asyncio.to_thread(self.hook, request)
+        answer = await self._in_thread(self.hook, request)
         return await answer if inspect.isawaitable(answer) else answer
+
+    def _in_thread(self, hook: ClaimsHook, request: ClaimsRequest) -> asyncio.Future[object]:
+        """Run a plain-function hook in a daemon thread of its own, HOOK_THREADS at most.
+
+        A plain function may block (a database of its own), so it runs off the event loop
+        and the timeout can answer for it. Not in the default executor: hung hooks would hold
+        the threads that password hashing needs, and a shutdown would wait for them. When
+        every slot is held by a hook still running, the request fails at once (``busy``)."""
+        if not self._slots.acquire(blocking=False):
+            raise _Busy
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+
+        def settle(outcome: object, error: BaseException | None) -> None:
+            if future.done():
+                return  # timed out and abandoned
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outcome)
+
+        def run() -> None:
+            try:
+                outcome = hook(request)
+            except BaseException as error:  # delivered to the awaiting request
+                loop.call_soon_threadsafe(settle, None, error)
+            else:
+                loop.call_soon_threadsafe(settle, outcome, None)
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=run, name="tokenward-claims-hook", daemon=True).start()
+        return future
 
     async def failed(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 
 from tokenward.app.service import AuthService
 from tokenward.core.events import ClientInfo, EventType, NewEvent
-from tokenward.core.scopes import AdminScope
+from tokenward.core.scopes import parse_scopes
 from tokenward.core.sessions import EndReason
 from tokenward.core.tokens import LEEWAY_SECONDS
 from tokenward.exceptions import TokenError
@@ -72,7 +72,7 @@ class ClientService:
     async def create(self, name: str, scopes: Iterable[str] = ()) -> tuple[ResourceClient, str]:
         """A new client; the secret is returned once and only its hash is kept. ``scopes``:
         admin API scopes (ValueError for one that is not an AdminScope)."""
-        held = tuple(sorted({AdminScope(scope).value for scope in scopes}))
+        held = parse_scopes(scopes)
         client_id = "twc_" + secrets.token_urlsafe(12)
         secret = secrets.token_urlsafe(32)
         now = self.service.now()

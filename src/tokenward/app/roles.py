@@ -45,13 +45,21 @@ class Roles:
         """Create the role, or replace its permissions; (the role, whether it was created)."""
         check_role_name(name)
         granted = permissions_of(permissions)
+        Grants((name,), granted).check_size()  # a holder of it alone must fit
         now = self.ctx.now()
+        defaults = self.ctx.settings.default_roles
 
         async def write() -> tuple[Role, bool]:
             async with self.ctx.store.write() as tx:
                 created = await tx.put_role(Role(name, granted, now))
                 for held in await tx.holders_grants(name):
                     held.check_size()  # every holder's next token must still fit
+                if name in defaults:  # and a new user's, who gets every default role
+                    roles = [role for role in await tx.roles() if role.name in defaults]
+                    Grants(
+                        tuple(role.name for role in roles),
+                        tuple(sorted({p for role in roles for p in role.permissions})),
+                    ).check_size()
                 role = await tx.role(name)
                 assert role is not None  # noqa: S101 - written just above
                 kind = EventType.ROLE_CREATED if created else EventType.ROLE_UPDATED
@@ -63,36 +71,22 @@ class Roles:
 
     async def delete(self, name: str, actor: Actor, *, end_sessions: bool = False) -> bool:
         """Delete the role and every grant of it; False if there was none. With
-        ``end_sessions``, the sessions of everyone who held it end too."""
+        ``end_sessions``, the sessions of everyone who held it end too, in the same commit."""
         now = self.ctx.now()
 
-        async def write() -> list[str] | None:
+        async def write() -> bool:
             async with self.ctx.store.write() as tx:
                 if await tx.role(name) is None:
-                    return None
+                    return False
                 holders = await tx.delete_role(name)
                 detail = actor.detail(role=name, holders=len(holders))
+                if end_sessions:  # last: the revocation log's lock is held to the commit
+                    ended = await tx.end_sessions_of(holders, now, EndReason.ROLES_CHANGED)
+                    detail["sessions_ended"] = len(ended)
                 tx.add_event(NewEvent(EventType.ROLE_DELETED, now, actor.client, detail=detail))
-            return holders
+            return True
 
-        holders = await retrying(write)
-        if holders is None:
-            return False
-        if end_sessions:
-            for user_id in holders:  # one transaction each: the revocation log's lock is last
-                await self._end_sessions(user_id, name, actor, now)
-        return True
-
-    async def _end_sessions(self, user_id: str, role: str, actor: Actor, now: datetime) -> None:
-        async def write() -> None:
-            async with self.ctx.store.write() as tx:
-                ended = await end_for_roles(tx, user_id, now)
-                detail = actor.detail(role=role, sessions_ended=ended)
-                tx.add_event(
-                    NewEvent(EventType.ROLE_REVOKED, now, actor.client, user_id, detail=detail)
-                )
-
-        await retrying(write)
+        return await retrying(write)
 
     async def grant(
         self, user_id: str, name: str, actor: Actor, *, end_sessions: bool = False
@@ -125,13 +119,15 @@ class Roles:
                     (await tx.grants(user_id)).check_size()  # the next token must fit
                 else:
                     changed = await tx.revoke_role(user_id, name)
-                if not changed:
-                    return False
+                if not changed and not (grant and end_sessions):
+                    return False  # held already (or not held): nothing to do
                 detail = actor.detail(role=name)
+                if not changed:
+                    detail["already_held"] = True  # the sessions end all the same, as asked
                 if end_sessions:
                     detail["sessions_ended"] = await end_for_roles(tx, user_id, now)
                 kind = EventType.ROLE_GRANTED if grant else EventType.ROLE_REVOKED
                 tx.add_event(NewEvent(kind, now, actor.client, user_id, detail=detail))
-            return True
+            return changed
 
         return await retrying(write)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from tokenward.app.claims import CustomClaims
@@ -29,6 +30,7 @@ from tokenward.exceptions import (
     RefreshTokenReusedError,
     SessionEndedError,
     TokenError,
+    UnavailableError,
 )
 from tokenward.infra.ratelimit import Limit
 from tokenward.storage.port import (
@@ -42,6 +44,14 @@ from tokenward.storage.port import (
 )
 
 __all__ = ["IssuedTokens", "Principal", "Sessions"]
+
+GRANTS_RACE_TRIES = 3
+"""Sign-ins signed anew when the user's roles change between the token and the session."""
+
+
+class _GrantsChanged(Exception):  # noqa: N818 - a signal to sign again, not an error
+    pass
+
 
 SESSION_CACHE_SIZE = 50_000
 """Sessions remembered per process between commits (SQLite); the oldest go first."""
@@ -119,20 +129,25 @@ class Sessions:
             await record_failure(self.ctx, client, now, row.id, reason="email_not_verified")
             raise EmailNotVerifiedError("the email address is not verified")
         await self.ctx.limits.hit(Limit.USER_ACTIONS, row.id)
-        async with self.ctx.store.read() as tx:
-            grants = await tx.grants(row.id)
         session_id = str(uuid.uuid4())
-        # The hook and the token before the session: a failure leaves nothing behind.
-        extra = await self.claims.for_token(row, session_id, grants, TokenGrant.LOGIN, client)
-        access_token = await self._sign(
-            row.id, session_id, now, grants, extra, client, TokenGrant.LOGIN
-        )
-        session = await retrying(
-            lambda: self._start_session(row, verified, client, now, session_id)
-        )
-        if session is None:
-            raise AuthenticationError("email or password is incorrect")
-        return self._tokens(session, now, access_token)
+        for _ in range(GRANTS_RACE_TRIES):
+            async with self.ctx.store.read() as tx:
+                grants = await tx.grants(row.id)
+            # The hook and the token before the session: a failure leaves nothing behind.
+            extra = await self.claims.for_token(row, session_id, grants, TokenGrant.LOGIN, client)
+            access_token = await self._sign(
+                row.id, session_id, now, grants, extra, client, TokenGrant.LOGIN
+            )
+            try:
+                session = await retrying(
+                    partial(self._start_session, row, verified, client, now, session_id, grants)
+                )
+            except _GrantsChanged:
+                continue  # a role changed (and its sessions may have ended) meanwhile: again
+            if session is None:
+                raise AuthenticationError("email or password is incorrect")
+            return self._tokens(session, now, access_token)
+        raise UnavailableError("database", "roles kept changing during a sign-in")
 
     async def _start_session(
         self,
@@ -141,10 +156,15 @@ class Sessions:
         client: ClientInfo,
         now: datetime,
         session_id: str,
+        grants: Grants,
     ) -> Session | None:
-        """The login's one transaction; None when the user changed since the password check."""
+        """The login's one transaction; None when the user changed since the password check,
+        _GrantsChanged when their roles did since the token was signed (a revocation that
+        ended their sessions would otherwise miss this one)."""
         async with self.ctx.store.write() as tx:
             user = await tx.account(row.id, lock=True)
+            if user is not None and await tx.grants(user.id) != grants:
+                raise _GrantsChanged
             if user is None or user.password_hash != verified.password_hash or user.disabled:
                 # The password was changed (or the user disabled) while this login hashed:
                 # what was verified is not the account's password any more.
@@ -264,10 +284,9 @@ class Sessions:
             raise TokenError("unknown session")
         session, account, grants = found
         session.check_alive(now, user_disabled=account.disabled)
-        extra = await self.claims.for_token(account, session.id, grants, TokenGrant.REFRESH, client)
-        # Too long with these claims: refused before the rotation is written, not after.
-        await self._sign(account.id, session.id, now, grants, extra, client, TokenGrant.REFRESH)
-        return extra
+        # No token can be too long to answer once the rotation is written: roles and the
+        # hook's claims are capped so that they fit together (core.roles.MAX_GRANTS_BYTES).
+        return await self.claims.for_token(account, session.id, grants, TokenGrant.REFRESH, client)
 
     async def _rotate_in(self, session_id: str, decide: Decide) -> Rotated:
         """The rotation's one transaction through the unit of work (and what lean declines)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -93,7 +94,10 @@ class UserAdmin:
         """Users in creation order, ``limit`` at a time: a keyset page, so users created
         meanwhile never make one repeat or go missing (they come last)."""
         after = _after(cursor) if cursor else None
-        prefix = email_prefix.strip().lower() if email_prefix else None
+        # The form addresses are stored in (core.users.normalize_email: NFKC, lower-cased).
+        prefix = (
+            unicodedata.normalize("NFKC", email_prefix).strip().lower() if email_prefix else None
+        )
         limit = max(1, min(limit, MAX_PAGE))
         async with self.ctx.store.read() as tx:
             found = await tx.accounts_page(after=after, email_prefix=prefix, limit=limit + 1)

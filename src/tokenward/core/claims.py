@@ -28,6 +28,7 @@ __all__ = [
 
 RESERVED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "typ"}  # RFC 7519, RFC 9068
+    | {"client_id", "azp", "cnf", "act", "may_act"}  # who the token is for, bound to, acts as
     | {"amr", "acr", "auth_time"}  # OpenID Connect Core 2: how and when the user signed in
     | {"roles", "scope"}  # RFC 9068 2.2.3: what the user may do, tokenward's to say
 )
@@ -66,6 +67,8 @@ class ClaimsProblem(StrEnum):
 
     RAISED = "raised"
     TIMED_OUT = "timed_out"
+    BUSY = "busy"
+    """Every thread a plain-function hook may use is still running (hung calls)."""
     NOT_A_MAPPING = "not_a_mapping"
     NOT_JSON = "not_json"
     TOO_LARGE = "too_large"

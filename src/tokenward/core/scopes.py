@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-__all__ = ["AdminScope", "allows"]
+__all__ = ["AdminScope", "allows", "parse_scopes"]
 
 
 class AdminScope(StrEnum):
@@ -31,3 +31,14 @@ def allows(held: Iterable[str], needed: AdminScope) -> bool:
         for scope in held
         if scope in AdminScope._value2member_map_
     )
+
+
+def parse_scopes(names: Iterable[str]) -> tuple[str, ...]:
+    """Admin scopes, checked and sorted; ValueError naming the first unknown one."""
+    held = set()
+    for name in names:
+        if name not in AdminScope._value2member_map_:
+            known = ", ".join(AdminScope)
+            raise ValueError(f"unknown scope {name!r} (one of {known})")
+        held.add(name)
+    return tuple(sorted(held))

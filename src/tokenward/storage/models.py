@@ -65,6 +65,12 @@ class UserRow(Base):
     app_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     """Set by operators and the admin API only (core.metadata)."""
     user_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    held_roles: Mapped[str | None] = mapped_column(Text, default=None)
+    """The user's roles, space-separated: what ``user_roles`` says, kept here by every change
+    to it (storage.sql ``_sync_grants``) so that a refresh reads them with the user's row."""
+    held_permissions: Mapped[str | None] = mapped_column(Text, default=None)
+    """Those roles' permissions, space-separated (duplicates possible: Grants.parse drops
+    them)."""
 
 
 class RoleRow(Base):

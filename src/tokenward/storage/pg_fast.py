@@ -39,7 +39,6 @@ from tokenward.storage.errors import FastPathDeclined, RetryableConflict
 from tokenward.storage.rotation_rows import (
     Rotated,
     event_values,
-    grants_query,
     load_query,
     loaded_grants,
     loaded_session,
@@ -58,18 +57,17 @@ ACQUIRE_TIMEOUT = 30.0
 """As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
 
 _LOAD = load_query("$1")
-# The successor, its audit row, and the user's grants as this statement's snapshot has them
-# (a data-modifying WITH runs to completion whether or not the SELECT reads it).
-_ROTATE_TEMPLATE = (
+# The successor, its audit row, and the roles the user holds as this statement's snapshot has
+# them (a data-modifying WITH runs to completion whether or not the SELECT reads it).
+_ROTATE = (
     "WITH moved AS ("
     " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
     " expires_at = $6, last_ip = $7, last_user_agent = $8"
     " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id, user_id),"
     " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
     " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved)"
-    " SELECT {grants} FROM moved"
+    " SELECT u.held_roles, u.held_permissions FROM moved JOIN users AS u ON u.id = moved.user_id"
 )
-_ROTATE = _ROTATE_TEMPLATE.format(grants=grants_query("$1", "moved.user_id"))
 
 # PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})

@@ -291,6 +291,11 @@ class UnitOfWork(Protocol):
         """End live sessions (``only`` one, all but ``keep``, or the ``oldest`` N) and log
         them for the revocation feed, in commit order; return their ids."""
 
+    async def end_sessions_of(
+        self, user_ids: list[str], now: datetime, reason: EndReason
+    ) -> list[str]:
+        """End every live session of these users (one commit-ordered log write, last)."""
+
     async def live_session_count(self, user_id: str, now: datetime) -> int: ...
 
     async def live_sessions(

@@ -19,6 +19,7 @@ __all__ = [
     "EventInfo",
     "SessionInfo",
     "end_sessions",
+    "end_sessions_of",
     "event_row",
     "events_page",
     "live_session_count",
@@ -153,6 +154,32 @@ async def end_sessions(
     )
     result = await db.execute(query, execution_options={"synchronize_session": False})
     ended = list(result.scalars())
+    await log_revocations(db, ended, now)
+    return ended
+
+
+END_BATCH = 500
+"""Users whose sessions one UPDATE ends (SQLite's bound parameters are limited)."""
+
+
+async def end_sessions_of(
+    db: AsyncSession, user_ids: list[str], now: datetime, reason: EndReason
+) -> list[str]:
+    """End every live session of ``user_ids`` and log them for the feed; return their ids.
+    The log's lock is taken once, after every session row is written (as end_sessions)."""
+    ended: list[str] = []
+    for start in range(0, len(user_ids), END_BATCH):
+        query = (
+            update(SessionRow)
+            .where(
+                SessionRow.user_id.in_(user_ids[start : start + END_BATCH]),
+                SessionRow.revoked_at.is_(None),
+            )
+            .values(revoked_at=now, revoked_reason=reason.value)
+            .returning(SessionRow.id)
+        )
+        result = await db.execute(query, execution_options={"synchronize_session": False})
+        ended += result.scalars()
     await log_revocations(db, ended, now)
     return ended
 

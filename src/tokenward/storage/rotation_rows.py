@@ -20,7 +20,6 @@ from tokenward.core.sessions import RotationOutcome, Session
 __all__ = [
     "Rotated",
     "event_values",
-    "grants_query",
     "load_query",
     "loaded_grants",
     "loaded_session",
@@ -35,34 +34,18 @@ class Rotated:
     grants: Grants
 
 
-_AGGREGATE = {"?": "group_concat", "$1": "string_agg"}
-"""SQLite's and PostgreSQL's names for joining strings with a separator."""
-
-_GRANTS = (
-    "(SELECT {join}(ur.role, ' ') FROM user_roles AS ur WHERE ur.user_id = {user}),"
-    " (SELECT {join}(r.permissions, ' ') FROM user_roles AS ur"
-    " JOIN roles AS r ON r.name = ur.role WHERE ur.user_id = {user})"
-)
 _LOAD = (
     "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
     " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
-    " s.last_user_agent, u.disabled_at IS NOT NULL, {grants}"
-    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = {placeholder}"
+    " s.last_user_agent, u.disabled_at IS NOT NULL, u.held_roles, u.held_permissions"
+    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = {}"
 )
 
 
-def grants_query(
-    placeholder: Literal["?", "$1"], user_id: Literal["s.user_id", "moved.user_id"]
-) -> str:
-    """The user's role names and their permissions, space-separated (storage.sql's
-    ``grants_columns``, written out for the driver), as two correlated subqueries."""
-    return _GRANTS.format(join=_AGGREGATE[placeholder], user=user_id)
-
-
 def load_query(placeholder: Literal["?", "$1"]) -> str:
-    """The session by id, joined to whether its user is disabled and to the user's grants
-    (no lock)."""
-    return _LOAD.format(grants=grants_query(placeholder, "s.user_id"), placeholder=placeholder)
+    """The session by id, joined to whether its user is disabled and to the roles and
+    permissions the user holds (``users.held_*``, kept by storage.sql), with no lock."""
+    return _LOAD.format(placeholder)
 
 
 def loaded_grants(row: Sequence[Any]) -> Grants:

@@ -7,10 +7,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from tokenward.core.events import NewEvent
 from tokenward.core.onetime import LinkPurpose, LinkToken
@@ -46,6 +45,10 @@ from tokenward.storage.port import (
 __all__ = ["SqlStore", "SqlUnitOfWork"]
 
 
+def _grants(row: UserRow) -> Grants:
+    return Grants.parse(row.held_roles, row.held_permissions)
+
+
 def _account(row: UserRow) -> Account:
     return Account(
         id=row.id,
@@ -70,30 +73,31 @@ def _role(row: RoleRow) -> Role:
     return Role(row.name, tuple(row.permissions.split()), row.created_at)
 
 
-def grants_columns(
-    user_id: ColumnElement[str] | InstrumentedAttribute[str],
-) -> tuple[ColumnElement[str], ColumnElement[str]]:
-    """Two correlated aggregates for ``user_id``: its role names and their permissions, each
-    space-separated (NULL for none); Grants.parse reads them. The lean adapters' SQL
-    (storage.rotation_rows) is the same two subqueries, written out per driver."""
+def _aggregates() -> dict[str, Any]:
+    """``user_roles`` aggregated for the user being updated: the values of ``held_roles`` and
+    ``held_permissions``, each space-separated (NULL for none)."""
     roles = (
         select(func.aggregate_strings(UserRoleRow.role, " "))
-        .where(UserRoleRow.user_id == user_id)
+        .where(UserRoleRow.user_id == UserRow.id)
         .scalar_subquery()
     )
     permissions = (
         select(func.aggregate_strings(RoleRow.permissions, " "))
         .select_from(UserRoleRow)
         .join(RoleRow, RoleRow.name == UserRoleRow.role)
-        .where(UserRoleRow.user_id == user_id)
+        .where(UserRoleRow.user_id == UserRow.id)
         .scalar_subquery()
     )
-    return roles, permissions
+    return {"held_roles": roles, "held_permissions": permissions}
 
 
 def _count(result: object) -> int:
     count = getattr(result, "rowcount", 0)
     return int(count) if isinstance(count, int) else 0
+
+
+SYNC_BATCH = 500
+"""Users whose held grants one UPDATE recomputes (SQLite's bound parameters are limited)."""
 
 
 class SqlUnitOfWork:
@@ -196,17 +200,13 @@ class SqlUnitOfWork:
     async def accounts_page(
         self, *, after: tuple[datetime, str] | None, email_prefix: str | None, limit: int
     ) -> list[tuple[Account, Grants]]:
-        roles, permissions = grants_columns(UserRow.id)
-        query = select(UserRow, roles, permissions)
+        query = select(UserRow)
         if email_prefix:
             query = query.where(UserRow.email.startswith(email_prefix, autoescape=True))
         if after is not None:
             query = query.where(tuple_(UserRow.created_at, UserRow.id) > tuple_(*after))
         query = query.order_by(UserRow.created_at, UserRow.id).limit(limit)
-        return [
-            (_account(row), Grants.parse(held, granted))
-            for row, held, granted in (await self._db.execute(query)).all()
-        ]
+        return [(_account(row), _grants(row)) for row in (await self._db.execute(query)).scalars()]
 
     async def set_app_metadata(self, user_id: str, value: dict[str, Any]) -> None:
         await self._db.execute(
@@ -222,11 +222,31 @@ class SqlUnitOfWork:
 
     # -- roles -----------------------------------------------------------------------------
     async def grants(self, user_id: str) -> Grants:
-        roles, permissions = grants_columns(UserRow.id)
         found = (
-            await self._db.execute(select(roles, permissions).where(UserRow.id == user_id))
+            await self._db.execute(
+                select(UserRow.held_roles, UserRow.held_permissions).where(UserRow.id == user_id)
+            )
         ).first()
         return Grants.parse(*found) if found is not None else Grants()
+
+    async def _sync_grants(
+        self, user_ids: list[str] | None = None, *, role: str | None = None
+    ) -> None:
+        """Recompute ``held_roles`` / ``held_permissions`` from ``user_roles``: of ``user_ids``,
+        or of every holder of ``role``. Every change to ``user_roles`` or to a role's
+        permissions calls this in its transaction, so the two never disagree at a commit."""
+        update_held = update(UserRow).values(**_aggregates())
+        options = {"synchronize_session": False}
+        if role is not None:
+            holders = select(UserRoleRow.user_id).where(UserRoleRow.role == role)
+            await self._db.execute(
+                update_held.where(UserRow.id.in_(holders)), execution_options=options
+            )
+        for start in range(0, len(user_ids or ()), SYNC_BATCH):
+            chunk = (user_ids or [])[start : start + SYNC_BATCH]
+            await self._db.execute(
+                update_held.where(UserRow.id.in_(chunk)), execution_options=options
+            )
 
     async def roles(self) -> list[Role]:
         rows = await self._db.execute(select(RoleRow).order_by(RoleRow.name))
@@ -243,6 +263,7 @@ class SqlUnitOfWork:
             execution_options={"synchronize_session": False},
         )
         if _count(changed):
+            await self._sync_grants(role=role.name)  # its holders' permissions changed
             return False
         try:
             async with self._db.begin_nested():
@@ -254,8 +275,10 @@ class SqlUnitOfWork:
         return True
 
     async def holders_grants(self, role: str) -> list[Grants]:
-        roles, permissions = grants_columns(UserRoleRow.user_id)
-        found = await self._db.execute(select(roles, permissions).where(UserRoleRow.role == role))
+        holders = select(UserRoleRow.user_id).where(UserRoleRow.role == role)
+        found = await self._db.execute(
+            select(UserRow.held_roles, UserRow.held_permissions).where(UserRow.id.in_(holders))
+        )
         return [Grants.parse(held, granted) for held, granted in found.all()]
 
     async def delete_role(self, name: str) -> list[str]:
@@ -264,6 +287,7 @@ class SqlUnitOfWork:
         )
         users = list(holders.scalars())
         await self._db.execute(delete(RoleRow).where(RoleRow.name == name))
+        await self._sync_grants(users)
         return users
 
     async def grant_role(self, user_id: str, role: str, at: datetime) -> bool:
@@ -274,12 +298,14 @@ class SqlUnitOfWork:
                 self._db.add(UserRoleRow(user_id=user_id, role=role, granted_at=at))
         except IntegrityError:
             raise RetryableConflict("role granted meanwhile") from None
+        await self._sync_grants([user_id])
         return True
 
     async def revoke_role(self, user_id: str, role: str) -> bool:
         result = await self._db.execute(
             delete(UserRoleRow).where(UserRoleRow.user_id == user_id, UserRoleRow.role == role)
         )
+        await self._sync_grants([user_id])
         return _count(result) == 1
 
     async def grant_existing_roles(
@@ -290,6 +316,8 @@ class SqlUnitOfWork:
         existing = await self._db.execute(select(RoleRow.name).where(RoleRow.name.in_(roles)))
         for name in existing.scalars():
             self._db.add(UserRoleRow(user_id=user_id, role=name, granted_at=at))
+        await self._db.flush()
+        await self._sync_grants([user_id])
 
     # -- mailed links ----------------------------------------------------------------------
     async def add_link(self, link: LinkToken) -> None:
@@ -510,18 +538,17 @@ class SqlUnitOfWork:
         return None if row is None else queries.to_session(row)
 
     async def session_and_account(self, session_id: str) -> tuple[Session, Account, Grants] | None:
-        roles, permissions = grants_columns(UserRow.id)
         found = (
             await self._db.execute(
-                select(SessionRow, UserRow, roles, permissions)
+                select(SessionRow, UserRow)
                 .join(UserRow, UserRow.id == SessionRow.user_id)
                 .where(SessionRow.id == session_id)
             )
         ).first()
         if found is None:
             return None
-        session, user, held, granted = found
-        return queries.to_session(session), _account(user), Grants.parse(held, granted)
+        session, user = found
+        return queries.to_session(session), _account(user), _grants(user)
 
     async def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         return await queries.load_for_rotation(self._db, session_id)
@@ -542,6 +569,11 @@ class SqlUnitOfWork:
         return await queries.end_sessions(
             self._db, user_id, now, reason, only=only, keep=keep, oldest=oldest
         )
+
+    async def end_sessions_of(
+        self, user_ids: list[str], now: datetime, reason: EndReason
+    ) -> list[str]:
+        return await queries.end_sessions_of(self._db, user_ids, now, reason)
 
     async def live_session_count(self, user_id: str, now: datetime) -> int:
         return await queries.live_session_count(self._db, user_id, now)

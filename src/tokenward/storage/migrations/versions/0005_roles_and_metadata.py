@@ -1,4 +1,5 @@
-"""roles and permissions, user and app metadata, admin scopes of clients
+"""roles and permissions (and each user's, kept on the user's row), user and app metadata,
+admin scopes of clients
 
 Revision ID: 0005
 Revises: 0004
@@ -20,6 +21,8 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("app_metadata", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("user_metadata", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("held_roles", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("held_permissions", sa.Text(), nullable=True))
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("scopes", sa.String(length=255), nullable=False, server_default="")
@@ -55,5 +58,7 @@ def downgrade() -> None:
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.drop_column("scopes")
     with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("held_permissions")
+        batch_op.drop_column("held_roles")
         batch_op.drop_column("user_metadata")
         batch_op.drop_column("app_metadata")
