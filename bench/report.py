@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from forgot_timing import ForgotTiming
 from growth import SeededDatabase
 from load import Rounds, Run, Scenario
 from login_cost import LoginCost
@@ -28,7 +29,16 @@ PROTECTED_TARGET = 1.0  # req/s at least the tuned Express's, p99 no worse
 REFRESH_TARGET = 0.75  # req/s at least 0.75x the tuned Express's stateless refresh
 PGBENCH_TARGET = 0.25  # refresh on PostgreSQL: at least 0.25x pgbench's rotation transaction
 POSTGRES_TARGET = 0.6  # refresh on PostgreSQL: at least 0.6x refresh on SQLite
-TARGETED = ("protected", "protected-pool", "refresh", "growth", "postgres", "login", "verifier")
+TARGETED = (
+    "protected",
+    "protected-pool",
+    "refresh",
+    "growth",
+    "postgres",
+    "login",
+    "forgot",
+    "verifier",
+)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Results:
     pools: list[Pool] = field(default_factory=list)
     logins: list[LoginCost] = field(default_factory=list)
     enumeration: LoginTiming | None = None
+    forgot: ForgotTiming | None = None
     verifier: VerifierResult | None = None
     growth: list[tuple[str, SeededDatabase]] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
@@ -103,6 +114,10 @@ def is_tokenward(server: str) -> bool:
 
 
 # -- verdicts ------------------------------------------------------------------------------
+
+
+FORGOT_RATIO_BAND = (0.8, 1.25)
+"""Forgot-password timing, account / no account: docs/email.md's "the same work"."""
 
 
 def verdict(measured: float, target: float, unit: str = "x") -> str:
@@ -214,6 +229,15 @@ def target_line(key: str, results: Results) -> str:
     if key == "login" and (overhead := login_overhead(results)) is not None:
         return "Target: login overhead over the hash <= 10%: " + verdict(
             overhead, LOGIN_OVERHEAD_TARGET, "%"
+        )
+    if key == "forgot" and results.forgot is not None:
+        ratio = results.forgot.ratio
+        within = FORGOT_RATIO_BAND[0] <= ratio <= FORGOT_RATIO_BAND[1]
+        low, high = FORGOT_RATIO_BAND
+        return (
+            f"Target: account / no account median within [{low}, {high}]: "
+            + ("**met**" if within else "**not met**")
+            + f": {ratio:.3f}"
         )
     if key == "verifier" and results.verifier is not None:
         static = results.verifier.ratios[STATIC]
@@ -483,6 +507,18 @@ def other_sections(results: Results) -> list[str]:
             ],
             [results.enumeration.markdown()],
         )
+    if results.forgot:
+        lines += section(
+            "3c. Forgot password: an address with an account vs one without (enumeration)",
+            [
+                "Against the same tokenward server (`bench/forgot_timing.py`, also runnable "
+                "alone), one request at a time, alternating; each queues one job row and "
+                "answers the same 202 (docs/email.md). Target: the ratio of medians within "
+                "[0.8, 1.25] (tests/test_email_process.py checks the bytes and the work):"
+            ],
+            [results.forgot.markdown()],
+            [target_line("forgot", results)],
+        )
     if results.verifier:
         lines += section(
             "4. Verifier: tokenward.verify per token vs the raw signature check",
@@ -500,6 +536,7 @@ def other_sections(results: Results) -> list[str]:
 def target_summary(results: Results) -> list[str]:
     keys = [s.key for s in results.scenarios]
     keys += ["login"] if results.logins else []
+    keys += ["forgot"] if results.forgot else []
     keys += ["verifier"] if results.verifier else []
     lines = [
         f"- {key}: {target_line(key, results).removeprefix('Target: ')}"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import accounts
+import forgot_timing
 import growth
 import login_cost
 import login_timing
@@ -321,6 +322,9 @@ class Bench:
                 log("login timing: unknown email vs wrong password")
                 with pinned_to(LOAD_CORE):
                     self.results.enumeration = login_timing.measure(servers[0].base_url)
+                log("forgot-password timing: an account vs no account")
+                with pinned_to(LOAD_CORE):
+                    self.results.forgot = forgot_timing.measure(servers[0].base_url, accounts.EMAIL)
 
     def growth(self) -> None:
         """5: the same refresh against a small and a large SQLite file."""

