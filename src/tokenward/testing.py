@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -169,6 +170,9 @@ class TokenFactory:
         sid: str | None = None,
         scope: str | Iterable[str] | None = None,
         roles: Iterable[str] | None = None,
+        amr: Iterable[str] | None = None,
+        acr: str | None = None,
+        auth_time: float | None = None,
         ttl: int | None = None,
         issued_at: float | None = None,
         headers: Mapping[str, Any] | None = None,
@@ -177,10 +181,13 @@ class TokenFactory:
         """An access token for ``sub``, signed as tokenward signs them.
 
         ``sid`` defaults to a new session id; ``scope`` (a space-separated string or names)
-        and ``roles`` are added only when given (tokenward itself issues neither yet); ``ttl``
-        and ``issued_at`` (default :attr:`clock`'s now) set ``iat`` and ``exp``. ``claims``
-        are added or replace the standard ones (``iss="..."``, ``nbf=...``); one given as
-        None is left out. ``headers`` are merged into the JOSE header.
+        and ``roles`` are added only when given, and so are what step-up checks read: ``amr``
+        (RFC 8176 method names, ``["pwd", "otp"]``), ``acr`` (``"aal2"``) and ``auth_time``
+        (epoch seconds, rounded up to an integer, so that ``tokens.clock.now - 300`` is at
+        most 300 s old whatever the clock's fraction, and passes ``max_auth_age=300``).
+        ``ttl`` and ``issued_at`` (default :attr:`clock`'s now) set ``iat`` and ``exp``.
+        ``claims`` are added or replace the standard ones (``iss="..."``, ``nbf=...``); one
+        given as None is left out. ``headers`` are merged into the JOSE header.
         """
         return self._issue(
             self.private_key,
@@ -189,6 +196,9 @@ class TokenFactory:
             sid=sid,
             scope=scope,
             roles=roles,
+            amr=amr,
+            acr=acr,
+            auth_time=auth_time,
             ttl=ttl,
             issued_at=issued_at,
             headers=headers,
@@ -204,6 +214,9 @@ class TokenFactory:
         sid: str | None = None,
         scope: str | Iterable[str] | None = None,
         roles: Iterable[str] | None = None,
+        amr: Iterable[str] | None = None,
+        acr: str | None = None,
+        auth_time: float | None = None,
         ttl: int | None = None,
         issued_at: float | None = None,
         headers: Mapping[str, Any] | None = None,
@@ -225,6 +238,12 @@ class TokenFactory:
             payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
         if roles is not None:
             payload["roles"] = list(roles)
+        if amr is not None:
+            payload["amr"] = list(amr)
+        if acr is not None:
+            payload["acr"] = acr
+        if auth_time is not None:
+            payload["auth_time"] = math.ceil(auth_time)
         payload.update(claims)
         payload = {name: value for name, value in payload.items() if value is not None}
         header: dict[str, Any] = {"kid": kid, "typ": "at+jwt", **(headers or {})}

@@ -6,13 +6,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import Depends, FastAPI
 
-from tokenward.verify import Verifier
+from tokenward.testing import TokenFactory
+from tokenward.verify import Claims, Verifier
+from tokenward.verify.fastapi import require_acr, require_scopes
 
 from .corpus import ISSUER, NOW, Forger
 from .support import (
@@ -178,6 +181,108 @@ async def test_the_module_app_reads_its_issuer_from_the_environment(
     async with serving(module.app) as client:
         response = await client.get("/me", headers=bearer(alice.access_token))
     assert response.status_code == 200
+
+
+# -- step-up authentication (issue 17, RFC 9470), tokens minted by tokenward.testing ---------
+
+# The service as its own module would define it (module level: with `from __future__ import
+# annotations`, FastAPI resolves the annotations in the globals).
+payments_verifier = Verifier(issuer="https://auth.example.com")
+payments_app = FastAPI()
+
+
+@payments_app.post(
+    "/transfers", dependencies=[Depends(require_scopes(payments_verifier, "payments:write"))]
+)
+async def transfer(
+    user: Annotated[Claims, Depends(require_acr(payments_verifier, "aal2", max_auth_age=300))],
+) -> dict[str, Any]:
+    return {"by": user.sub, "acr": user.acr, "amr": list(user.amr)}
+
+
+@pytest.fixture
+async def payments() -> AsyncIterator[tuple[TokenFactory, httpx.AsyncClient]]:
+    """The payments service, its verifier overridden by a TokenFactory's (the documented way
+    to test a service without tokenward)."""
+    tokens = TokenFactory(issuer="https://auth.example.com")
+    payments_app.dependency_overrides[payments_verifier] = fake = tokens.verifier()
+    transport = httpx.ASGITransport(app=payments_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://payments") as client:
+        yield tokens, client
+    payments_app.dependency_overrides.clear()
+    await fake.aclose()
+
+
+STEP_UP = 'Bearer realm="api", error="insufficient_user_authentication", error_description="{}"'
+LEVEL = "A different authentication level is required"
+RECENCY = "More recent authentication is required"
+BOTH = "A different authentication level and more recent authentication are required"
+
+
+@pytest.mark.parametrize(
+    ("acr", "age", "scope", "status", "description"),
+    [
+        ("aal2", 0, "payments:write", 200, None),
+        ("aal3", 300, "payments:write", 200, None),  # aal3 meets aal2; 300 s is the edge
+        ("aal1", 0, "payments:write", 401, LEVEL),
+        (None, 0, "payments:write", 401, LEVEL),
+        ("aal2", 301, "payments:write", 401, RECENCY),
+        ("aal2", None, "payments:write", 401, RECENCY),  # no auth_time: not recent
+        ("aal1", 301, "payments:write", 401, BOTH),
+        ("aal1", 301, None, 403, None),  # the scope is checked first: stepping up won't grant it
+    ],
+)
+async def test_require_acr_with_max_auth_age(
+    payments: tuple[TokenFactory, httpx.AsyncClient],
+    acr: str | None,
+    age: int | None,
+    scope: str | None,
+    status: int,
+    description: str | None,
+) -> None:
+    """require_acr(verifier, "aal2", max_auth_age=300), composed with require_scopes: a token
+    that falls short gets 401 insufficient_user_authentication naming acr_values and max_age
+    (RFC 9470 3), whichever fell short; one that meets both reaches the route."""
+    tokens, client = payments
+    auth_time = None if age is None else tokens.clock.now - age
+    token = tokens.issue("alice", scope=scope, amr=["pwd", "otp"], acr=acr, auth_time=auth_time)
+    response = await client.post("/transfers", headers=bearer(token))
+    assert response.status_code == status
+    if status == 200:
+        assert response.json() == {"by": "alice", "acr": acr, "amr": ["pwd", "otp"]}
+    elif status == 401:
+        assert response.json() == {"detail": "insufficient user authentication"}
+        assert response.headers["www-authenticate"] == (
+            STEP_UP.format(description) + ', acr_values="aal2", max_age="300"'
+        )
+    else:
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+async def test_max_auth_age_runs_on_the_clock_of_the_verifier_in_use(
+    payments: tuple[TokenFactory, httpx.AsyncClient],
+) -> None:
+    """With the verifier overridden by a test's fake, max_auth_age is measured on the fake's
+    clock: advancing it past 300 s turns the same token away (the production verifier's clock
+    would not have moved)."""
+    tokens, client = payments
+    token = tokens.issue(scope="payments:write", acr="aal2", auth_time=tokens.clock.now)
+    assert (await client.post("/transfers", headers=bearer(token))).status_code == 200
+    tokens.clock.advance(301)
+    aged = await client.post("/transfers", headers=bearer(token))
+    assert aged.status_code == 401
+    assert (
+        'error_description="More recent authentication is required"'
+        in (aged.headers["www-authenticate"])
+    )
+
+
+def test_a_requirement_that_cannot_be_stated_fails_at_definition() -> None:
+    """require_acr with no acr and no max_auth_age, or a bad one, is a ValueError at import."""
+    with pytest.raises(ValueError, match="requirement"):
+        require_acr(payments_verifier)
+    with pytest.raises(ValueError, match="max_age"):
+        require_acr(payments_verifier, "aal2", max_auth_age=-1)
 
 
 # -- roles granted and revoked on a real tokenward --------------------------------------------

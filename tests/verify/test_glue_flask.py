@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from tokenward.testing import TokenFactory
 from tokenward.verify import Verifier
 from tokenward.verify.flask import current_claims, require_token
 
@@ -135,6 +136,55 @@ def test_current_claims_outside_a_guarded_view() -> None:
     client = app.test_client()
     assert client.get("/open").get_data(as_text=True) == "none"
     assert client.get("/guarded", headers=bearer(FORGER.sign())).get_data(as_text=True) == "user-1"
+
+
+def test_step_up_with_require_token() -> None:
+    """Issue 17: require_token(verifier, scopes=[...], acr="aal2", max_auth_age=300), tokens
+    minted by tokenward.testing. aal2 or aal3 authenticated within 300 s pass; too weak or too
+    old is 401 insufficient_user_authentication with acr_values and max_age (RFC 9470 3);
+    a missing scope is still 403 first; advancing the clock ages the authentication."""
+    app = Flask(__name__)
+    tokens = TokenFactory()
+    with tokens.verifier() as verifier:
+
+        @app.post("/transfers")
+        @require_token(verifier, scopes=["payments:write"], acr="aal2", max_auth_age=300)
+        def transfer() -> dict[str, Any]:
+            return {"by": current_claims().sub, "acr": current_claims().acr}
+
+        client = app.test_client()
+
+        def post(**claims: Any) -> Any:
+            token = tokens.issue("alice", **{"scope": "payments:write", **claims})
+            return client.post("/transfers", headers=bearer(token))
+
+        now = tokens.clock.now
+        fresh = post(acr="aal2", auth_time=now)
+        assert (fresh.status_code, fresh.get_json()) == (200, {"by": "alice", "acr": "aal2"})
+        assert post(acr="aal3", auth_time=now - 300).status_code == 200
+        weak = post(acr="aal1", auth_time=now)
+        assert (weak.status_code, weak.get_json()) == (
+            401,
+            {"detail": "insufficient user authentication"},
+        )
+        assert weak.headers["WWW-Authenticate"] == (
+            'Bearer realm="api", error="insufficient_user_authentication", '
+            'error_description="A different authentication level is required", '
+            'acr_values="aal2", max_age="300"'
+        )
+        old = post(acr="aal2", auth_time=now - 301)
+        assert old.status_code == 401
+        assert (
+            'error_description="More recent authentication is required"'
+            in (old.headers["WWW-Authenticate"])
+        )
+        assert post(acr="aal2").status_code == 401  # no auth_time
+        assert post(acr="aal1", scope=None).status_code == 403  # the scope first
+
+        kept = tokens.issue("alice", scope="payments:write", acr="aal2", auth_time=now)
+        assert client.post("/transfers", headers=bearer(kept)).status_code == 200
+        tokens.clock.advance(301)
+        assert client.post("/transfers", headers=bearer(kept)).status_code == 401
 
 
 def test_roles_from_the_admin_api_open_the_views_and_end_sessions_closes_them_within_the_bound(

@@ -7,9 +7,15 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from tokenward.verify import Verifier
-from tokenward.verify.starlette import BearerAuthMiddleware
+from tokenward.testing import TokenFactory
+from tokenward.verify import Claims, Verifier
+from tokenward.verify.starlette import BearerAuthMiddleware, StepUpMiddleware
 
 from .corpus import ISSUER, NOW, Forger
 from .support import READER, FakeClock, Login, Tokenward, example_roles, load_example, role_path
@@ -136,3 +142,101 @@ async def test_a_granted_role_reaches_the_notes_at_the_next_refresh_and_a_revoke
     refused = await api.get("/notes", headers=bearer(user.access_token))
     assert refused.status_code == 403
     assert 'scope="notes:read"' in refused.headers["www-authenticate"]
+
+
+# -- step-up authentication (issue 17, RFC 9470), tokens minted by tokenward.testing ---------
+
+
+def payments_app(verifier: Verifier) -> Starlette:
+    """/transfers needs aal2 within 300 s (StepUpMiddleware on the route); /me any token."""
+
+    async def me(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": request.state.claims.sub})
+
+    async def transfer(request: Request) -> JSONResponse:
+        claims: Claims = request.state.claims
+        return JSONResponse({"by": claims.sub, "acr": claims.acr})
+
+    step_up = Middleware(StepUpMiddleware, verifier=verifier, acr="aal2", max_auth_age=300)
+    return Starlette(
+        routes=[
+            Route("/me", me),
+            Route("/transfers", transfer, methods=["POST"], middleware=[step_up]),
+        ],
+        middleware=[Middleware(BearerAuthMiddleware, verifier=verifier)],
+    )
+
+
+async def test_step_up_middleware_on_a_route() -> None:
+    """StepUpMiddleware(verifier, acr="aal2", max_auth_age=300) behind BearerAuthMiddleware:
+    aal2/aal3 within 300 s pass; too weak or too old is 401 insufficient_user_authentication
+    naming acr_values and max_age (RFC 9470 3); other routes take any valid token; advancing
+    the verifier's clock ages the authentication."""
+    tokens = TokenFactory()
+    async with tokens.verifier() as verifier, serving(payments_app(verifier)) as client:
+        now = tokens.clock.now
+
+        async def post(**claims: Any) -> httpx.Response:
+            return await client.post("/transfers", headers=bearer(tokens.issue("al", **claims)))
+
+        fresh = await post(acr="aal2", auth_time=now)
+        assert (fresh.status_code, fresh.json()) == (200, {"by": "al", "acr": "aal2"})
+        assert (await post(acr="aal3", auth_time=now - 300)).status_code == 200
+        weak = await post(acr="aal1", auth_time=now)
+        assert (weak.status_code, weak.json()) == (
+            401,
+            {"detail": "insufficient user authentication"},
+        )
+        assert weak.headers["www-authenticate"] == (
+            'Bearer realm="api", error="insufficient_user_authentication", '
+            'error_description="A different authentication level is required", '
+            'acr_values="aal2", max_age="300"'
+        )
+        old = await post(acr="aal2", auth_time=now - 301)
+        assert old.status_code == 401
+        assert (
+            'error_description="More recent authentication is required"'
+            in (old.headers["www-authenticate"])
+        )
+        plain = tokens.issue("al", acr="aal1")
+        assert (await client.get("/me", headers=bearer(plain))).status_code == 200
+        assert (await client.post("/transfers")).status_code == 401  # no token: the outer one
+
+        kept = tokens.issue("al", acr="aal2", auth_time=now)
+        assert (await client.post("/transfers", headers=bearer(kept))).status_code == 200
+        tokens.clock.advance(301)
+        assert (await client.post("/transfers", headers=bearer(kept))).status_code == 401
+
+
+async def test_step_up_closes_a_websocket_and_refuses_to_run_without_claims() -> None:
+    """A WebSocket handshake that falls short is closed with 1008; a request that reached
+    StepUpMiddleware without verified claims (no BearerAuthMiddleware in front, a public path)
+    is a LookupError, never let through; lifespan passes untouched."""
+    calls: list[str] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        calls.append(scope["type"])
+
+    tokens = TokenFactory()
+    verifier = Verifier(tokens.issuer, key=tokens.public_jwk, clock=tokens.clock)
+    middleware = StepUpMiddleware(app, verifier, acr="aal2")
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    def websocket(acr: str) -> dict[str, Any]:
+        claims = verifier.verify(tokens.issue(acr=acr))
+        return {"type": "websocket", "path": "/ws", "state": {"claims": claims}}
+
+    await middleware(websocket("aal1"), receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    await middleware(websocket("aal3"), receive, send)
+    with pytest.raises(LookupError, match="BearerAuthMiddleware"):
+        await middleware({"type": "http", "path": "/transfers", "headers": []}, receive, send)
+    await middleware({"type": "lifespan"}, receive, send)
+    assert calls == ["websocket", "lifespan"]
+    assert len(sent) == 1

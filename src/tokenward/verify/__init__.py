@@ -41,9 +41,16 @@ When tokenward is down
     framework glue), favouring revocation. With no key set fetched yet, tokens are refused with
     ``VerifierUnavailableError("keys_unavailable")``.
 
+Step-up authentication (RFC 9470)
+    ``claims.amr``, ``claims.acr`` and ``claims.auth_time`` say how and when the user
+    authenticated. A :class:`StepUp` (acceptable ACRs, ``aal1 < aal2 < aal3``, and/or a
+    ``max_age``) tells whether that is enough; ``verifier.step_up_denial(claims, "aal2",
+    max_auth_age=300)`` gives the 401 ``insufficient_user_authentication`` answer when not.
+
 Framework glue: ``tokenward.verify.fastapi`` (``Depends(verifier)``, ``require_scopes``,
-``require_roles``), ``tokenward.verify.starlette`` (an ASGI middleware) and
-``tokenward.verify.flask`` (``require_token``); each imports its framework only when imported.
+``require_roles``, ``require_acr``), ``tokenward.verify.starlette`` (ASGI middlewares:
+``BearerAuthMiddleware``, ``StepUpMiddleware``) and ``tokenward.verify.flask``
+(``require_token``); each imports its framework only when imported.
 This package itself imports only the standard library, PyJWT, cryptography and httpx.
 """
 
@@ -67,26 +74,31 @@ from tokenward.verify._errors import (
     VerificationError,
     VerifierUnavailableError,
 )
-from tokenward.verify._http import bearer_token, challenge
+from tokenward.verify._http import Denial, bearer_token, challenge
 from tokenward.verify._keys import KeyLike, VerifyKey, key_from_jwk, keys_from_jwks, load_key
+from tokenward.verify._stepup import ACR_LEVELS, StepUp, acr_satisfies
 from tokenward.verify._verifier import Verifier
 
 __all__ = [
+    "ACR_LEVELS",
     "LEEWAY_SECONDS",
     "MAX_TOKEN_LENGTH",
     "REASONS",
     "SYSTEM_CLOCK",
     "Claims",
     "Clock",
+    "Denial",
     "ExpiredTokenError",
     "KeyLike",
     "ParsedToken",
     "RevokedTokenError",
+    "StepUp",
     "SystemClock",
     "VerificationError",
     "Verifier",
     "VerifierUnavailableError",
     "VerifyKey",
+    "acr_satisfies",
     "bearer_token",
     "challenge",
     "check_claims",

@@ -56,6 +56,12 @@ class Claims:
     ``roles`` from a ``roles`` list (RFC 9068 2.2.3.1); both are empty when absent. ``raw`` is
     the whole payload, read-only, for claims of your own.
 
+    How and when the user authenticated (RFC 9068 2.2.1, OpenID Connect Core 2): ``amr``, the
+    authentication methods (RFC 8176: ``pwd``, ``otp``, ``mfa``, ...) from an ``amr`` list,
+    empty when absent; ``acr``, the authentication context class (tokenward's: ``aal1``,
+    ``aal2``, ``aal3``), and ``auth_time``, when the user last actively authenticated (epoch
+    seconds), both None when absent. Step-up checks read them: see ``tokenward.verify.StepUp``.
+
     Claims pickle, deep-copy and go through ``dataclasses.asdict`` (``raw`` as a dict), so
     they can be cached or queued.
     """
@@ -70,6 +76,10 @@ class Claims:
     scope: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    # After raw, so that claims made positionally before step-up existed still mean the same.
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+    auth_time: int | None = None
 
     def __post_init__(self) -> None:
         # Whatever mapping it was given, ``raw`` is a read-only copy that pickles, deep-copies

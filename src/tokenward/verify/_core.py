@@ -16,7 +16,10 @@ server and every resource server refuse exactly the same tokens:
   ``iat``, ``exp`` and ``nbf`` are integers (not booleans, not floats);
 * ``exp``, ``iat`` and ``nbf`` are checked against ``now`` with ``leeway`` seconds of skew;
 * ``aud`` must name the audience when one is configured, and must be absent (or null) when
-  none is, since a token for another audience was not meant for this one.
+  none is, since a token for another audience was not meant for this one;
+* the optional claims, when present (null counts as absent), are strictly typed: ``scope`` a
+  string, ``roles`` and ``amr`` lists of strings, ``acr`` a non-empty string, ``auth_time`` an
+  integer no later than ``now`` plus the leeway.
 
 Nothing here does I/O or reads a clock: the caller passes keys and ``now``.
 """
@@ -227,6 +230,23 @@ def _optional_names(payload: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str
     return (tuple(scope.split()) if scope else ()), (tuple(roles) if roles else ())
 
 
+def _authentication(
+    payload: dict[str, Any], leeway: int, now: float
+) -> tuple[tuple[str, ...], str | None, int | None]:
+    """``amr``, ``acr`` and ``auth_time``: how and when the user authenticated (RFC 9470 6.1)."""
+    amr = payload.get("amr")
+    acr = payload.get("acr")
+    auth_time = payload.get("auth_time")
+    if amr is not None and (not isinstance(amr, list) or not all(isinstance(m, str) for m in amr)):
+        raise VerificationError("invalid_claim", "amr")
+    if acr is not None and (not isinstance(acr, str) or not acr):
+        raise VerificationError("invalid_claim", "acr")
+    # type() is exact: a boolean is no NumericDate. An authentication after now cannot have been.
+    if auth_time is not None and (type(auth_time) is not int or auth_time > now + leeway):
+        raise VerificationError("invalid_claim", "auth_time")
+    return (tuple(amr) if amr else ()), acr, auth_time
+
+
 def _refusal(payload: dict[str, Any], issuer: str) -> VerificationError:
     """Why the fast path refused: the first rule broken, in the server's order."""
     for name in REQUIRED_CLAIMS:
@@ -285,6 +305,11 @@ def _check_claims(
     roles: tuple[str, ...] = ()
     if get("scope") is not None or get("roles") is not None:
         scope, roles = _optional_names(payload)
+    if get("acr") is not None or get("auth_time") is not None or get("amr") is not None:
+        amr, acr, auth_time = _authentication(payload, leeway, now)
+        return Claims(
+            sub, sid, jti, issuer, iat, exp, audiences, scope, roles, payload, amr, acr, auth_time
+        )
     return Claims(sub, sid, jti, issuer, iat, exp, audiences, scope, roles, payload)
 
 

@@ -31,7 +31,7 @@ REASONS = frozenset(
         "forbidden_header",  # jku, x5u, jwk, x5c, x5t, x5t#S256, crit or b64=false
         "bad_signature",
         "missing_claim",  # iss, sub, iat, exp, jti or sid absent or null
-        "invalid_claim",  # a claim of the wrong type, or an empty string
+        "invalid_claim",  # a claim of the wrong type, an empty string, auth_time in the future
         "bad_issuer",
         "bad_audience",
         "expired",

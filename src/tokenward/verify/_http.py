@@ -1,4 +1,4 @@
-"""HTTP answers to a refused request, framework-free (RFC 6750 3 and 3.1)."""
+"""HTTP answers to a refused request, framework-free (RFC 6750 3 and 3.1, RFC 9470 3)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = [
     "bearer_token",
     "challenge",
     "insufficient_scope",
+    "insufficient_user_authentication",
     "missing_credentials",
     "missing_role",
     "refused",
@@ -39,10 +40,16 @@ def _quoted(value: str) -> str:
 
 
 def challenge(
-    realm: str, error: str | None = None, scope: Iterable[str] = (), description: str = ""
+    realm: str,
+    error: str | None = None,
+    scope: Iterable[str] = (),
+    description: str = "",
+    *,
+    acr_values: Iterable[str] = (),
+    max_age: int | None = None,
 ) -> str:
-    """A ``WWW-Authenticate: Bearer`` challenge with the realm, an error code, scopes and an
-    ``error_description``."""
+    """A ``WWW-Authenticate: Bearer`` challenge with the realm, an error code, an
+    ``error_description``, scopes, and the ``acr_values`` and ``max_age`` of RFC 9470 3."""
     parts = [f"realm={_quoted(realm)}"]
     if error is not None:
         parts.append(f"error={_quoted(error)}")
@@ -51,6 +58,11 @@ def challenge(
     scopes = " ".join(scope)
     if scopes:
         parts.append(f"scope={_quoted(scopes)}")
+    acrs = " ".join(acr_values)
+    if acrs:
+        parts.append(f"acr_values={_quoted(acrs)}")
+    if max_age is not None:
+        parts.append(f"max_age={_quoted(str(max_age))}")
     return "Bearer " + ", ".join(parts)
 
 
@@ -80,6 +92,23 @@ def insufficient_scope(realm: str, scopes: Iterable[str] = ()) -> Denial:
     """403 ``insufficient_scope``, naming the scopes the resource needs."""
     header = challenge(realm, "insufficient_scope", scopes)
     return Denial(403, {"WWW-Authenticate": header}, "insufficient scope")
+
+
+def insufficient_user_authentication(
+    realm: str, acr_values: Iterable[str] = (), max_age: int | None = None, description: str = ""
+) -> Denial:
+    """401 ``insufficient_user_authentication`` (RFC 9470 3): the token is valid, but the user
+    authenticated too weakly or too long ago. The challenge names what the resource requires
+    (``acr_values`` and/or ``max_age``), for the client's next authorization request;
+    ``description`` says which of the two fell short."""
+    header = challenge(
+        realm,
+        "insufficient_user_authentication",
+        description=description,
+        acr_values=acr_values,
+        max_age=max_age,
+    )
+    return Denial(401, {"WWW-Authenticate": header}, "insufficient user authentication")
 
 
 def missing_role(realm: str) -> Denial:

@@ -16,10 +16,12 @@ from tokenward.verify._claims import Claims
 from tokenward.verify._clock import SYSTEM_CLOCK, Clock
 from tokenward.verify._core import LEEWAY_SECONDS, ParsedToken, _verify, parse_compact
 from tokenward.verify._errors import VerificationError
+from tokenward.verify._http import Denial
 from tokenward.verify._jwks import JwksCache
 from tokenward.verify._keys import KeyLike, VerifyKey, load_key
 from tokenward.verify._remote import RemoteKeys, RemoteRevocations
 from tokenward.verify._revocation import RevocationFeed
+from tokenward.verify._stepup import StepUp
 
 __all__ = ["Verifier"]
 
@@ -181,6 +183,11 @@ class Verifier:
         return f"Verifier(issuer={self.issuer!r}, audience={self.audience!r}, keys={source!r})"
 
     @property
+    def clock(self) -> Clock:
+        """The clock this verifier reads (``clock=``): step-up checks measure ``max_age`` on it."""
+        return self._clock
+
+    @property
     def revocations(self) -> RevocationFeed | None:
         """What the revocation feed has said so far (None without a feed): for health checks."""
         return None if self._revocations is None else self._revocations.feed
@@ -216,6 +223,19 @@ class Verifier:
         from tokenward.verify.fastapi import authenticate
 
         return await authenticate(self, connection)
+
+    def step_up_denial(
+        self, claims: Claims, *acr_values: str, max_auth_age: int | None = None
+    ) -> Denial | None:
+        """Step-up authentication (RFC 9470) for any framework: None when ``claims`` meet the
+        requirement, else the 401 to answer with (``status``, ``headers`` with the
+        ``insufficient_user_authentication`` challenge, ``detail``).
+
+        The token's ``acr`` must meet one of ``acr_values`` (``"aal2"`` is met by ``aal2``
+        and ``aal3``), and at most ``max_auth_age`` seconds may have passed since its
+        ``auth_time``, on this verifier's clock. ``ValueError`` when neither is given.
+        """
+        return StepUp(acr_values, max_auth_age).denial(claims, self._clock, self.realm)
 
     def _check(self, parsed: ParsedToken, key: VerifyKey) -> Claims:
         if key.kid is not None and parsed.kid != key.kid:
