@@ -3,7 +3,8 @@
 Authenticated with client credentials (HTTP Basic, ``tokenward clients create NAME --scope
 ...``), never with a user's token; each operation needs one scope (core.scopes.AdminScope),
 and a client without it gets 403 insufficient-scope. Every change is an event naming the
-client. Errors are problem+json like the rest of the API (docs/admin.md).
+client. Errors are problem+json like the rest of the API (docs/admin.md). Every answer, errors
+included, is ``Cache-Control: no-store``: web.security's RequestGuard sets it under /admin/.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tokenward.exceptions import (
 )
 from tokenward.infra.ratelimit import Limit
 from tokenward.web.account import EventList, EventOut, SessionList, SessionOut
-from tokenward.web.deps import NO_STORE, Client, Service
+from tokenward.web.deps import Client, Service
 from tokenward.web.oauth import InvalidClientError, basic_credentials, get_clients
 from tokenward.web.openapi import (
     BODY,
@@ -111,10 +112,6 @@ def needs(scope: AdminScope) -> Callable[..., Awaitable[Actor]]:
     return check
 
 
-async def _no_store(response: Response) -> None:
-    response.headers.update(NO_STORE)  # users' data: never in a cache
-
-
 _AUTH = {
     **declare(
         ClientAuthenticationError,
@@ -132,7 +129,6 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     responses=_AUTH,
-    dependencies=[Depends(_no_store)],
 )
 
 UserId = Annotated[str, Path(min_length=1, max_length=64)]
