@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from support import PASSWORD, Api, FakeClock, refresh_cookie
 from support.admin import ALL_SCOPES
@@ -101,6 +102,7 @@ EXERCISED = {
     "list_sessions",
     "revoke_session",
     "revoke_sessions",
+    "reset_factors",
 }
 
 
@@ -273,6 +275,34 @@ async def test_sessions_list_revoke_one_and_all(admin: AsyncAdminClient, api: Ap
     assert await admin.revoke_sessions(ada.id) == 0
     with pytest.raises(AdminError) as caught:
         await admin.list_sessions("no-such-user")
+    assert caught.value.problem == "not-found"
+
+
+async def test_reset_factors_lets_a_user_who_lost_their_phone_back_in(
+    admin: AsyncAdminClient, api: Api, clock: Any
+) -> None:
+    """reset_factors removes every second factor (and the recovery codes): the next sign-in
+    asks for the password alone; the event names the client."""
+    ada = await admin.create_user("ada@example.com", password=PASSWORD)
+    access, _ = await login(api, "ada@example.com")
+    bearer = {"Authorization": f"Bearer {access}"}
+    started = (await api.http.post("/auth/mfa/totp/enroll", headers=bearer)).json()
+    code = pyotp.TOTP(started["secret"]).at(clock.time())
+    confirmed = await api.http.post(
+        "/auth/mfa/totp/confirm",
+        json={"factor_id": started["factor_id"], "code": code},
+        headers=bearer,
+    )
+    assert confirmed.status_code == 200
+    assert (await api.login("ada@example.com")).json()["mfa_required"] is True
+
+    assert await admin.reset_factors(ada.id) == 1
+    assert "access_token" in (await api.login("ada@example.com")).json()
+    assert await admin.reset_factors(ada.id) == 0
+    removed = [e for e in await admin.user_events(ada.id) if e.type == "mfa.removed"]
+    assert [e.detail["by"] for e in removed] == ["admin_api"]
+    with pytest.raises(AdminError) as caught:
+        await admin.reset_factors("no-such-user")
     assert caught.value.problem == "not-found"
 
 

@@ -111,6 +111,7 @@ def test_every_method_against_tokenward_serve(tmp_path: Path) -> None:
             assert admin.revoke_session(ada.id, sessions[0].id) is True
             assert admin.revoke_session(ada.id, sessions[0].id) is False
             assert admin.revoke_sessions(ada.id) == 2
+            assert admin.reset_factors(ada.id) == 0  # no second factor to remove
             for token in refresh_tokens:
                 answer = browser.post("/auth/refresh", headers={"Cookie": f"tw_refresh={token}"})
                 assert answer.status_code == 401

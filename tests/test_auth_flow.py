@@ -130,7 +130,10 @@ async def test_access_token_claims(api: Api, service: Any) -> None:
     assert header["alg"] == "ES256"
     assert header["kid"] == service.signing_keys.signing_key.kid
     claims = jwt.decode(access, options={"verify_signature": False})
-    assert set(claims) == {"iss", "sub", "iat", "exp", "jti", "sid"}
+    assert set(claims) == {"iss", "sub", "iat", "exp", "jti", "sid", "amr", "acr", "auth_time"}
+    # How the session was authenticated (RFC 8176, RFC 9470): a password, just now.
+    assert (claims["amr"], claims["acr"]) == (["pwd"], "aal1")
+    assert claims["auth_time"] == claims["iat"]
     assert claims["exp"] - claims["iat"] == 900
     assert claims["iss"] == "http://127.0.0.1:8000"
 

@@ -259,7 +259,10 @@ async def test_reserved_claims_from_the_hook_never_replace_tokenwards(
     assert claims["exp"] - claims["iat"] == service.settings.access_ttl.total_seconds()
     sessions = (await api.http.get("/auth/sessions", headers=bearer(access))).json()
     assert claims["sid"] in str(sessions)
-    for absent in ("nbf", "amr", "acr", "auth_time", "typ"):
+    # How the session authenticated is tokenward's to say: a password, at the sign-in.
+    assert (claims["amr"], claims["acr"]) == (["pwd"], "aal1")
+    assert isinstance(claims["auth_time"], int)
+    for absent in ("nbf", "typ"):
         assert absent not in claims
     if service.settings.audience is None:
         assert "aud" not in claims

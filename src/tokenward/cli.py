@@ -612,6 +612,15 @@ def users_revoke(email: Email, role: Role, end_sessions: EndSessions = False) ->
     typer.echo(f"revoked {role} from {email}")
 
 
+@users_app.command("reset-mfa")
+def users_reset_mfa(email: Email) -> None:
+    """Remove every second factor of a user (a lost phone and lost recovery codes): the next
+    sign-in asks for the password alone. Check who is asking first: this is the way around
+    the second factor."""
+    removed = _with_admin(lambda admin: admin.reset_mfa(email))
+    typer.echo(f"removed {removed} second factors of {email.strip()}")
+
+
 @db_app.command("prune")
 def db_prune() -> None:
     """Delete sessions ended over a day ago and events past TOKENWARD_EVENT_RETENTION."""

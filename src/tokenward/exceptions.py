@@ -20,6 +20,11 @@ TokenwardError
 ├── InsufficientScopeError      admin API: the client lacks the scope the operation needs
 ├── InvalidCursorError          a paging cursor that is not one this server handed out
 ├── ClaimsUnavailableError      the claims hook raised, timed out or answered unusably
+├── MfaFailedError              a second factor (or the pending sign-in) was not accepted
+├── InvalidMfaCodeError         the code that should confirm a new factor is not its code
+├── StepUpRequiredError         the session's authentication is too old or too weak (RFC 9470)
+├── UnknownFactorError          the user has no factor of this id
+├── FactorLimitError            the user holds as many factors as allowed
 ├── KeyRotationError            a key operation was refused
 ├── SchemaVersionError          the database was migrated by a newer tokenward
 ├── UnavailableError            the database or Redis cannot be reached (or stays busy)
@@ -283,6 +288,86 @@ class ClaimsUnavailableError(TokenwardError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class MfaFailedError(TokenwardError):
+    """A second-factor code, or the pending sign-in it was sent for, was not accepted: one
+    answer for a wrong code, a code used before, an unknown, used, expired or exhausted
+    ``mfa_token`` (no oracle)."""
+
+    status = 401
+    problem = "mfa-failed"
+    title = "Second factor not accepted"
+
+    def public_detail(self) -> str:
+        return "the code is wrong, or the sign-in attempt is no longer valid"
+
+
+class InvalidMfaCodeError(TokenwardError):
+    """The code sent to confirm a new factor is not the factor's current code."""
+
+    status = 422
+    problem = "invalid-mfa-code"
+    title = "Invalid code"
+
+    def public_detail(self) -> str:
+        return "the code does not match; check the authenticator app's clock and try again"
+
+
+class StepUpRequiredError(TokenwardError):
+    """The operation needs a more recent or a stronger authentication than the access token
+    shows: RFC 9470's challenge, the same one ``tokenward.verify`` gives resource servers."""
+
+    status = 401
+    problem = "insufficient-user-authentication"
+    title = "Insufficient user authentication"
+
+    def __init__(self, *, acr_values: str | None = None, max_age: int | None = None) -> None:
+        super().__init__("a stronger or more recent authentication is required")
+        self.acr_values = acr_values
+        self.max_age = max_age
+
+    def public_detail(self) -> str:
+        return "authenticate again (POST /auth/reauthenticate), then retry"
+
+    def headers(self) -> dict[str, str]:
+        params = [
+            'realm="tokenward"',
+            'error="insufficient_user_authentication"',
+            'error_description="a stronger or more recent authentication is required"',
+        ]
+        if self.acr_values is not None:
+            params.append(f'acr_values="{self.acr_values}"')
+        if self.max_age is not None:
+            params.append(f'max_age="{self.max_age}"')  # quoted, as RFC 9470 section 3 shows
+        return {"WWW-Authenticate": "Bearer " + ", ".join(params)}
+
+    def extra(self) -> dict[str, Any]:
+        said: dict[str, Any] = {}
+        if self.acr_values is not None:
+            said["acr_values"] = self.acr_values
+        if self.max_age is not None:
+            said["max_age"] = self.max_age
+        return said
+
+
+class UnknownFactorError(TokenwardError):
+    """The signed-in user has no factor of this id (or it is not waiting to be confirmed)."""
+
+    status = 404
+    problem = "unknown-factor"
+    title = "Unknown factor"
+
+
+class FactorLimitError(TokenwardError):
+    """The user holds as many confirmed factors as allowed (core.mfa.MAX_FACTORS)."""
+
+    status = 409
+    problem = "too-many-factors"
+    title = "Too many factors"
+
+    def public_detail(self) -> str:
+        return "remove a factor before adding another"
 
 
 class KeyRotationError(TokenwardError):

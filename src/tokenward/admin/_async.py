@@ -125,6 +125,10 @@ class AsyncAdminClient:
     async def revoke_sessions(self, user_id: str) -> int:
         return await self._send(_calls.revoke_sessions(user_id))
 
+    async def reset_factors(self, user_id: str) -> int:
+        """Remove every second factor of the user (and the recovery codes); how many."""
+        return await self._send(_calls.reset_factors(user_id))
+
     async def revoke_session(self, user_id: str, session_id: str) -> bool:
         return await self._send(_calls.revoke_session(user_id, session_id))
 

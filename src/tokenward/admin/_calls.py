@@ -277,6 +277,10 @@ def revoke_sessions(user_id: str) -> Call[int]:
     return Call("DELETE", _user(user_id, "sessions"), _key("ended"))
 
 
+def reset_factors(user_id: str) -> Call[int]:
+    return Call("DELETE", _user(user_id, "factors"), _key("removed"))
+
+
 def revoke_session(user_id: str, session_id: str) -> Call[bool]:
     path = _user(user_id, "sessions", _segment(session_id, "session_id"))
     return Call("DELETE", path, _true, on_error=_false_if_not_found)

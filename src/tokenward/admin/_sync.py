@@ -138,6 +138,10 @@ class AdminClient:
         """End one session; False if tokenward answers ``not-found`` (no such session)."""
         return self._send(_calls.revoke_session(user_id, session_id))
 
+    def reset_factors(self, user_id: str) -> int:
+        """Remove every second factor of the user (and the recovery codes); how many."""
+        return self._send(_calls.reset_factors(user_id))
+
     def user_events(self, user_id: str, *, limit: int = 50) -> list[AdminEvent]:
         """The user's latest audit events (``limit`` 1-200)."""
         return self._send(_calls.user_events(user_id, limit=limit))

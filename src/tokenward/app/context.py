@@ -56,6 +56,7 @@ class Context:
         keyring: Keyring,
         refresh_secret: bytes,
         outbox_key: bytes | None = None,
+        mfa_key: bytes | None = None,
         hasher: PasswordHasher | None = None,
         clock: Clock = SYSTEM_CLOCK,
         claims_hook: ClaimsHook | None = None,
@@ -78,6 +79,12 @@ class Context:
         # Fernet's key (urlsafe base64 of 32 bytes) that seals queued mails' payloads.
         self.outbox_key = base64.urlsafe_b64encode(
             outbox_key if outbox_key is not None else hashlib.sha256(refresh_secret).digest()
+        )
+        # Fernet's key that seals TOTP secrets at rest.
+        self.mfa_key = base64.urlsafe_b64encode(
+            mfa_key
+            if mfa_key is not None
+            else hashlib.sha256(b"tokenward mfa secrets v1" + refresh_secret).digest()
         )
         self.lifetimes = SessionLifetimes(
             idle=settings.refresh_ttl, absolute=settings.session_max_age

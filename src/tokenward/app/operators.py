@@ -90,6 +90,11 @@ class Admin:
         account = await self.user(email)
         await self.service.roles.revoke(account.id, role, OPERATOR, end_sessions=end_sessions)
 
+    async def reset_mfa(self, email: str) -> int:
+        """Remove every second factor of the user; return how many were removed."""
+        account = await self.user(email)
+        return await self.service.mfa.reset(account.id, OPERATOR)
+
     async def events(
         self, email: str | None = None, *, after_id: int | None = None, limit: int = 50
     ) -> list[EventInfo]:

@@ -141,6 +141,13 @@ class ClientService:
             answer["aud"] = claims.aud[0] if len(claims.aud) == 1 else list(claims.aud)
         if claims.scope:
             answer["scope"] = " ".join(claims.scope)  # RFC 7662 2.2: as the token says
+        if claims.acr is not None:
+            # RFC 9470 section 6.2: how the user authenticated, for step-up decisions.
+            answer["acr"] = claims.acr
+        if claims.auth_time is not None:
+            answer["auth_time"] = claims.auth_time
+        if claims.amr:
+            answer["amr"] = list(claims.amr)
         return answer
 
     async def _introspect_refresh(self, token: str) -> dict[str, Any] | None:

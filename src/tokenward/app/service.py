@@ -2,8 +2,8 @@
 
 The web app, the CLI and an embedding application all open an :class:`AuthService` and use its
 capabilities: ``accounts``, ``sessions``, ``signing_keys``, ``email_accounts``, ``roles``,
-``profiles``, ``user_admin`` (the admin API's), ``claims`` (operators and resource servers
-build on it: ``app.operators.Admin``, ``app.resource_servers.ClientService``).
+``profiles``, ``user_admin`` (the admin API's), ``mfa`` (second factors), ``claims`` (operators
+and resource servers build on it: ``app.operators.Admin``, ``app.resource_servers.ClientService``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tokenward.app.accounts import Accounts, ImportReport
 from tokenward.app.claims import CustomClaims, load_hook
 from tokenward.app.context import SYSTEM_CLOCK, Clock, Context, wall_time
 from tokenward.app.email_accounts import EmailAccounts
+from tokenward.app.mfa import SecondFactors
 from tokenward.app.outbox import Outbox
 from tokenward.app.profiles import Profiles
 from tokenward.app.roles import Roles
@@ -90,6 +91,10 @@ class AuthService(Context):
         return Sessions(self, self.claims)
 
     @cached_property
+    def mfa(self) -> SecondFactors:
+        return SecondFactors(self, self.sessions, self.outbox)
+
+    @cached_property
     def claims(self) -> CustomClaims:
         return CustomClaims(self, self.claims_hook)
 
@@ -155,6 +160,7 @@ class AuthService(Context):
             keyring=keyring,
             refresh_secret=master.refresh_mac_key(),
             outbox_key=master.outbox_key(),
+            mfa_key=master.mfa_key(),
             hasher=hasher,
             clock=clock,
             claims_hook=claims_hook,

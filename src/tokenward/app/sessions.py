@@ -7,7 +7,8 @@ this module joins it to the storage port, the rate limits and the token codecs.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -17,6 +18,7 @@ from tokenward.app.context import Context
 from tokenward.app.credentials import Verified, check_password, record_failure
 from tokenward.core.claims import ClaimsProblem, TokenGrant
 from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.mfa import Authentication, MfaChallenge, MfaMethod, MfaMode
 from tokenward.core.passwords import normalize_password
 from tokenward.core.refresh import PresentedRefreshToken
 from tokenward.core.roles import Grants
@@ -40,10 +42,11 @@ from tokenward.storage.port import (
     Rotated,
     RotationWriter,
     SessionInfo,
+    UnitOfWork,
     retrying,
 )
 
-__all__ = ["IssuedTokens", "Principal", "Sessions"]
+__all__ = ["Admit", "IssuedTokens", "MfaPending", "Principal", "Sessions"]
 
 GRANTS_RACE_TRIES = 3
 """Sign-ins signed anew when the user's roles change between the token and the session."""
@@ -65,6 +68,22 @@ class IssuedTokens:
     refresh_expires_in: int
     session_id: str
     user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MfaPending:
+    """A sign-in whose password was right, waiting for a second factor (``methods``), or,
+    under ``TOKENWARD_MFA=required``, for the user's first factor (``enrollment_required``).
+    ``mfa_token`` goes to the client only; it is no access token and no refresh token."""
+
+    mfa_token: str = field(repr=False)
+    methods: tuple[MfaMethod, ...]
+    expires_in: int
+    enrollment_required: bool
+
+
+Admit = Callable[["UnitOfWork", Account, ClientInfo, datetime], Awaitable[bool]]
+"""Whether a sign-in still stands, decided in its session's transaction on the locked user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +116,17 @@ class Sessions:
         self.claims = claims
         self._sessions: dict[str, _SessionState] = {}
 
-    async def login(self, email: str, password: str, client: ClientInfo) -> IssuedTokens:
+    async def login(
+        self, email: str, password: str, client: ClientInfo
+    ) -> IssuedTokens | MfaPending:
         """Check the password and start a session. Raises AuthenticationError, one for all.
 
         Raises RateLimitedError, before any verification, when the client IP or the account is
         over its limit; PasswordPolicyError (password_too_long) before hashing a huge input.
         The session starts only if the password hash and the user's state are still the ones
-        verified: a login racing a password change (or a disabling) loses.
+        verified: a login racing a password change (or a disabling) loses. A user with a second
+        factor (or, under ``TOKENWARD_MFA=required``, without one yet) gets no session here: a
+        pending sign-in (:class:`MfaPending`) that ``app.mfa`` completes.
         """
         password = normalize_password(password)
         account = account_key(email)
@@ -129,6 +152,85 @@ class Sessions:
             await record_failure(self.ctx, client, now, row.id, reason="email_not_verified")
             raise EmailNotVerifiedError("the email address is not verified")
         await self.ctx.limits.hit(Limit.USER_ACTIONS, row.id)
+        admit = partial(self._password_holds, verified)
+        if self.ctx.settings.mfa is not MfaMode.OFF:
+            pending = await retrying(partial(self._pend, row, admit, client, now))
+            if pending is not None:
+                return pending
+        issued = await self.start(row, client, now, Authentication.password(now), admit)
+        if issued is None:
+            raise AuthenticationError("email or password is incorrect")
+        return issued
+
+    async def _pend(
+        self, row: Account, admit: Admit, client: ClientInfo, now: datetime
+    ) -> MfaPending | None:
+        """A pending sign-in when the user must give a second factor (or enrol one); None when
+        the password alone signs in. AuthenticationError if the user changed meanwhile."""
+        async with self.ctx.store.read() as tx:
+            factors = [f for f in await tx.factors(row.id) if f.confirmed]
+        if not factors and self.ctx.settings.mfa is not MfaMode.REQUIRED:
+            return None  # the password alone signs in (no write transaction spent on it)
+        async with self.ctx.store.write() as tx:
+            user = await tx.account(row.id, lock=True)
+            if user is None or user.disabled or not await admit(tx, user, client, now):
+                refused = True
+            else:
+                refused = False
+                issued = MfaChallenge.issue(user.id, now, enrolling=not factors)
+                await tx.add_mfa_challenge(issued.record)
+                tx.add_event(
+                    NewEvent(
+                        EventType.MFA_REQUIRED,
+                        now,
+                        client,
+                        user_id=user.id,
+                        detail={"enrolling": not factors},
+                    )
+                )
+        if refused:
+            raise AuthenticationError("email or password is incorrect")
+        methods = (MfaMethod.TOTP, MfaMethod.RECOVERY_CODE) if factors else ()
+        return MfaPending(
+            mfa_token=issued.token,
+            methods=methods,
+            expires_in=issued.record.expires_in,
+            enrollment_required=not factors,
+        )
+
+    async def _password_holds(
+        self, verified: Verified, tx: UnitOfWork, user: Account, client: ClientInfo, now: datetime
+    ) -> bool:
+        """In the sign-in's transaction: the password verified is still the account's (and a
+        legacy hash is upgraded); False, recorded, when it was changed while the login hashed."""
+        if user.password_hash != verified.password_hash:
+            tx.add_event(
+                NewEvent(
+                    EventType.LOGIN_FAILED,
+                    now,
+                    client,
+                    user_id=user.id,
+                    detail={"reason": "changed_during_login"},
+                )
+            )
+            return False
+        if verified.new_hash is not None:
+            # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
+            # written over exactly the hash that was verified (checked just above).
+            await tx.set_password_hash(user.id, verified.new_hash)
+        return True
+
+    async def start(
+        self,
+        row: Account,
+        client: ClientInfo,
+        now: datetime,
+        authentication: Authentication,
+        admit: Admit,
+    ) -> IssuedTokens | None:
+        """Start a session for a user who authenticated (``authentication``): the token is
+        signed first, then ``admit`` decides in the session's transaction whether the sign-in
+        still stands (None if not; it may raise to roll the transaction back)."""
         session_id = str(uuid.uuid4())
         for _ in range(GRANTS_RACE_TRIES):
             async with self.ctx.store.read() as tx:
@@ -136,38 +238,47 @@ class Sessions:
             # The hook and the token before the session: a failure leaves nothing behind.
             extra = await self.claims.for_token(row, session_id, grants, TokenGrant.LOGIN, client)
             access_token = await self._sign(
-                row.id, session_id, now, grants, extra, client, TokenGrant.LOGIN
+                row.id, session_id, now, grants, extra, client, TokenGrant.LOGIN, authentication
             )
             try:
                 session = await retrying(
-                    partial(self._start_session, row, verified, client, now, session_id, grants)
+                    partial(
+                        self._start_session,
+                        row,
+                        admit,
+                        client,
+                        now,
+                        session_id,
+                        grants,
+                        authentication,
+                    )
                 )
             except _GrantsChanged:
                 continue  # a role changed (and its sessions may have ended) meanwhile: again
             if session is None:
-                raise AuthenticationError("email or password is incorrect")
+                return None
             return self._tokens(session, now, access_token)
         raise UnavailableError("database", "roles kept changing during a sign-in")
 
     async def _start_session(
         self,
         row: Account,
-        verified: Verified,
+        admit: Admit,
         client: ClientInfo,
         now: datetime,
         session_id: str,
         grants: Grants,
+        authentication: Authentication,
     ) -> Session | None:
-        """The login's one transaction; None when the user changed since the password check,
+        """The sign-in's one transaction; None when the user changed since they authenticated,
         _GrantsChanged when their roles did since the token was signed (a revocation that
         ended their sessions would otherwise miss this one)."""
         async with self.ctx.store.write() as tx:
             user = await tx.account(row.id, lock=True)
             if user is not None and await tx.grants(user.id) != grants:
                 raise _GrantsChanged
-            if user is None or user.password_hash != verified.password_hash or user.disabled:
-                # The password was changed (or the user disabled) while this login hashed:
-                # what was verified is not the account's password any more.
+            if user is None or user.disabled:
+                # Deleted or disabled while this sign-in hashed or waited for its code.
                 tx.add_event(
                     NewEvent(
                         EventType.LOGIN_FAILED,
@@ -178,21 +289,25 @@ class Sessions:
                     )
                 )
                 return None
-            if verified.new_hash is not None:
-                # A legacy bcrypt hash (or weaker argon2 parameters) upgraded on the way in,
-                # written over exactly the hash that was verified (checked just above).
-                await tx.set_password_hash(user.id, verified.new_hash)
+            if not await admit(tx, user, client, now):
+                return None
             session = Session.start(
                 id=session_id,
                 user_id=user.id,
                 now=now,
                 lifetimes=self.ctx.lifetimes,
                 client=client,
+                authentication=authentication,
             )
             await tx.add_session(session)
             tx.add_event(
                 NewEvent(
-                    EventType.LOGIN_SUCCEEDED, now, client, user_id=user.id, session_id=session.id
+                    EventType.LOGIN_SUCCEEDED,
+                    now,
+                    client,
+                    user_id=user.id,
+                    session_id=session.id,
+                    detail={"amr": [m.value for m in authentication.methods]},
                 )
             )
             cap = self.ctx.settings.max_sessions_per_user
@@ -223,6 +338,7 @@ class Sessions:
         extra: dict[str, Any] | None,
         client: ClientInfo,
         grant: TokenGrant,
+        authentication: Authentication,
     ) -> str:
         """The access token; ClaimsUnavailableError (recorded) if it would be too long for
         verifiers to read (roles and the hook's claims are capped so that it is not)."""
@@ -233,9 +349,36 @@ class Sessions:
                 now=now.timestamp(),
                 grants=grants,
                 extra=extra,
+                authentication=authentication,
             )
         except TokenTooLargeError:
             await self.claims.failed(ClaimsProblem.TOO_LARGE, user_id, session_id, grant, client)
+
+    async def access_token(
+        self,
+        principal: Principal,
+        authentication: Authentication,
+        client: ClientInfo,
+        grant: TokenGrant,
+    ) -> str:
+        """A new access token for the principal's session, saying ``authentication`` (a
+        reauthentication): their roles now, and the claims hook's answer."""
+        async with self.ctx.store.read() as tx:
+            found = await tx.session_and_account(principal.session_id)
+        if found is None:
+            raise SessionEndedError("unknown session")
+        _, account, grants = found
+        extra = await self.claims.for_token(account, principal.session_id, grants, grant, client)
+        return await self._sign(
+            account.id,
+            principal.session_id,
+            self.ctx.now(),
+            grants,
+            extra,
+            client,
+            grant,
+            authentication,
+        )
 
     def _tokens(self, session: Session, now: datetime, access_token: str) -> IssuedTokens:
         """The answer: the access token and the session's current refresh token."""
@@ -324,7 +467,14 @@ class Sessions:
             raise RefreshTokenReusedError("refresh token reused; session ended")
         session = rotated.outcome.session
         access_token = await self._sign(
-            session.user_id, session.id, now, rotated.grants, extra, client, TokenGrant.REFRESH
+            session.user_id,
+            session.id,
+            now,
+            rotated.grants,
+            extra,
+            client,
+            TokenGrant.REFRESH,
+            session.authenticated,
         )
         return self._tokens(session, now, access_token)
 

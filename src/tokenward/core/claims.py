@@ -39,7 +39,10 @@ class TokenGrant(StrEnum):
     """Why an access token is being issued."""
 
     LOGIN = "login"
+    """A sign-in (with a password, and a second factor when the user has one)."""
     REFRESH = "refresh"
+    REAUTHENTICATE = "reauthenticate"
+    """A signed-in user proved who they are again (a step-up)."""
 
 
 @dataclass(frozen=True, slots=True)

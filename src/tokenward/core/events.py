@@ -65,6 +65,18 @@ class EventType(StrEnum):
     APP_METADATA_CHANGED = "user.app_metadata_changed"
     USER_METADATA_CHANGED = "user.user_metadata_changed"
     CLAIMS_HOOK_FAILED = "claims.hook_failed"
+    MFA_ENROLLED = "mfa.enrolled"
+    MFA_REMOVED = "mfa.removed"
+    MFA_REQUIRED = "mfa.required"
+    """A password was right; the sign-in waits for the second factor."""
+    MFA_VERIFIED = "mfa.verified"
+    MFA_FAILED = "mfa.failed"
+    MFA_REPLAY_REJECTED = "mfa.replay_rejected"
+    """A TOTP code whose time step the factor had accepted already."""
+    MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
+    MFA_RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
+    REAUTHENTICATED = "reauthenticated"
+    """A signed-in user proved who they are again (POST /auth/reauthenticate)."""
     """No token issued: ``detail.reason`` (``raised``, ``timed_out``, ``too_large``, ...),
     ``detail.grant`` (``login`` or ``refresh``)."""
 

@@ -31,11 +31,12 @@ __all__ = [
 
 MAX_PERMISSIONS = 100
 """Permissions one role may grant."""
-MAX_GRANTS_BYTES = 2048
+MAX_GRANTS_BYTES = 1920
 """What one user's roles and permissions may take in an access token (``roles`` and ``scope``
-as compact JSON). With the claims hook's cap (TOKENWARD_CLAIMS_MAX_BYTES, at most 3072) and
-the standard claims, a token stays within the 8192 characters verifiers read, whatever the
-signing algorithm: a grant past it is refused when it is made, never at a refresh."""
+as compact JSON). With the claims hook's cap (TOKENWARD_CLAIMS_MAX_BYTES, at most 3072), the
+standard claims and how the session authenticated (``amr``, ``acr``, ``auth_time``: 128 bytes
+kept for them), a token stays within the 8192 characters verifiers read, whatever the signing
+algorithm: a grant past it is refused when it is made, never at a refresh."""
 
 ROLE_NAME_PATTERN = r"[a-z][a-z0-9_.:-]{0,63}"
 PERMISSION_PATTERN = r"[\x21\x23-\x5b\x5d-\x7e]{1,128}"

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from tokenward.core.events import ClientInfo, EventType, NewEvent
+from tokenward.core.mfa import Authentication
 from tokenward.core.refresh import Rotation, decide_rotation
 from tokenward.exceptions import SessionEndedError, TokenError
 
@@ -77,6 +78,8 @@ class Session:
     revoked_reason: str | None = None
     last_ip: str | None = None
     last_user_agent: str | None = None
+    authentication: Authentication | None = None
+    """How and when its user last authenticated (None: a password, at ``created_at``)."""
 
     @classmethod
     def start(
@@ -87,8 +90,10 @@ class Session:
         now: datetime,
         lifetimes: SessionLifetimes,
         client: ClientInfo,
+        authentication: Authentication | None = None,
     ) -> Session:
-        """A new session at generation 0."""
+        """A new session at generation 0 (signed in with a password at ``now`` unless
+        ``authentication`` says otherwise)."""
         max_expires_at = now + lifetimes.absolute
         return cls(
             id=id,
@@ -100,7 +105,13 @@ class Session:
             max_expires_at=max_expires_at,
             last_ip=client.ip,
             last_user_agent=client.user_agent,
+            authentication=authentication or Authentication.password(now),
         )
+
+    @property
+    def authenticated(self) -> Authentication:
+        """How and when the user last authenticated in this session."""
+        return self.authentication or Authentication.password(self.created_at)
 
     @property
     def ends_at(self) -> datetime:

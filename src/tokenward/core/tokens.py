@@ -12,6 +12,7 @@ from typing import Any
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from tokenward.core.keys import Keyring, SigningKey
+from tokenward.core.mfa import Authentication
 from tokenward.core.roles import NO_GRANTS, Grants
 from tokenward.exceptions import TokenError
 from tokenward.verify import (
@@ -91,8 +92,11 @@ class AccessTokenCodec:
         now: float,
         grants: Grants = NO_GRANTS,
         extra: Mapping[str, Any] | None = None,
+        authentication: Authentication | None = None,
     ) -> str:
         """Sign a new access token for ``user_id`` in session ``session_id`` at ``now``.
+
+        ``authentication`` becomes ``amr``, ``acr`` and ``auth_time`` (RFC 8176, RFC 9470).
 
         ``grants`` become ``roles`` and ``scope`` (left out when empty); ``extra`` are custom
         claims, already stripped of the reserved ones (core.claims). TokenTooLargeError when
@@ -109,6 +113,8 @@ class AccessTokenCodec:
         }
         if self.audience is not None:
             claims["aud"] = self.audience
+        if authentication is not None:
+            claims.update(authentication.claims())
         if grants.roles:
             claims["roles"] = list(grants.roles)
             if grants.permissions:

@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenward.core.keys import SigningAlg
+from tokenward.core.mfa import MfaMode
 from tokenward.core.roles import check_role_name
 from tokenward.exceptions import ConfigError, InvalidRoleError
 
@@ -210,6 +211,16 @@ class Settings(BaseSettings):
     """The hook's extra claims, as compact JSON, at most this many bytes."""
     rate_limit_admin_client: RateLimitText = "600/minute"
     """Admin API requests per client."""
+    # -- a second factor (docs/mfa.md) -------------------------------------------------------
+    mfa: MfaMode = MfaMode.OPTIONAL
+    """``off``: passwords only (enrolled factors wait); ``optional``: users who enrol a factor
+    sign in with it; ``required``: users without a factor can only enrol one."""
+    reauth_max_age: Duration = timedelta(minutes=10)
+    """How recent an authentication adding or removing a factor needs (``auth_time``)."""
+    rate_limit_mfa_failures_account: RateLimitText = "10/15 minutes"
+    """Wrong second-factor codes per account, across its pending sign-ins."""
+    totp_issuer: str = Field(default="tokenward", min_length=1, max_length=64)
+    """The name authenticator apps show beside the account (the ``otpauth://`` issuer)."""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -51,6 +51,8 @@ class MailTemplate(StrEnum):
     ACCOUNT_DELETED = "account_deleted"
     INVITATION = "invitation"
     """An admin created the account without a password: a reset link to choose one."""
+    MFA_CHANGED = "mfa_changed"
+    """A second factor was added or removed, recovery codes replaced, or one used."""
 
 
 class DeliveryError(Exception):

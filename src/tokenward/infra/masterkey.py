@@ -94,5 +94,9 @@ class MasterKey:
         """Seals queued mails' recipients and links (``app.outbox``)."""
         return self.derive("tokenward mail outbox v1")
 
+    def mfa_key(self) -> bytes:
+        """Seals second factors' secrets (``app.mfa``)."""
+        return self.derive("tokenward mfa secrets v1")
+
     def key_encryption(self) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(self.derive("tokenward signing-key encryption v1")))

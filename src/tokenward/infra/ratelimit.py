@@ -52,6 +52,8 @@ class Limit(Enum):
     """One mail of a kind per address per ``TOKENWARD_EMAIL_RESEND_COOLDOWN``."""
     ADMIN_CLIENT = "admin_client"
     """Admin API requests per client id."""
+    MFA_FAILURES_ACCOUNT = "mfa_failures_account"
+    """Wrong second-factor codes per user."""
 
 
 def client_key(ip: str | None, ipv6_prefix: int = 64) -> str:

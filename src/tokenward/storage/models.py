@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -14,7 +25,10 @@ __all__ = [
     "ClientRow",
     "EventRow",
     "LinkTokenRow",
+    "MfaChallengeRow",
+    "MfaFactorRow",
     "OutboxRow",
+    "RecoveryCodeRow",
     "RevocationRow",
     "RoleRow",
     "SessionRow",
@@ -118,6 +132,54 @@ class SessionRow(Base):
     created_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
     last_ip: Mapped[str | None] = mapped_column(String(45), default=None)
     last_user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+    amr: Mapped[str | None] = mapped_column(String(64), default=None)
+    """How the user authenticated (RFC 8176 values, space-separated; None: a password)."""
+    auth_time: Mapped[datetime | None] = mapped_column(default=None)
+    """When (None: at ``created_at``); a reauthentication moves it."""
+
+
+class MfaFactorRow(Base):
+    """A second factor. The TOTP secret is sealed under the server secret (Fernet)."""
+
+    __tablename__ = "mfa_factors"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """The newest TOTP time step accepted: a code is accepted once (a conditional write)."""
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RecoveryCodeRow(Base):
+    """A recovery code's SHA-256 (never the code); used once."""
+
+    __tablename__ = "recovery_codes"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class MfaChallengeRow(Base):
+    """A sign-in waiting for its second factor: only the ``mfa_token``'s SHA-256 is kept."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    enrolling: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class RevocationRow(Base):

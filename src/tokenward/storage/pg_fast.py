@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tokenward.core.mfa import Authentication
 from tokenward.core.refresh import Rotation
 from tokenward.core.roles import Grants
 from tokenward.core.sessions import RotationOutcome, Session
@@ -57,16 +59,19 @@ ACQUIRE_TIMEOUT = 30.0
 """As long as the SQLAlchemy pool waits for a connection under overload before its 503."""
 
 _LOAD = load_query("$1")
-# The successor, its audit row, and the roles the user holds as this statement's snapshot has
-# them (a data-modifying WITH runs to completion whether or not the SELECT reads it).
+# The successor, its audit row, and the roles the user holds and how the session authenticated
+# as this statement's snapshot has them (a data-modifying WITH runs to completion whether or
+# not the SELECT reads it).
 _ROTATE = (
     "WITH moved AS ("
     " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
     " expires_at = $6, last_ip = $7, last_user_agent = $8"
-    " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL RETURNING id, user_id),"
+    " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL"
+    " RETURNING id, user_id, amr, auth_time),"
     " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
     " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved)"
-    " SELECT u.held_roles, u.held_permissions FROM moved JOIN users AS u ON u.id = moved.user_id"
+    " SELECT u.held_roles, u.held_permissions, moved.amr, moved.auth_time"
+    " FROM moved JOIN users AS u ON u.id = moved.user_id"
 )
 
 # PostgreSQL asks for a retry with these: serialization_failure, deadlock_detected.
@@ -108,9 +113,9 @@ class PgRotations:
                     outcome = None  # decided on what may be stale: read it afresh
                 rotates = outcome is not None and outcome.decision is Rotation.ROTATE
                 if rotates and outcome:
-                    grants = await self._write(connection, outcome)
-                    if grants is not None:
-                        return Rotated(outcome, grants)
+                    rotated = await self._write(connection, outcome)
+                    if rotated is not None:
+                        return rotated
             row = await connection.fetchrow(_LOAD, session_id)
             loaded = None if row is None else loaded_session(session_id, row, _utc)
             outcome = decide(loaded)
@@ -119,16 +124,17 @@ class PgRotations:
                 return Rotated(outcome, loaded_grants(row))  # nothing to write
             if outcome.decision is not Rotation.ROTATE:
                 raise FastPathDeclined("an ending is written by the unit of work")
-            grants = await self._write(connection, outcome)
-            if grants is None:
+            rotated = await self._write(connection, outcome)
+            if rotated is None:
                 raise RetryableConflict("rotation lost a race")
-        return Rotated(outcome, grants)
+        return rotated
 
     async def _write(
         self, connection: asyncpg.Connection, outcome: RotationOutcome
-    ) -> Grants | None:
-        """The successor and its audit row, if the session is still as it was read; the
-        user's grants then, or None when the session moved on."""
+    ) -> Rotated | None:
+        """The successor and its audit row, if the session is still as it was read, with the
+        user's grants and the session's authentication then (a reauthentication may have
+        renewed it since this process remembered the session); None when it moved on."""
         session = outcome.session
         assert outcome.event is not None  # noqa: S101 - a rotation records one
         row = await connection.fetchrow(
@@ -145,10 +151,14 @@ class PgRotations:
         )
         if row is None:
             return None
+        authentication = Authentication.load(
+            row[2], None if row[3] is None else _utc(row[3]), created_at=session.created_at
+        )
+        session = replace(session, authentication=authentication)
         if len(self._known) >= KNOWN_SESSIONS:
             self._known.pop(next(iter(self._known)))  # the oldest entry
         self._known[session.id] = session
-        return Grants.parse(row[0], row[1])
+        return Rotated(replace(outcome, session=session), Grants.parse(row[0], row[1]))
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

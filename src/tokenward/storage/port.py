@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tokenward.core.events import NewEvent
+from tokenward.core.mfa import Authentication, Factor, MfaChallenge
 from tokenward.core.onetime import LinkPurpose, LinkToken
 from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
@@ -158,7 +159,8 @@ class UnitOfWork(Protocol):
     async def set_password_hash(
         self, user_id: str, password_hash: str, *, changed_at: datetime | None = None
     ) -> None:
-        """A new hash (``changed_at``: the password itself changed, not just its hash)."""
+        """A new hash (``changed_at``: the password itself changed, not just its hash; then
+        the user's sign-ins waiting for a second factor, which passed the old one, are void)."""
 
     async def set_disabled(self, user_id: str, disabled_at: datetime | None) -> None: ...
 
@@ -222,6 +224,46 @@ class UnitOfWork(Protocol):
         self, user_id: str, now: datetime, *, purposes: tuple[LinkPurpose, ...] | None = None
     ) -> int:
         """Mark the user's usable links (of ``purposes``, or all) used; return how many."""
+
+    # -- second factors ------------------------------------------------------------------
+    async def factors(self, user_id: str) -> list[Factor]:
+        """The user's factors, confirmed or waiting to be, oldest first."""
+
+    async def add_factor(self, factor: Factor) -> None:
+        """A new factor waiting for its confirming code (the user's other unconfirmed ones
+        are deleted: one enrolment at a time)."""
+
+    async def confirm_factor(self, factor_id: str, step: int, at: datetime) -> bool:
+        """Confirm the factor with a code of ``step`` (which counts as used); True if it was
+        still unconfirmed."""
+
+    async def use_factor_step(self, factor_id: str, step: int, at: datetime) -> bool:
+        """Accept a code of ``step`` if the factor never accepted that step or a later one:
+        one conditional update, so of concurrent submissions of a code one wins."""
+
+    async def delete_factor(self, user_id: str, factor_id: str) -> bool:
+        """Delete the user's factor (the recovery codes go with the last confirmed one)."""
+
+    async def replace_recovery_codes(self, user_id: str, hashes: list[str], at: datetime) -> None:
+        """The user's recovery codes are these (their hashes) now; the old set is gone."""
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at: datetime) -> bool:
+        """Mark the code used if it is the user's and unused (one conditional update)."""
+
+    async def recovery_codes_left(self, user_id: str) -> int: ...
+
+    async def add_mfa_challenge(self, challenge: MfaChallenge) -> None: ...
+
+    async def mfa_challenge(self, token_hash: str) -> MfaChallenge | None: ...
+
+    async def count_mfa_failure(self, challenge_id: str) -> None:
+        """One more wrong code against the pending sign-in."""
+
+    async def use_mfa_challenge(self, challenge_id: str, now: datetime) -> bool:
+        """Mark the pending sign-in used if it is still usable (one conditional update)."""
+
+    async def set_authentication(self, session_id: str, authentication: Authentication) -> None:
+        """How and when the session's user authenticated (a reauthentication)."""
 
     # -- the mail outbox -------------------------------------------------------------------
     def add_mail(self, mail: OutgoingMail) -> None: ...

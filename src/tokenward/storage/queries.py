@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.core.devices import device_label
 from tokenward.core.events import NewEvent
+from tokenward.core.mfa import Authentication
 from tokenward.core.refresh import Rotation
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.storage.db import hold_lock
@@ -60,6 +61,7 @@ def to_session(row: SessionRow) -> Session:
         revoked_reason=row.revoked_reason,
         last_ip=row.last_ip,
         last_user_agent=row.last_user_agent,
+        authentication=Authentication.load(row.amr, row.auth_time, created_at=row.created_at),
     )
 
 
@@ -77,6 +79,8 @@ def session_row(session: Session) -> SessionRow:
         created_user_agent=session.last_user_agent,
         last_ip=session.last_ip,
         last_user_agent=session.last_user_agent,
+        amr=session.authenticated.stored(),
+        auth_time=session.authenticated.time,
     )
 
 

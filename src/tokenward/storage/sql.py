@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tokenward.core.events import NewEvent
+from tokenward.core.mfa import CHALLENGE_ATTEMPTS, Authentication, Factor, FactorType, MfaChallenge
 from tokenward.core.onetime import LinkPurpose, LinkToken
 from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
@@ -24,7 +25,10 @@ from tokenward.storage.models import (
     ClientRow,
     EventRow,
     LinkTokenRow,
+    MfaChallengeRow,
+    MfaFactorRow,
     OutboxRow,
+    RecoveryCodeRow,
     RevocationRow,
     RoleRow,
     SessionRow,
@@ -142,6 +146,10 @@ class SqlUnitOfWork:
         values: dict[str, object] = {"password_hash": password_hash}
         if changed_at is not None:
             values["password_changed_at"] = changed_at
+            # A sign-in waiting for its second factor passed the old password: void it.
+            await self._db.execute(
+                delete(MfaChallengeRow).where(MfaChallengeRow.user_id == user_id)
+            )
         await self._db.execute(
             update(UserRow).where(UserRow.id == user_id).values(**values),
             execution_options={"synchronize_session": False},
@@ -193,6 +201,8 @@ class SqlUnitOfWork:
         # Sessions and links go with the user (ON DELETE CASCADE; SQLite enforces it with
         # foreign_keys=ON). Events keep the opaque id and never held the address.
         await self._db.execute(delete(LinkTokenRow).where(LinkTokenRow.user_id == user_id))
+        for table in (MfaChallengeRow, MfaFactorRow, RecoveryCodeRow):
+            await self._db.execute(delete(table).where(table.user_id == user_id))
         await self._db.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
         await self._db.execute(delete(UserRow).where(UserRow.id == user_id))
@@ -352,6 +362,171 @@ class SqlUnitOfWork:
             created_at=row.created_at,
             expires_at=row.expires_at,
             used_at=row.used_at,
+        )
+
+    # -- second factors ------------------------------------------------------------------
+    async def factors(self, user_id: str) -> list[Factor]:
+        rows = await self._db.scalars(
+            select(MfaFactorRow)
+            .where(MfaFactorRow.user_id == user_id)
+            .order_by(MfaFactorRow.created_at, MfaFactorRow.id)
+        )
+        return [
+            Factor(
+                id=row.id,
+                user_id=row.user_id,
+                type=FactorType(row.type),
+                secret=row.secret,
+                created_at=row.created_at,
+                confirmed_at=row.confirmed_at,
+                last_used_step=row.last_used_step,
+                last_used_at=row.last_used_at,
+            )
+            for row in rows
+        ]
+
+    async def add_factor(self, factor: Factor) -> None:
+        await self._db.execute(
+            delete(MfaFactorRow).where(
+                MfaFactorRow.user_id == factor.user_id, MfaFactorRow.confirmed_at.is_(None)
+            )
+        )
+        self._db.add(
+            MfaFactorRow(
+                id=factor.id,
+                user_id=factor.user_id,
+                type=factor.type.value,
+                secret=factor.secret,
+                created_at=factor.created_at,
+            )
+        )
+
+    async def confirm_factor(self, factor_id: str, step: int, at: datetime) -> bool:
+        result = await self._db.execute(
+            update(MfaFactorRow)
+            .where(MfaFactorRow.id == factor_id, MfaFactorRow.confirmed_at.is_(None))
+            .values(confirmed_at=at, last_used_step=step, last_used_at=at),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def use_factor_step(self, factor_id: str, step: int, at: datetime) -> bool:
+        result = await self._db.execute(
+            update(MfaFactorRow)
+            .where(
+                MfaFactorRow.id == factor_id,
+                MfaFactorRow.confirmed_at.is_not(None),
+                or_(MfaFactorRow.last_used_step.is_(None), MfaFactorRow.last_used_step < step),
+            )
+            .values(last_used_step=step, last_used_at=at),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def delete_factor(self, user_id: str, factor_id: str) -> bool:
+        result = await self._db.execute(
+            delete(MfaFactorRow).where(
+                MfaFactorRow.id == factor_id, MfaFactorRow.user_id == user_id
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        left = await self._db.scalar(
+            select(func.count())
+            .select_from(MfaFactorRow)
+            .where(MfaFactorRow.user_id == user_id, MfaFactorRow.confirmed_at.is_not(None))
+        )
+        if not left:
+            await self._db.execute(
+                delete(RecoveryCodeRow).where(RecoveryCodeRow.user_id == user_id)
+            )
+        return _count(result) == 1
+
+    async def replace_recovery_codes(self, user_id: str, hashes: list[str], at: datetime) -> None:
+        await self._db.execute(delete(RecoveryCodeRow).where(RecoveryCodeRow.user_id == user_id))
+        self._db.add_all(
+            RecoveryCodeRow(user_id=user_id, code_hash=code_hash, created_at=at)
+            for code_hash in hashes
+        )
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at: datetime) -> bool:
+        result = await self._db.execute(
+            update(RecoveryCodeRow)
+            .where(
+                RecoveryCodeRow.user_id == user_id,
+                RecoveryCodeRow.code_hash == code_hash,
+                RecoveryCodeRow.used_at.is_(None),
+            )
+            .values(used_at=at),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def recovery_codes_left(self, user_id: str) -> int:
+        count = await self._db.scalar(
+            select(func.count())
+            .select_from(RecoveryCodeRow)
+            .where(RecoveryCodeRow.user_id == user_id, RecoveryCodeRow.used_at.is_(None))
+        )
+        return int(count or 0)
+
+    async def add_mfa_challenge(self, challenge: MfaChallenge) -> None:
+        self._db.add(
+            MfaChallengeRow(
+                id=challenge.id,
+                user_id=challenge.user_id,
+                token_hash=challenge.token_hash,
+                created_at=challenge.created_at,
+                expires_at=challenge.expires_at,
+                attempts=challenge.attempts,
+                enrolling=challenge.enrolling,
+            )
+        )
+
+    async def mfa_challenge(self, token_hash: str) -> MfaChallenge | None:
+        row = await self._db.scalar(
+            select(MfaChallengeRow).where(MfaChallengeRow.token_hash == token_hash)
+        )
+        if row is None:
+            return None
+        return MfaChallenge(
+            id=row.id,
+            user_id=row.user_id,
+            token_hash=row.token_hash,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            attempts=row.attempts,
+            used_at=row.used_at,
+            enrolling=row.enrolling,
+        )
+
+    async def count_mfa_failure(self, challenge_id: str) -> None:
+        await self._db.execute(
+            update(MfaChallengeRow)
+            .where(MfaChallengeRow.id == challenge_id)
+            .values(attempts=MfaChallengeRow.attempts + 1),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def use_mfa_challenge(self, challenge_id: str, now: datetime) -> bool:
+        result = await self._db.execute(
+            update(MfaChallengeRow)
+            .where(
+                MfaChallengeRow.id == challenge_id,
+                MfaChallengeRow.used_at.is_(None),
+                MfaChallengeRow.expires_at > now,
+                MfaChallengeRow.attempts < CHALLENGE_ATTEMPTS,
+            )
+            .values(used_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def set_authentication(self, session_id: str, authentication: Authentication) -> None:
+        await self._db.execute(
+            update(SessionRow)
+            .where(SessionRow.id == session_id)
+            .values(amr=authentication.stored(), auth_time=authentication.time),
+            execution_options={"synchronize_session": False},
         )
 
     async def use_link(self, link_id: str, now: datetime) -> bool:
@@ -648,6 +823,9 @@ class SqlUnitOfWork:
         events = await self._db.execute(delete(EventRow).where(EventRow.at < events_before))
         # The feed reaches back one access token lifetime; the grace covers it many times.
         await self._db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < ended_before))
+        await self._db.execute(
+            delete(MfaChallengeRow).where(MfaChallengeRow.expires_at < ended_before)
+        )
         # Links and mails: used or expired links go with ended sessions; sent mails (their
         # payloads already wiped) with old events; a given-up mail's sealed payload, kept for
         # `tokenward mail retry`, after a day.

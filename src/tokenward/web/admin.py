@@ -309,6 +309,23 @@ async def delete_user(
     await service.user_admin.delete(user_id, actor)
 
 
+class FactorsRemoved(BaseModel):
+    removed: int
+
+
+@router.delete(
+    "/users/{user_id}/factors", response_model=FactorsRemoved, responses={**GUARDED, **_NOT_FOUND}
+)
+async def reset_factors(
+    user_id: UserId,
+    service: Service,
+    actor: Annotated[Actor, Depends(needs(AdminScope.USERS))],
+) -> FactorsRemoved:
+    """Remove every second factor of the user (and their recovery codes): the next sign-in
+    asks for the password alone. The user is mailed; the event names the client."""
+    return FactorsRemoved(removed=await service.mfa.reset(user_id, actor))
+
+
 @router.post(
     "/users/{user_id}/disable", response_model=Disabled, responses={**GUARDED, **_NOT_FOUND}
 )

@@ -17,7 +17,7 @@ from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings
 from tokenward.web.security import is_allowed_origin
 
-__all__ = ["NO_STORE", "Client", "CurrentUser", "SameOrigin", "Service"]
+__all__ = ["NO_STORE", "Client", "CurrentUser", "SameOrigin", "Service", "bearer_challenge"]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -60,7 +60,7 @@ async def same_origin(request: Request) -> None:
 SameOrigin = Depends(same_origin)
 
 
-def _bearer_challenge(error: bool) -> HTTPException:
+def bearer_challenge(error: bool) -> HTTPException:
     # RFC 6750 3.1: no error code when the request carried no credentials at all.
     value = 'Bearer realm="tokenward"' + (', error="invalid_token"' if error else "")
     detail = "invalid_token" if error else "authentication required"
@@ -73,13 +73,13 @@ async def current_user(
     """The user behind a valid access token whose session is alive (the protected route)."""
     header = request.headers.get("authorization")
     if header is None:
-        raise _bearer_challenge(error=False)
+        raise bearer_challenge(error=False)
     if len(header) > MAX_TOKEN_LENGTH + len("Bearer ") or token is None:
-        raise _bearer_challenge(error=True)
+        raise bearer_challenge(error=True)
     try:
         return await service.sessions.authenticate(token)
     except TokenError:
-        raise _bearer_challenge(error=True) from None
+        raise bearer_challenge(error=True) from None
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -22,15 +22,23 @@ from tokenward.exceptions import (
     EmailTakenError,
     InvalidEmailError,
     InvalidMetadataError,
+    InvalidMfaCodeError,
     InvalidRoleError,
     PasswordPolicyError,
     RateLimitedError,
+    StepUpRequiredError,
     TokenError,
     TokenwardError,
     UnavailableError,
 )
 from tokenward.web.problems import PROBLEM_JSON
-from tokenward.web.schemas import OAuthError, PasswordGrant, Problem, RefreshTokenGrant
+from tokenward.web.schemas import (
+    MfaGrant,
+    OAuthError,
+    PasswordGrant,
+    Problem,
+    RefreshTokenGrant,
+)
 from tokenward.web.security import MAX_BODY_BYTES
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "GUARDED",
     "LOGIN_REFUSED",
     "RATE_LIMITED",
+    "STEP_UP",
     "TOKEN_REQUEST_BODY",
     "UNAVAILABLE",
     "WRONG_PASSWORD",
@@ -75,6 +84,7 @@ _UNPROCESSABLE = {
     "only the 128-character cap applies)",
     InvalidMetadataError.problem: "the metadata is not a JSON object, or is over its size cap",
     InvalidRoleError.problem: "a role name or a permission breaks the syntax",
+    InvalidMfaCodeError.problem: "the code is not the new factor's current code",
 }
 # The headers an error's class adds to its answer, as the document states them.
 _ERROR_HEADERS: dict[type[TokenwardError], dict[str, Any]] = {
@@ -152,6 +162,17 @@ BEARER = declare(
     "No access token, or one that is invalid, expired or of an ended session.",
     headers=challenge("Bearer"),
 )
+STEP_UP: Responses = {
+    401: problem_response(
+        401,
+        "No valid access token (invalid-token), or one whose authentication is too old or too "
+        "weak for this operation (insufficient-user-authentication, RFC 9470: the challenge "
+        "names `acr_values` and/or `max_age`; POST /auth/reauthenticate, then retry).",
+        TokenError.problem,
+        StepUpRequiredError.problem,
+        headers=challenge("Bearer"),
+    )
+}
 WRONG_PASSWORD = declare(AuthenticationError, "Wrong email or password.")
 EMAIL_TAKEN = declare(EmailTakenError, "An account with this email already exists.")
 CROSS_ORIGIN: Responses = {
@@ -196,14 +217,19 @@ def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
 
 
 def _shared_schemas() -> dict[str, Any]:
-    schemas = _schemas(Problem, PasswordGrant, RefreshTokenGrant)
+    schemas = _schemas(Problem, PasswordGrant, RefreshTokenGrant, MfaGrant)
     schemas["TokenRequest"] = {
-        "oneOf": [{"$ref": _REF + "PasswordGrant"}, {"$ref": _REF + "RefreshTokenGrant"}],
+        "oneOf": [
+            {"$ref": _REF + "PasswordGrant"},
+            {"$ref": _REF + "RefreshTokenGrant"},
+            {"$ref": _REF + "MfaGrant"},
+        ],
         "discriminator": {
             "propertyName": "grant_type",
             "mapping": {
                 "password": _REF + "PasswordGrant",
                 "refresh_token": _REF + "RefreshTokenGrant",
+                "urn:tokenward:params:oauth:grant-type:mfa": _REF + "MfaGrant",
             },
         },
     }

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from starlette.requests import cookie_parser
 
 from tokenward.app.service import AuthService, IssuedTokens
+from tokenward.app.sessions import MfaPending
 from tokenward.core.events import ClientInfo
+from tokenward.core.mfa import MfaMethod
 from tokenward.core.roles import Grants
 from tokenward.core.users import User
 from tokenward.exceptions import (
@@ -18,6 +20,7 @@ from tokenward.exceptions import (
     EmailNotVerifiedError,
     InvalidEmailError,
     InvalidMetadataError,
+    MfaFailedError,
     PasswordPolicyError,
     TokenError,
 )
@@ -48,6 +51,8 @@ from tokenward.web.schemas import (
     ACCEPTED,
     Credentials,
     JWKSet,
+    MfaRequired,
+    MfaRequiredError,
     OAuthError,
     OAuthTokenResponse,
     ProfilePatch,
@@ -57,10 +62,12 @@ from tokenward.web.schemas import (
     accepted,
 )
 
-__all__ = ["refresh_answer", "router", "user_body"]
+__all__ = ["MFA_GRANT", "mfa_required_body", "refresh_answer", "router", "user_body"]
 
 router = APIRouter()
 _log = logging.getLogger("tokenward")
+MFA_GRANT = "urn:tokenward:params:oauth:grant-type:mfa"
+"""The token endpoint's extension grant (RFC 6749 4.5) that completes a pending sign-in."""
 
 
 def cookie_path(request: Request, settings: Settings) -> str:
@@ -144,9 +151,18 @@ async def register(body: Credentials, service: Service, client: Client) -> Respo
     return JSONResponse(user_body(user, grants).model_dump(mode="json"), status_code=201)
 
 
+def mfa_required_body(pending: MfaPending) -> dict[str, Any]:
+    return MfaRequired(
+        mfa_token=pending.mfa_token,
+        methods=[m.value for m in pending.methods],
+        expires_in=pending.expires_in,
+        enrollment_required=pending.enrollment_required,
+    ).model_dump()
+
+
 @router.post(
     "/auth/login",
-    response_model=TokenResponse,
+    response_model=TokenResponse | MfaRequired,
     responses={
         **BODY,
         **WRONG_PASSWORD,
@@ -160,7 +176,11 @@ async def register(body: Credentials, service: Service, client: Client) -> Respo
 async def login(
     request: Request, body: Credentials, service: Service, client: Client
 ) -> JSONResponse:
+    """Sign in: tokens, or (a user with a second factor) a pending sign-in: no token and no
+    cookie until POST /auth/mfa/verify."""
     issued = await service.sessions.login(body.email, body.password, client)
+    if isinstance(issued, MfaPending):
+        return JSONResponse(mfa_required_body(issued), headers=NO_STORE)
     return token_response(request, service, issued)
 
 
@@ -276,10 +296,12 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
             # The grant's errors are RFC 6749's; a body that does not parse is a problem.
             **problem_response(
                 400,
-                "RFC 6749 section 5.2 error (a body that does not parse: problem http-error).",
+                "RFC 6749 section 5.2 error (a body that does not parse: problem http-error); "
+                "a user with a second factor: invalid_grant `mfa_required`, with the pending "
+                "sign-in to complete with the mfa grant.",
                 "http-error",
             ),
-            "model": OAuthError,
+            "model": OAuthError | MfaRequiredError,
         },
         **unprocessable(PasswordPolicyError.problem),
         **RATE_LIMITED,
@@ -295,6 +317,9 @@ async def token(
     password: Annotated[str | None, Form()] = None,
     refresh_token: Annotated[str | None, Form()] = None,
     scope: Annotated[str | None, Form()] = None,
+    mfa_token: Annotated[str | None, Form()] = None,
+    mfa_method: Annotated[str | None, Form(alias="method")] = None,
+    code: Annotated[str | None, Form()] = None,
 ) -> JSONResponse:
     """OAuth 2.0 token endpoint (RFC 6749 4.3 and 6) for clients without a cookie jar."""
     del scope  # accepted for compatibility; tokenward issues no scopes yet
@@ -302,7 +327,26 @@ async def token(
         if grant_type == "password":
             if not username or password is None:
                 return _oauth_error("invalid_request", "username and password are required")
-            issued = await service.sessions.login(username, password, client)
+            login = await service.sessions.login(username, password, client)
+            if isinstance(login, MfaPending):
+                refused = {"error": "invalid_grant", "error_description": "mfa_required"}
+                return JSONResponse(
+                    {**refused, **mfa_required_body(login)}, status_code=400, headers=NO_STORE
+                )
+            issued = login
+        elif grant_type == MFA_GRANT:
+            if not mfa_token or not code:
+                return _oauth_error("invalid_request", "mfa_token and code are required")
+            try:
+                method = MfaMethod(mfa_method or MfaMethod.TOTP.value)
+            except ValueError:
+                return _oauth_error("invalid_request", "method is totp or recovery_code")
+            try:
+                issued = await service.mfa.verify(mfa_token, method, code, client)
+            except MfaFailedError:
+                return _oauth_error(
+                    "invalid_grant", "the code is wrong, or the sign-in attempt is no longer valid"
+                )
         elif grant_type == "refresh_token":
             if not refresh_token:
                 return _oauth_error("invalid_request", "refresh_token is required")
@@ -310,7 +354,9 @@ async def token(
         elif grant_type is None:
             return _oauth_error("invalid_request", "grant_type is required")
         else:
-            return _oauth_error("unsupported_grant_type", "use password or refresh_token")
+            return _oauth_error(
+                "unsupported_grant_type", f"use password, refresh_token or {MFA_GRANT}"
+            )
     except AuthenticationError:
         return _oauth_error("invalid_grant", "email or password is incorrect")
     except EmailNotVerifiedError:

@@ -19,6 +19,9 @@ __all__ = [
     "Credentials",
     "Introspection",
     "JWKSet",
+    "MfaGrant",
+    "MfaRequired",
+    "MfaRequiredError",
     "OAuthError",
     "OAuthTokenResponse",
     "PasswordGrant",
@@ -107,6 +110,21 @@ class OAuthTokenResponse(TokenResponse):
     refresh_token: str
 
 
+class MfaRequired(BaseModel):
+    """The password was right; the sign-in waits for a second factor (no token, no cookie)."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str = Field(
+        description="Opaque; for POST /auth/mfa/verify (or, with `enrollment_required`, "
+        "/auth/mfa/totp/enroll and /confirm). Single use, 5 minutes, 5 wrong codes."
+    )
+    methods: list[Literal["totp", "recovery_code"]]
+    expires_in: int
+    enrollment_required: bool = Field(
+        description="TOKENWARD_MFA=required and no factor yet: enrol one to sign in."
+    )
+
+
 class JWKSet(BaseModel):
     keys: list[dict[str, str]]
 
@@ -166,6 +184,17 @@ class OAuthError(BaseModel):
     error_description: str
 
 
+class MfaRequiredError(OAuthError):
+    """The token endpoint's answer for a user with a second factor: RFC 6749 invalid_grant,
+    with the pending sign-in (complete it with grant_type urn:tokenward:grant-type:mfa)."""
+
+    error_description: Literal["mfa_required"]
+    mfa_token: str
+    methods: list[Literal["totp", "recovery_code"]]
+    expires_in: int
+    enrollment_required: bool
+
+
 # -- the OAuth endpoints ---------------------------------------------------------------------
 
 
@@ -196,6 +225,19 @@ class RefreshTokenGrant(BaseModel):
     scope: str | SkipJsonSchema[None] = Field(default=None, description="Accepted and ignored.")
 
 
+class MfaGrant(BaseModel):
+    """tokenward's extension grant (RFC 6749 4.5): complete a pending sign-in with a code."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    grant_type: Literal["urn:tokenward:params:oauth:grant-type:mfa"]
+    mfa_token: str = Field(min_length=1, description="From the invalid_grant mfa_required.")
+    method: Literal["totp", "recovery_code"] | SkipJsonSchema[None] = Field(
+        default=None, description="totp when absent."
+    )
+    code: str = Field(min_length=1, max_length=64)
+
+
 class Introspection(BaseModel):
     """RFC 7662 2.2: ``{"active": false}`` alone for anything not currently valid."""
 
@@ -212,6 +254,9 @@ class Introspection(BaseModel):
     iat: int | SkipJsonSchema[None] = None
     jti: str | SkipJsonSchema[None] = None
     scope: str | SkipJsonSchema[None] = None
+    acr: str | SkipJsonSchema[None] = None
+    auth_time: int | SkipJsonSchema[None] = None
+    amr: list[str] | SkipJsonSchema[None] = None
 
 
 class RevokedSession(BaseModel):
