@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from support import PASSWORD, TOKENWARD, Api, FakeClock, acli, cli, ok, refresh_cookie
 
@@ -215,3 +216,24 @@ async def test_a_session_ended_by_another_process_is_refused_at_once(
         assert (await api.me(access)).status_code == 200
     ok(await acli(data_dir, "sessions", "revoke", "cached@example.com"))
     assert (await api.me(access)).status_code == 401
+
+
+async def test_users_reset_mfa_removes_every_second_factor(
+    api: Api, data_dir: Path, clock: FakeClock
+) -> None:
+    """A user who lost their phone and their recovery codes: the operator removes the
+    factors; the next sign-in asks for the password alone."""
+    access, _ = await api.signed_up()
+    bearer = {"Authorization": f"Bearer {access}"}
+    started = (await api.http.post("/auth/mfa/totp/enroll", headers=bearer)).json()
+    code = pyotp.TOTP(started["secret"]).at(clock.time())
+    confirm = {"factor_id": started["factor_id"], "code": code}
+    assert (
+        await api.http.post("/auth/mfa/totp/confirm", json=confirm, headers=bearer)
+    ).status_code == 200
+    assert (await api.login("ada@example.com")).json()["mfa_required"] is True
+
+    out = ok(await acli(data_dir, "users", "reset-mfa", "ada@example.com"))
+    assert out.strip() == "removed 1 second factors of ada@example.com"
+    assert "access_token" in (await api.login("ada@example.com")).json()
+    assert started["secret"] not in out

@@ -609,6 +609,14 @@ PROBLEMS: dict[tuple[str, str], set[int]] = {
     ("post", "/auth/email/cancel"): {400, 408, 413, 422, 503},
     ("delete", "/auth/account"): {400, 401, 408, 413, 422, 429, 503},
     ("patch", "/auth/me"): {400, 401, 408, 413, 422, 429, 503},
+    # The second factor (docs/mfa.md): 401 also for a step-up (RFC 9470) or an mfa_token.
+    ("post", "/auth/mfa/totp/enroll"): {400, 401, 408, 409, 413, 422, 503},
+    ("post", "/auth/mfa/totp/confirm"): {400, 401, 403, 404, 408, 413, 422, 503},
+    ("get", "/auth/mfa/factors"): {401, 503},
+    ("delete", "/auth/mfa/factors/{factor_id}"): {401, 404, 408, 413, 422, 503},
+    ("post", "/auth/mfa/recovery-codes/regenerate"): {401, 404, 408, 413, 422, 503},
+    ("post", "/auth/mfa/verify"): {400, 401, 403, 408, 413, 422, 429, 503},
+    ("post", "/auth/reauthenticate"): {400, 401, 408, 413, 422, 429, 503},
     # The admin API: 404 for what names a user, a role or a session; the rest as above.
     ("get", "/admin/users"): {*ADMIN, 400, 422},
     ("post", "/admin/users"): {*ADMIN, 400, 404, 408, 409, 413, 422},
@@ -626,6 +634,7 @@ PROBLEMS: dict[tuple[str, str], set[int]] = {
     ("get", "/admin/users/{user_id}/sessions"): {*ADMIN, 404, 422},
     ("delete", "/admin/users/{user_id}/sessions"): {*ADMIN, 404, 408, 413, 422},
     ("delete", "/admin/users/{user_id}/sessions/{session_id}"): {*ADMIN, 404, 408, 413, 422},
+    ("delete", "/admin/users/{user_id}/factors"): {*ADMIN, 404, 408, 413, 422},
 }
 
 
@@ -662,7 +671,15 @@ def test_openapi_problem_schema(document: dict[str, Any]) -> None:
         ("/auth/revocations", "get", "400"),
     ):
         content = document["paths"][path][method]["responses"][status]["content"]
-        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/OAuthError"}
+        schema = content["application/json"]["schema"]
+        if path == "/auth/token":
+            # A user with a second factor: invalid_grant, with the pending sign-in.
+            assert schema["anyOf"] == [
+                {"$ref": "#/components/schemas/OAuthError"},
+                {"$ref": "#/components/schemas/MfaRequiredError"},
+            ]
+        else:
+            assert schema == {"$ref": "#/components/schemas/OAuthError"}
 
 
 def test_every_operation_has_its_pinned_error_answers(document: dict[str, Any]) -> None:
@@ -685,7 +702,7 @@ def test_openapi_admin_operations(document: dict[str, Any]) -> None:
         if path.startswith("/admin/")
         for operation in item.values()
     ]
-    assert len(admin) == 16
+    assert len(admin) == 17
     for operation in admin:
         assert operation["security"] == [{"HTTPBasic": []}]
         refused = operation["responses"]["401"]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokenward.app.mfa import Confirmed, FactorInfo
 from tokenward.app.service import Principal
@@ -19,6 +19,7 @@ from tokenward.exceptions import (
     FactorLimitError,
     InvalidMfaCodeError,
     MfaFailedError,
+    StepUpRequiredError,
     TokenError,
     UnknownFactorError,
 )
@@ -32,6 +33,7 @@ from tokenward.web.deps import (
     current_user,
 )
 from tokenward.web.openapi import (
+    Responses,
     BEARER,
     BODY,
     CROSS_ORIGIN,
@@ -60,6 +62,24 @@ _FAILED = declare(
     "its failures: one answer for all.",
 )
 _NO_FACTOR = declare(UnknownFactorError, "No such factor of yours.")
+_ENROL_REFUSED: Responses = {
+    401: problem_response(
+        401,
+        "No valid access token and no mfa_token (invalid-token); an authentication too old or "
+        "too weak to change factors (insufficient-user-authentication, RFC 9470: "
+        "POST /auth/reauthenticate, then retry); an mfa_token that is unknown, used, expired "
+        "or past its failures (mfa-failed).",
+        TokenError.problem,
+        StepUpRequiredError.problem,
+        MfaFailedError.problem,
+        headers={
+            "WWW-Authenticate": {
+                "description": "With invalid-token and insufficient-user-authentication.",
+                "schema": {"type": "string"},
+            }
+        },
+    )
+}
 
 
 async def _optional_user(request: Request, service: Service) -> Principal | None:
@@ -146,24 +166,21 @@ class VerifyRequest(BaseModel):
     code: str = _CODE
 
 
-class ReauthenticateRequest(BaseModel):
-    """The password, or a second factor (``method`` and ``code``): one or the other."""
+class PasswordProof(BaseModel):
+    """Reauthenticate with the password."""
 
     model_config = ConfigDict(extra="forbid")
 
-    password: str | None = Field(
-        default=None, max_length=PASSWORD_MAX_LENGTH * 8, json_schema_extra=PASSWORD_SCHEMA
-    )
-    method: MfaMethod | None = None
-    code: str | None = Field(default=None, min_length=1, max_length=64)
+    password: str = Field(max_length=PASSWORD_MAX_LENGTH * 8, json_schema_extra=PASSWORD_SCHEMA)
 
-    @model_validator(mode="after")
-    def _one_proof(self) -> ReauthenticateRequest:
-        by_password = self.password is not None
-        by_factor = self.method is not None or self.code is not None
-        if by_password == by_factor or (by_factor and (self.method is None or not self.code)):
-            raise ValueError("send either password, or method and code")
-        return self
+
+class FactorProof(BaseModel):
+    """Reauthenticate with a second factor: a TOTP code or a recovery code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: MfaMethod
+    code: str = _CODE
 
 
 @router.post(
@@ -171,9 +188,9 @@ class ReauthenticateRequest(BaseModel):
     response_model=Enrollment,
     responses={
         **BODY,
-        **STEP_UP,
-        **_FAILED,
+        **_ENROL_REFUSED,
         **declare(FactorLimitError, "You hold as many factors as allowed (5)."),
+        **UNAVAILABLE,
     },
 )
 async def enroll(
@@ -204,12 +221,11 @@ async def enroll(
     response_model=ConfirmAnswer,
     responses={
         **BODY,
-        **STEP_UP,
-        **_FAILED,
+        **_ENROL_REFUSED,
         **_NO_FACTOR,
         **unprocessable(InvalidMfaCodeError.problem),
         **CROSS_ORIGIN,
-        **RATE_LIMITED,
+        **UNAVAILABLE,
     },
     dependencies=[SameOrigin],
 )
@@ -322,16 +338,15 @@ async def verify(
     },
 )
 async def reauthenticate(
-    body: ReauthenticateRequest, principal: CurrentUser, service: Service, client: Client
+    body: PasswordProof | FactorProof, principal: CurrentUser, service: Service, client: Client
 ) -> JSONResponse:
     """Prove it is you again: a new access token with a fresh ``auth_time`` (and ``acr``
     aal2 when a second factor was used). The session's later refreshes carry it."""
-    done = await service.mfa.reauthenticate(
-        principal,
-        client,
-        password=body.password,
-        method=body.method,
-        code=body.code or "",
-    )
+    if isinstance(body, PasswordProof):
+        done = await service.mfa.reauthenticate(principal, client, password=body.password)
+    else:
+        done = await service.mfa.reauthenticate(
+            principal, client, method=body.method, code=body.code
+        )
     answer = TokenResponse(access_token=done.access_token, expires_in=done.expires_in)
     return JSONResponse(answer.model_dump(), headers=NO_STORE)
