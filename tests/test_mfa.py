@@ -18,7 +18,9 @@ from sqlalchemy import select, text
 from support import PASSWORD, PROBLEM, Api, FakeClock, refresh_cookie
 from support.smtp import SmtpServer, mail_settings_for
 
+from tokenward.app.resource_servers import ClientService
 from tokenward.storage.models import EventRow, MfaChallengeRow
+from tokenward.verify import Verifier
 
 TYPE = "urn:tokenward:problem:"
 NEW_PASSWORD = "another long enough passphrase 8"
@@ -704,3 +706,48 @@ async def test_no_code_or_secret_is_logged(
     logged = caplog.text
     for secret in (factor["enrolment"]["secret"], mfa_token, factor["recovery_codes"][1]):
         assert secret not in logged
+
+
+# -- resource servers ------------------------------------------------------------------------
+
+
+async def test_a_resource_server_demands_the_second_factor_in_one_line(
+    api: Api, clock: FakeClock
+) -> None:
+    """tokenward.verify, given tokenward's own tokens: a password-only token falls short of
+    aal2 (RFC 9470's challenge); a token of a second-factor sign-in meets it, and a refresh
+    of it later still says when the user authenticated (so max_age can refuse it)."""
+    factor = await enrolled(api, clock)
+    (jwk,) = (await api.http.get("/.well-known/jwks.json")).json()["keys"]
+    verifier = Verifier(api_service(api).settings.issuer, key=jwk, clock=clock)
+    password_only = verifier.verify(factor["access"])
+    denial = verifier.step_up_denial(password_only, "aal2")
+    assert denial is not None and denial.status == 401
+    assert 'error="insufficient_user_authentication"' in denial.headers["WWW-Authenticate"]
+    assert 'acr_values="aal2"' in denial.headers["WWW-Authenticate"]
+
+    done = await verify(api, await pending(api), factor["totp"].next())
+    strong = verifier.verify(done.json()["access_token"])
+    assert (strong.amr, strong.acr) == (("pwd", "otp", "mfa"), "aal2")
+    assert verifier.step_up_denial(strong, "aal2", max_auth_age=300) is None
+    clock.advance(301)
+    refreshed = verifier.verify((await api.refresh(refresh_cookie(done))).json()["access_token"])
+    assert refreshed.acr == "aal2" and refreshed.auth_time == strong.auth_time
+    late = verifier.step_up_denial(refreshed, "aal2", max_auth_age=300)
+    assert late is not None and 'max_age="300"' in late.headers["WWW-Authenticate"]
+
+
+async def test_introspection_answers_how_the_user_authenticated(api: Api, clock: FakeClock) -> None:
+    factor = await enrolled(api, clock)
+    service = api_service(api)
+    client, secret = await ClientService(service).create("orders-api")
+    done = await verify(api, await pending(api), factor["totp"].next())
+    answer = await api.http.post(
+        "/auth/introspect",
+        data={"token": done.json()["access_token"]},
+        auth=(client.id, secret),
+    )
+    body = answer.json()
+    assert body["active"] is True
+    assert (body["amr"], body["acr"]) == (["pwd", "otp", "mfa"], "aal2")
+    assert isinstance(body["auth_time"], int)
