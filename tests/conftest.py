@@ -56,6 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "once_on_postgresql: needs no database; `make unit` runs it once, on the PostgreSQL run, "
+        "with the SQLite run's environment (conftest's ON_THE_POSTGRESQL_RUN)",
+    )
+    config.addinivalue_line(
+        "markers",
         "slow: starts real processes (tokenward serve, a browser, node, a fresh venv) or fuzzes; "
         "`make quick` leaves them out",
     )
@@ -67,6 +72,7 @@ SLOW_MODULES = frozenset(
         "test_admin_client_process",
         "test_browser",
         "test_browser_email",
+        "test_browser_mfa",
         "test_claims_hook_process",
         "test_email_process",
         "test_cli_import",
@@ -87,13 +93,40 @@ SLOW_MODULES = frozenset(
 )
 
 
+# Tests the database changes nothing for run on one of `make unit`'s two runs, not on both (they
+# go side by side: the longer is CI's time). Most are marked sqlite_only in their module; these
+# modules are not, yet need no database of their own: pure rules as tables (no app, no database),
+# the package installed in a fresh venv, the README's curl walk-through (its flows are covered on
+# both databases elsewhere). Once is enough: on the SQLite run, which measures coverage.
+ON_THE_SQLITE_RUN = frozenset(
+    {"test_core_claims", "test_core_onetime", "test_core_tokens", "test_packaging", "test_readme"}
+)
+# The browsers against a real `tokenward serve` (storage covered elsewhere; marked sqlite_only in
+# their modules): once, on the PostgreSQL run, the shorter run without them. There they keep the
+# SQLite run's environment (no PostgreSQL database, no Redis), so they run exactly as on SQLite;
+# real processes only, which the SQLite run's coverage does not measure anyway. A bare `pytest`
+# still runs them; `make unit-sqlite` leaves them out (-m "not once_on_postgresql").
+ON_THE_POSTGRESQL_RUN = frozenset({"test_browser", "test_browser_email", "test_browser_mfa"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        name = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+        if name in ON_THE_SQLITE_RUN:
+            item.add_marker(pytest.mark.sqlite_only)
+        if name in ON_THE_POSTGRESQL_RUN:
+            item.add_marker(pytest.mark.once_on_postgresql)
     # Deselected, not skipped: each of these tests belongs to the other database's run.
+    # once_on_postgresql wins over its module's sqlite_only.
     other = "postgresql_only" if config.getoption("database") == "sqlite" else "sqlite_only"
-    kept = [item for item in items if item.get_closest_marker(other) is None]
+    kept = [
+        item
+        for item in items
+        if item.get_closest_marker(other) is None
+        or item.get_closest_marker("once_on_postgresql") is not None
+    ]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
@@ -123,7 +156,7 @@ def _hermetic_environment(
         if name.startswith("TOKENWARD_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    if not on_postgresql(request.config):
+    if not on_postgresql(request.config) or request.node.get_closest_marker("once_on_postgresql"):
         yield
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
