@@ -273,6 +273,11 @@ async def test_allowed_front_end_gets_credentialed_cors(api: Api) -> None:
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://app.example"
     assert response.headers["access-control-allow-credentials"] == "true"
+    # The front-end can read RFC 9470's step-up challenge and a rate limit's wait.
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"www-authenticate", "retry-after"} <= exposed
     preflight = await api.http.options(
         "/auth/refresh",
         headers={**origin, "Access-Control-Request-Method": "POST"},

@@ -443,6 +443,18 @@ async def test_regenerating_kills_the_old_set(api: Api, clock: FakeClock) -> Non
     assert len(await events(api_service(api), "mfa.recovery_codes_regenerated")) == 1
 
 
+async def test_without_a_factor_there_is_nothing_to_regenerate_or_remove(api: Api) -> None:
+    """404, not a step-up challenge no one could meet."""
+    access, _ = await api.signed_up()
+    regenerate = await api.http.post("/auth/mfa/recovery-codes/regenerate", headers=bearer(access))
+    problem(regenerate, 404, "unknown-factor")
+    problem(
+        await api.http.delete("/auth/mfa/factors/nope", headers=bearer(access)),
+        404,
+        "unknown-factor",
+    )
+
+
 async def test_regenerating_needs_aal2(api: Api, clock: FakeClock) -> None:
     factor = await enrolled(api, clock)
     refused = await api.http.post(

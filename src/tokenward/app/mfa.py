@@ -325,7 +325,10 @@ class SecondFactors:
 
     async def remove(self, principal: Principal, factor_id: str, client: ClientInfo) -> None:
         """Delete a confirmed factor (aal2 and recent); the last one takes the recovery codes
-        with it, and sign-ins ask for a password only again."""
+        with it, and sign-ins ask for a password only again. UnknownFactorError first, for an
+        id that is none of the user's (no step-up could help)."""
+        if factor_id not in {f.id for f in await self._confirmed(principal.user.id)}:
+            raise UnknownFactorError("no factor with this id")
         self.require_recent(principal, aal2=True)
         now = self.ctx.now()
 
@@ -354,7 +357,10 @@ class SecondFactors:
     async def regenerate_recovery_codes(
         self, principal: Principal, client: ClientInfo
     ) -> list[str]:
-        """A new set of recovery codes (aal2 and recent); the old set stops working."""
+        """A new set of recovery codes (aal2 and recent); the old set stops working.
+        UnknownFactorError first for a user without a factor (recovery codes go with one)."""
+        if not await self._confirmed(principal.user.id):
+            raise UnknownFactorError("recovery codes go with a second factor: enrol one")
         self.require_recent(principal, aal2=True)
         now = self.ctx.now()
         codes = new_recovery_codes()

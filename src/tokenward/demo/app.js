@@ -2,16 +2,28 @@
 // (textContent, never innerHTML); the access token never leaves the client's memory.
 // The same page answers the links of mails (verify-email, reset-password, confirm-email,
 // cancel-email-change): it reads the token from the fragment and posts it when asked.
+// A second factor: a sign-in may stop at a code prompt (the second-factor view); a signed-in
+// user sets up an authenticator app, and actions that need a recent or two-factor sign-in ask
+// for a password or a code in a dialog (step-up), then go ahead.
 import { createClient, tokenFromFragment, TokenwardError } from "../static/tokenward.js";
 
 // The folder of the page: "/" itself, or the mount point when tokenward is embedded.
 const base = new URL(".", location.href);
-const client = createClient({ baseUrl: base.href.replace(/\/$/, "") });
+const client = createClient({
+  baseUrl: base.href.replace(/\/$/, ""),
+  onStepUp: (challenge) => askToStepUp(challenge),
+});
 
 const $ = (id) => document.getElementById(id);
-const view = { "signed-out": $("signed-out"), "signed-in": $("signed-in") };
-const [status, who, verified, ttl, sessionList, eventList, mailList] =
-  ["status", "who", "verified", "token-ttl", "sessions", "events", "mailbox"].map($);
+const view = {
+  "signed-out": $("signed-out"),
+  "second-factor": $("second-factor"),
+  "signed-in": $("signed-in"),
+};
+const [status, who, verified, ttl, authLevel, sessionList, eventList, mailList, factorList] = [
+  "status", "who", "verified", "token-ttl", "auth-level", "sessions", "events", "mailbox",
+  "factors",
+].map($);
 
 const PROBLEM = "urn:tokenward:problem:";
 
@@ -27,7 +39,15 @@ const EVENT_LABELS = {
   "email.change_cancelled": "Email change cancelled", "email.changed": "Email changed",
   "email.sent": "Email sent", "email.suppressed": "Email not sent (limit)",
   "email.delivery_failed": "Email could not be delivered",
+  "mfa.enrolled": "Authenticator app added", "mfa.removed": "Authenticator app removed",
+  "mfa.required": "Password accepted; code asked", "mfa.verified": "Code accepted",
+  "mfa.failed": "Wrong code", "mfa.replay_rejected": "Reused code refused",
+  "mfa.recovery_code_used": "Recovery code used",
+  "mfa.recovery_codes_regenerated": "New recovery codes", "reauthenticated": "Confirmed it was you",
 };
+
+// RFC 8176 authentication methods, as a person would say them.
+const METHODS = { pwd: "password", otp: "one-time code", mfa: null };
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
@@ -48,6 +68,16 @@ function describe(error) {
       case `${PROBLEM}invalid-credentials`:
         if (client.signedIn) return "That is not your current password.";
         break;
+      case `${PROBLEM}mfa-failed`:
+        return "That code was not accepted. Check it and try again: each code works once.";
+      case `${PROBLEM}invalid-mfa-code`:
+        return "That code does not match. Check that the app shows this account, and that " +
+          "the device's clock is right, then try again.";
+      case `${PROBLEM}insufficient-user-authentication`:
+        return "That needs you to confirm it is you first; nothing was changed.";
+      case `${PROBLEM}unknown-factor`:
+        return "That authenticator app is no longer set up (or the setup took too long). " +
+          "Start again.";
       default:
         break;
     }
@@ -56,9 +86,13 @@ function describe(error) {
   return "Could not reach the server. Check the connection and try again.";
 }
 
+// 401s that answer what the user typed (a password, a code), not an ended session.
+const WRONG_CREDENTIALS = [`${PROBLEM}invalid-credentials`, `${PROBLEM}mfa-failed`];
+
 function report(error) {
   // A 401 after the session ended is told by the `sessionended` / `signedout` events instead.
-  if (error instanceof TokenwardError && error.status === 401 && !client.signedIn) return;
+  if (error instanceof TokenwardError && error.status === 401 && !client.signedIn &&
+      !WRONG_CREDENTIALS.includes(error.type)) return;
   say(describe(error), true);
 }
 
@@ -77,6 +111,12 @@ function timeElement(iso) {
   return node;
 }
 
+const TITLES = {
+  "signed-out": $("signed-out-title"),
+  "second-factor": $("second-factor-title"),
+  "signed-in": who,
+};
+
 function setView(state) {
   const previous = document.body.dataset.state;
   const leaving = view[previous];
@@ -87,10 +127,10 @@ function setView(state) {
   for (const [name, section] of Object.entries(view)) section.hidden = name !== state;
   document.body.dataset.state = state;
   if (state === "signed-in") tick();
-  if (moveFocus) (state === "signed-in" ? who : $("signed-out-title")).focus();
+  if (moveFocus) TITLES[state].focus();
 }
 
-const lists = () => [client.sessions(), client.events(10)];
+const lists = () => [client.sessions(), client.events(10), client.factors()];
 let generation = 0; // bumped on every view change, so that late answers are dropped
 let showing = null;
 
@@ -98,13 +138,15 @@ function showSignedIn() {
   if (showing) return showing;
   const mine = ++generation;
   const run = (async () => {
-    const [user, sessions, events] = await Promise.allSettled([client.getUser(), ...lists()]);
+    const [user, sessions, events, factors] =
+      await Promise.allSettled([client.getUser(), ...lists()]);
     if (mine !== generation) return;
     if (user.status === "fulfilled" && user.value) {
       who.textContent = user.value.email;
       renderVerified(user.value);
       renderSessions(sessions);
       renderEvents(events);
+      renderFactors(factors);
       setView("signed-in");
     } else if (!client.signedIn) {
       showSignedOut();
@@ -124,10 +166,15 @@ function showSignedOut(message) {
   who.textContent = "";
   renderVerified(null);
   ttl.textContent = "";
+  authLevel.textContent = "";
   sessionList.replaceChildren();
   eventList.replaceChildren();
   hideDeleteConfirm();
-  for (const form of view["signed-in"].querySelectorAll("form")) form.reset(); // no passwords
+  clearSecondFactor();
+  // No passwords, codes or secrets stay behind.
+  for (const section of Object.values(view)) {
+    for (const form of section.querySelectorAll("form")) form.reset();
+  }
   setView("signed-out");
   if (message) say(message);
 }
@@ -184,10 +231,11 @@ function renderEvents(result) {
 
 async function reloadLists() {
   const mine = generation;
-  const [sessions, events] = await Promise.allSettled(lists());
+  const [sessions, events, factors] = await Promise.allSettled(lists());
   if (mine !== generation) return;
   renderSessions(sessions);
   renderEvents(events);
+  renderFactors(factors);
 }
 
 function tick() {
@@ -197,6 +245,23 @@ function tick() {
     expiresAt === null
       ? "No access token in memory"
       : `Access token expires in ${Math.max(0, Math.round((expiresAt - Date.now()) / 1000))} s`;
+  const text = describeAuthentication(client.authentication);
+  if (authLevel.textContent !== text) authLevel.textContent = text;
+}
+
+/** "Signed in with password and one-time code (aal2), 3 min ago", from the token's claims. */
+function describeAuthentication(authentication) {
+  if (!authentication) return "";
+  const methods = authentication.amr
+    .map((method) => (method in METHODS ? METHODS[method] : method))
+    .filter(Boolean);
+  let text = methods.length ? `Signed in with ${methods.join(" and ")}` : "Signed in";
+  if (authentication.acr) text += ` (${authentication.acr})`;
+  if (authentication.authTime !== null) {
+    const minutes = Math.floor((Date.now() / 1000 - authentication.authTime) / 60);
+    text += minutes < 1 ? ", just now" : `, ${minutes} min ago`;
+  }
+  return text;
 }
 setInterval(tick, 1000);
 
@@ -249,19 +314,22 @@ onSubmit($("signup-form"), async (email, password) => {
     return;
   }
   say("Account created; signing in…");
-  await client.login(email, password);
+  const result = await client.login(email, password);
+  if (result?.mfaRequired) showSecondFactor(result);
 });
 
 onSubmit($("signin-form"), async (email, password) => {
   say("Signing in…");
+  let result;
   try {
-    await client.login(email, password);
+    result = await client.login(email, password);
   } catch (error) {
     if (error instanceof TokenwardError && error.type === `${PROBLEM}email-not-verified`) {
       $("resend-email").value = email; // ready for "Resend verification email"
     }
     throw error;
   }
+  if (result?.mfaRequired) showSecondFactor(result);
 });
 
 onSubmit($("forgot-form"), async (email) => {
@@ -371,6 +439,375 @@ $("logout-all").addEventListener("click", async () => {
 });
 
 $("reload-sessions").addEventListener("click", reloadLists);
+
+// -- the second factor: the code prompt of a sign-in ---------------------------------------
+
+const mfaForm = $("mfa-form");
+const MFA_PROMPTS = {
+  totp: {
+    intro: "Enter the 6-digit code from your authenticator app.",
+    label: "Authentication code",
+    switchTo: "Use a recovery code instead",
+    inputMode: "numeric",
+  },
+  recovery_code: {
+    intro: "Enter one of the recovery codes you saved. Each works once.",
+    label: "Recovery code",
+    switchTo: "Use the authenticator app instead",
+    inputMode: "text",
+  },
+};
+let mfaMethods = [];
+
+function setMfaMethod(method) {
+  const prompt = MFA_PROMPTS[method];
+  mfaForm.dataset.method = method;
+  $("mfa-intro").textContent = prompt.intro;
+  $("mfa-code-label").textContent = prompt.label;
+  $("mfa-code").inputMode = prompt.inputMode;
+  $("mfa-code").value = "";
+  $("mfa-switch").textContent = prompt.switchTo;
+  $("mfa-switch").hidden = !mfaMethods.includes(method === "totp" ? "recovery_code" : "totp");
+}
+
+/** The sign-in needs a second factor (or, first, setting one up): show its prompt. */
+function showSecondFactor({ methods, enrollmentRequired }) {
+  generation += 1;
+  showing = null;
+  mfaMethods = methods;
+  mfaForm.hidden = enrollmentRequired;
+  $("mfa-enroll-required").hidden = !enrollmentRequired;
+  setView("second-factor");
+  if (enrollmentRequired) {
+    say("Set up two-step verification to finish signing in.");
+    $("enroll-slot-sign-in").append($("totp-enroll"));
+    startEnrollment().catch(signInFailed);
+    return;
+  }
+  setMfaMethod(methods.includes("totp") ? "totp" : "recovery_code");
+  say("One more step: enter your code.");
+  $("mfa-code").focus();
+}
+
+/** A failed step of a sign-in: ask again, or start over when it can no longer finish. */
+function signInFailed(error) {
+  if (!client.mfaPending && document.body.dataset.state === "second-factor") {
+    showSignedOut();
+    say("That sign-in attempt is over (it expired, or too many codes were wrong). Sign in " +
+      "again.", true);
+    return;
+  }
+  say(describe(error), true);
+}
+
+mfaForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (mfaForm.dataset.busy) return;
+  mfaForm.dataset.busy = "true";
+  say("Checking the code…");
+  try {
+    await client.verifyMfa($("mfa-code").value, mfaForm.dataset.method);
+    mfaForm.reset(); // `signedin` shows the signed-in view
+  } catch (error) {
+    signInFailed(error);
+    if (client.mfaPending) $("mfa-code").select();
+  } finally {
+    delete mfaForm.dataset.busy;
+  }
+});
+
+$("mfa-switch").addEventListener("click", () => {
+  setMfaMethod(mfaForm.dataset.method === "totp" ? "recovery_code" : "totp");
+  $("mfa-code").focus();
+});
+
+function cancelSignIn() {
+  client.cancelMfa();
+  showSignedOut("Sign-in cancelled");
+  $("signin-email").focus();
+}
+$("mfa-cancel").addEventListener("click", cancelSignIn);
+$("mfa-enroll-cancel").addEventListener("click", cancelSignIn);
+
+// -- the second factor: the signed-in user's panel -----------------------------------------
+
+let factorState = { factors: [], remaining: 0 };
+let enrollment = null; // { factorId } while an authenticator app is being set up
+
+function renderFactors(result) {
+  const unavailable = result.status === "rejected" && result.reason?.status === 404;
+  $("mfa-card").hidden = unavailable; // a server without second factors
+  if (unavailable) return;
+  if (result.status === "rejected") return report(result.reason);
+  const { factors = [], recovery_codes_remaining: remaining = 0 } = result.value || {};
+  factorState = { factors, remaining };
+  const on = factors.length > 0;
+  $("mfa-badge").hidden = false;
+  $("mfa-badge").textContent = on ? "on" : "off";
+  $("mfa-badge").classList.toggle("warn", !on);
+  $("mfa-summary").textContent = on
+    ? `A sign-in needs your password and a code. ${remaining} recovery ` +
+      `${remaining === 1 ? "code" : "codes"} left` +
+      (remaining <= 3 ? ": make new ones soon." : ".")
+    : "Off: your password alone signs you in. Add an authenticator app, so that a stolen " +
+      "password is not enough.";
+  $("regenerate-codes").hidden = !on;
+  factorList.replaceChildren(
+    ...factors.map((factor) => {
+      const item = el("li");
+      const text = el("div");
+      text.append(el("span", "what", factor.type === "totp" ? "Authenticator app" : factor.type));
+      const meta = el("span", "meta", "added ");
+      meta.append(timeElement(factor.created_at), " · ");
+      if (factor.last_used_at) meta.append("last used ", timeElement(factor.last_used_at));
+      else meta.append("not used yet");
+      text.append(meta);
+      const remove = el("button", "remove-factor secondary small", "Remove");
+      remove.type = "button";
+      remove.dataset.factorId = factor.id;
+      remove.setAttribute("aria-label", "Remove the authenticator app");
+      item.append(text, remove);
+      return item;
+    }),
+  );
+}
+
+// The QR code: the server's SVG (text) is parsed as XML into a separate, inert document, and
+// rebuilt here element by element from a short list of drawing elements and attributes; any
+// other element refuses the whole image (the key below it still works).
+const SVG_NS = "http://www.w3.org/2000/svg";
+const SVG_ELEMENTS = new Set(["svg", "g", "path", "rect", "title", "desc"]);
+const SVG_ATTRIBUTES = new Set([
+  "width", "height", "viewBox", "d", "x", "y", "fill", "fill-rule", "stroke", "stroke-width",
+  "stroke-linecap", "transform", "shape-rendering",
+]);
+
+function rebuiltSvg(text) {
+  if (typeof text !== "string" || text.length > 100_000) return null;
+  const parsed = new DOMParser().parseFromString(text, "image/svg+xml");
+  const root = parsed.documentElement;
+  if (root.namespaceURI !== SVG_NS || root.localName !== "svg") return null;
+  if (parsed.getElementsByTagNameNS("*", "parsererror").length) return null;
+  const copy = (node) => {
+    if (node.namespaceURI !== SVG_NS || !SVG_ELEMENTS.has(node.localName)) return null;
+    const out = document.createElementNS(SVG_NS, node.localName);
+    for (const attribute of node.attributes) {
+      const value = attribute.value;
+      if (attribute.namespaceURI || !SVG_ATTRIBUTES.has(attribute.name)) continue;
+      if (/url|:|[<>&]/i.test(value)) continue; // no references to anything
+      out.setAttribute(attribute.name, value);
+    }
+    for (const child of node.childNodes) {
+      if (child.nodeType === Node.ELEMENT_NODE) {
+        const part = copy(child);
+        if (!part) return null;
+        out.append(part);
+      } else if (child.nodeType === Node.TEXT_NODE && ["title", "desc"].includes(node.localName)) {
+        out.append(child.data);
+      }
+    }
+    return out;
+  };
+  const svg = copy(root);
+  if (!svg) return null;
+  // Scalable by CSS: a viewBox from the drawing's own size when it has none.
+  const [width, height] = [svg.getAttribute("width"), svg.getAttribute("height")];
+  if (!svg.hasAttribute("viewBox") && /^\d+(\.\d+)?$/.test(`${width}`) &&
+      /^\d+(\.\d+)?$/.test(`${height}`)) {
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  }
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  return svg;
+}
+
+async function startEnrollment() {
+  say("Setting up an authenticator app…");
+  const started = await client.enrollTotp();
+  enrollment = { factorId: started.factor_id };
+  const qr = rebuiltSvg(started.qr_svg);
+  $("totp-qr").replaceChildren(qr || el("p", "hint", "No QR code: type the key instead."));
+  $("totp-secret").textContent = started.secret;
+  $("totp-enroll").hidden = false;
+  $("totp-start").hidden = true;
+  say("Scan the QR code, or type the key, then enter the code the app shows.");
+  $("totp-code").focus();
+}
+
+function endEnrollment() {
+  enrollment = null;
+  $("totp-qr").replaceChildren();
+  $("totp-secret").textContent = "";
+  $("totp-confirm-form").reset();
+  $("totp-enroll").hidden = true;
+  $("totp-start").hidden = false;
+  $("enroll-slot-account").append($("totp-enroll"));
+}
+
+function showRecoveryCodes(codes) {
+  $("recovery-codes").replaceChildren(...codes.map((code) => {
+    const item = el("li");
+    item.append(el("code", "", code));
+    return item;
+  }));
+  $("recovery-box").hidden = false;
+  $("recovery-title").focus();
+}
+
+function hideRecoveryCodes() {
+  $("recovery-codes").replaceChildren();
+  $("recovery-box").hidden = true;
+}
+
+/** Signed out, or a sign-in given up: nothing of a second factor stays on the page. */
+function clearSecondFactor() {
+  endEnrollment();
+  hideRecoveryCodes();
+  factorList.replaceChildren();
+  factorState = { factors: [], remaining: 0 };
+  $("mfa-badge").hidden = true;
+  $("mfa-summary").textContent = "";
+  mfaMethods = [];
+  if (stepUpAnswer) answerStepUp(null);
+}
+
+onClick($("totp-start"), startEnrollment);
+
+const confirmForm = $("totp-confirm-form");
+confirmForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (confirmForm.dataset.busy || !enrollment) return;
+  confirmForm.dataset.busy = "true";
+  say("Checking the code…");
+  try {
+    const signingIn = document.body.dataset.state === "second-factor";
+    const result = await client.confirmTotp(enrollment.factorId, $("totp-code").value);
+    endEnrollment();
+    // A sign-in that had to set up a factor is signed in now (`signedin`): wait for the view.
+    if (signingIn) await showing;
+    say("Two-factor authentication is on for your account.");
+    if (result.recovery_codes) showRecoveryCodes(result.recovery_codes);
+    else $("mfa-title").focus();
+    if (!signingIn) await reloadLists();
+  } catch (error) {
+    if (document.body.dataset.state === "second-factor") signInFailed(error);
+    else report(error);
+    if (enrollment) $("totp-code").select();
+  } finally {
+    delete confirmForm.dataset.busy;
+  }
+});
+
+$("totp-cancel").addEventListener("click", () => {
+  if (document.body.dataset.state === "second-factor") return cancelSignIn();
+  endEnrollment();
+  say("Setup cancelled: nothing was changed.");
+  $("totp-start").focus();
+});
+
+$("recovery-done").addEventListener("click", () => {
+  hideRecoveryCodes();
+  $("mfa-title").focus();
+});
+
+onClick($("regenerate-codes"), async () => {
+  const codes = await client.regenerateRecoveryCodes();
+  say("New recovery codes: the old ones no longer work.");
+  showRecoveryCodes(codes);
+  await reloadLists();
+});
+
+factorList.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.remove-factor");
+  if (!button || button.disabled) return;
+  button.disabled = true;
+  try {
+    await client.removeFactor(button.dataset.factorId);
+    say("Authenticator app removed.");
+    hideRecoveryCodes();
+    await reloadLists();
+    $("mfa-title").focus(); // the button is gone; keep the keyboard user nearby
+  } catch (error) {
+    button.disabled = false;
+    report(error);
+  }
+});
+
+// -- step-up: confirm it is you (RFC 9470) -------------------------------------------------
+// The client asks (onStepUp) when an action needs a recent or a two-factor sign-in; the
+// dialog's answer is the credentials it reauthenticates with, or null to give up.
+
+const stepUpDialog = $("stepup-dialog");
+const stepUpForm = $("stepup-form");
+const stepUpMethod = $("stepup-method");
+const stepUpSecret = $("stepup-secret");
+let stepUpAnswer = null;
+
+const STEP_UP_FIELDS = {
+  password: { label: "Password", type: "password", autocomplete: "current-password" },
+  totp: { label: "Code from the app", type: "text", autocomplete: "one-time-code" },
+  recovery_code: { label: "Recovery code", type: "text", autocomplete: "off" },
+};
+
+function setStepUpMethod(method) {
+  const field = STEP_UP_FIELDS[method];
+  stepUpMethod.value = method;
+  $("stepup-secret-label").textContent = field.label;
+  stepUpSecret.type = field.type;
+  stepUpSecret.autocomplete = field.autocomplete;
+  stepUpSecret.inputMode = method === "totp" ? "numeric" : "text";
+  stepUpSecret.value = "";
+}
+
+function askToStepUp({ acrValues, maxAge, error }) {
+  if (stepUpAnswer) answerStepUp(null); // one question at a time
+  const twoFactor = acrValues.includes("aal2");
+  const hasFactor = twoFactor || factorState.factors.length > 0;
+  for (const option of stepUpMethod.options) {
+    option.hidden = option.value === "password" ? twoFactor : !hasFactor;
+    option.disabled = option.hidden;
+  }
+  $("stepup-reason").textContent = twoFactor
+    ? "This needs two-step verification: enter a code from your authenticator app, or a " +
+      "recovery code."
+    : `This needs a recent sign-in${maxAge !== null ? ` (within ${Math.round(maxAge / 60)} ` +
+      "min)" : ""}: confirm with your password${hasFactor ? " or a code" : ""}.`;
+  $("stepup-error").textContent = error ? describe(error) : "";
+  setStepUpMethod(twoFactor ? "totp" : "password");
+  return new Promise((resolve) => {
+    stepUpAnswer = resolve;
+    if (!stepUpDialog.open) stepUpDialog.showModal();
+    stepUpSecret.focus();
+  });
+}
+
+function answerStepUp(credentials) {
+  const resolve = stepUpAnswer;
+  stepUpAnswer = null;
+  stepUpForm.reset();
+  if (stepUpDialog.open) stepUpDialog.close();
+  resolve?.(credentials);
+}
+
+stepUpMethod.addEventListener("change", () => {
+  setStepUpMethod(stepUpMethod.value);
+  stepUpSecret.focus();
+});
+
+stepUpForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const method = stepUpMethod.value;
+  const secret = stepUpSecret.value;
+  say("Confirming…");
+  answerStepUp(method === "password" ? { password: secret } : { method, code: secret });
+});
+
+$("stepup-cancel").addEventListener("click", () => answerStepUp(null));
+stepUpDialog.addEventListener("close", () => {
+  if (stepUpAnswer) answerStepUp(null); // Escape
+});
 
 // -- the development mailbox: GET /demo/mailbox, when the server offers it -------------------
 

@@ -7,6 +7,12 @@
 // so N tabs send one refresh, not N. The channel, the lock and the marker are named after the
 // server (its URL), so a page that talks to two tokenward servers never hands one's token to
 // the other, nor waits on the other's refresh.
+//
+// A second factor: login() resolves to `{mfaRequired: true, ...}` when the server asks for a
+// code; the pending sign-in's `mfa_token` stays in this module's memory (never in storage),
+// and verifyMfa(code) completes it. Step-up (RFC 9470): a 401 whose challenge says
+// `insufficient_user_authentication` asks the app's `onStepUp` for credentials, calls
+// reauthenticate() and retries the request once.
 
 const CHANNEL = "tokenward";
 const LOCK = "tokenward-refresh";
@@ -15,8 +21,17 @@ const LOCK = "tokenward-refresh";
 const REFRESHED_AT = "tokenward:refreshed-at";
 const PEER_WAIT_MS = 150;
 const RETRY_MS = 5000;
-// A 401 with this type answers a wrong current password, not a refused access token.
-const WRONG_PASSWORD = "urn:tokenward:problem:invalid-credentials";
+const PROBLEM = "urn:tokenward:problem:";
+// A 401 of these types answers wrong credentials (a current password, a second-factor code),
+// not a refused access token: no reason to refresh, and sending them again would count a
+// second failed attempt (or replay a one-time code).
+const WRONG_CREDENTIALS = new Set([`${PROBLEM}invalid-credentials`, `${PROBLEM}mfa-failed`]);
+// RFC 9470: the access token is valid, but its authentication is too weak or too old.
+const STEP_UP = "insufficient_user_authentication";
+// The server ends a pending sign-in after this many wrong codes; the client forgets it then.
+const MFA_ATTEMPTS = 5;
+// How many times onStepUp is asked again after wrong credentials, per step-up.
+const STEP_UP_ATTEMPTS = 3;
 
 /** An error answer from the server: RFC 9457 problem details. */
 export class TokenwardError extends Error {
@@ -31,7 +46,87 @@ export class TokenwardError extends Error {
   }
 }
 
+/**
+ * A request needs a stronger or more recent authentication (RFC 9470) and none was given:
+ * no `onStepUp` callback, the callback gave up (returned null), or the new token still fell
+ * short. `acrValues` (e.g. ["aal2"]) and `maxAge` (seconds, or null) say what is wanted:
+ * call `reauthenticate()` with a password or a second-factor code, then try again.
+ */
+export class StepUpRequiredError extends TokenwardError {
+  constructor(challenge, problem = {}) {
+    super(401, {
+      type: `${PROBLEM}insufficient-user-authentication`,
+      title: "Insufficient user authentication",
+      detail: "a stronger or more recent authentication is required",
+      ...problem,
+    });
+    this.name = "StepUpRequiredError";
+    this.acrValues = challenge.acrValues;
+    this.maxAge = challenge.maxAge;
+  }
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// An auth-param of a WWW-Authenticate header: `name=token` or `name="quoted"`; a bare token
+// (no "=") is a scheme and starts the next challenge.
+const AUTH_PARAM = /([!#$%&'*+.^_`|~\w-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?/g;
+
+/** The parameters of the `Bearer` challenge of a WWW-Authenticate header (names lowercased). */
+function bearerParams(header) {
+  const params = {};
+  let scheme = null;
+  for (const [, name, raw] of (header || "").matchAll(AUTH_PARAM)) {
+    if (raw === undefined) {
+      scheme = name.toLowerCase();
+    } else if (scheme === "bearer") {
+      const quoted = raw.startsWith('"');
+      params[name.toLowerCase()] = quoted ? raw.slice(1, -1).replace(/\\(.)/g, "$1") : raw;
+    }
+  }
+  return params;
+}
+
+function challengeOf(acrValues, maxAge) {
+  return {
+    acrValues: String(acrValues || "").split(/\s+/).filter(Boolean),
+    maxAge: /^\d+$/.test(String(maxAge ?? "")) ? Number(maxAge) : null,
+  };
+}
+
+/**
+ * RFC 9470's challenge in a 401, as `{acrValues, maxAge}`, or null when it is not one. From
+ * WWW-Authenticate; or, when that header is out of reach (another origin that does not expose
+ * it), from tokenward's problem details, which say the same.
+ */
+async function stepUpChallenge(response) {
+  if (response.status !== 401) return null;
+  const header = response.headers.get("WWW-Authenticate");
+  if (header !== null) {
+    const params = bearerParams(header);
+    return params.error === STEP_UP ? challengeOf(params.acr_values, params.max_age) : null;
+  }
+  if (!(response.headers.get("Content-Type") || "").includes("json")) return null;
+  try {
+    const problem = await response.clone().json();
+    if (problem?.type !== `${PROBLEM}insufficient-user-authentication`) return null;
+    return challengeOf(problem.acr_values, problem.max_age);
+  } catch {
+    return null; // not JSON after all
+  }
+}
+
+/** The claims of a JWT, unverified (for display and for deciding to step up), or null. */
+function unverifiedClaims(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" ? claims : null;
+  } catch {
+    return null;
+  }
+}
 
 function readMarker(key) {
   try {
@@ -55,6 +150,7 @@ function writeMarker(key, time) {
  * - `signedout`: logout here or in another tab (detail.where: "here" | "other-tab");
  * - `sessionended`: the server ended the session (revoked elsewhere, expired, password changed).
  * - `token`: a new access token (detail.expiresAt); for displays, not for storing it.
+ * - `reauthenticated`: reauthenticate() succeeded (detail: see `authentication`).
  */
 export class TokenwardClient extends EventTarget {
   /**
@@ -65,6 +161,12 @@ export class TokenwardClient extends EventTarget {
    *   from fetch(); the server's origin is always included. Never send it anywhere else.
    * @param {number} [options.refreshMarginSeconds] refresh this long before expiry; default
    *   a fifth of the token's lifetime, at least 1 s and at most 60 s.
+   * @param {function} [options.onStepUp] called when a request needs a stronger or more
+   *   recent authentication (RFC 9470) with `{acrValues, maxAge, attempt, error}` (`error`:
+   *   why the previous attempt failed); returns (or resolves to) the credentials for
+   *   reauthenticate(), `{password}` or `{method: "totp" | "recovery_code", code}`, or null
+   *   to give up (the request then fails with a StepUpRequiredError). Without it, such a
+   *   request fails with a StepUpRequiredError at once.
    */
   constructor(options = {}) {
     super();
@@ -88,6 +190,12 @@ export class TokenwardClient extends EventTarget {
       typeof BroadcastChannel === "function" ? new BroadcastChannel(this._names.channel) : null;
     this._channel?.addEventListener("message", (event) => this._onMessage(event.data));
     this._peerRefreshingUntil = 0;
+    this.onStepUp = options.onStepUp || null;
+    // A sign-in waiting for its second factor: { token, methods, enrollmentRequired,
+    // expiresAt, failures }. Its token is in memory only, and never shared with other tabs.
+    this._mfa = null;
+    this._stepping = null; // the step-up under way: one at a time
+    this._reauthenticatedAt = 0;
     this._onVisible = () => {
       if (document.visibilityState === "visible" && this._token && this._dueSoon()) {
         this.refresh({ stale: this._token.value }).catch(() => {});
@@ -106,6 +214,30 @@ export class TokenwardClient extends EventTarget {
   /** When the current access token expires (ms since the epoch), or null. */
   get expiresAt() {
     return this._token ? this._token.expiresAt : null;
+  }
+
+  /**
+   * How the current session authenticated, from the access token: `{acr, amr, authTime}`
+   * ("aal1" | "aal2", e.g. ["pwd", "otp", "mfa"], Unix seconds), or null when signed out.
+   * Read without verifying the token: for display and for deciding when to step up, never
+   * for a security decision (the server decides).
+   */
+  get authentication() {
+    const claims = this._token && unverifiedClaims(this._token.value);
+    if (!claims) return null;
+    return {
+      acr: typeof claims.acr === "string" ? claims.acr : null,
+      amr: Array.isArray(claims.amr) ? [...claims.amr] : [],
+      authTime: typeof claims.auth_time === "number" ? claims.auth_time : null,
+    };
+  }
+
+  /**
+   * True while a sign-in waits for its second factor (login() resolved to `mfaRequired`) and
+   * has not expired. After a failed verifyMfa(), false means: start again with login().
+   */
+  get mfaPending() {
+    return this._mfa !== null && this._mfa.expiresAt > Date.now();
   }
 
   /**
@@ -139,15 +271,179 @@ export class TokenwardClient extends EventTarget {
     return response.json();
   }
 
+  /**
+   * Sign in. Resolves to the user, as getUser() does; or, when the account has a second
+   * factor, to `{mfaRequired: true, methods, enrollmentRequired: false, expiresIn}` (methods:
+   * "totp", "recovery_code"): nothing is signed in yet, finish with verifyMfa(code, method)
+   * within `expiresIn` seconds. `enrollmentRequired: true` (the server requires a second
+   * factor, and the account has none): set one up with enrollTotp() and confirmTotp(), which
+   * then signs in. Tell the cases apart with `result.mfaRequired`.
+   */
   async login(email, password) {
     const body = await this._json("POST", "/auth/login", { email, password }, true);
+    if (body.mfa_required) {
+      const expiresIn = Number(body.expires_in) || 300;
+      this._mfa = {
+        token: body.mfa_token,
+        methods: Array.isArray(body.methods) ? [...body.methods] : [],
+        enrollmentRequired: body.enrollment_required === true,
+        expiresAt: Date.now() + expiresIn * 1000,
+        failures: 0,
+      };
+      return {
+        mfaRequired: true,
+        methods: [...this._mfa.methods],
+        enrollmentRequired: this._mfa.enrollmentRequired,
+        expiresIn,
+      };
+    }
+    this._mfa = null;
     this._started = Promise.resolve(true);
     this._accept(body, "login");
     return this.getUser();
   }
 
+  /**
+   * Finish a sign-in that login() left waiting for a second factor: `code` is the
+   * authenticator app's current code (method "totp") or an unused recovery code (method
+   * "recovery_code"). Resolves to the user, and dispatches `signedin` as login() does. A wrong
+   * code is a TokenwardError (401, type `...:mfa-failed`); then `mfaPending` says whether to
+   * ask for another code or to start again with login() (expired, or too many attempts).
+   */
+  async verifyMfa(code, method = "totp") {
+    const pending = this._pendingMfa();
+    let body;
+    try {
+      body = await this._json(
+        "POST",
+        "/auth/mfa/verify",
+        { mfa_token: pending.token, method, code: String(code).trim() },
+        true,
+      );
+    } catch (error) {
+      if (error instanceof TokenwardError && error.status === 401) {
+        pending.failures += 1;
+        if (pending.failures >= MFA_ATTEMPTS && this._mfa === pending) this._mfa = null;
+      }
+      throw error;
+    }
+    if (this._mfa === pending) this._mfa = null;
+    this._started = Promise.resolve(true);
+    this._accept(body, "login");
+    return this.getUser();
+  }
+
+  /** Forget a sign-in waiting for its second factor (the user chose to start over). */
+  cancelMfa() {
+    this._mfa = null;
+  }
+
+  // -- second factor -----------------------------------------------------------------------
+
+  /**
+   * Start adding an authenticator app (TOTP). Resolves to `{factor_id, secret, otpauth_uri,
+   * qr_svg, expires_in}`: show the QR code (an SVG document, as text: never put it in the page
+   * as HTML) or the base32 `secret`, then confirmTotp(factor_id, code). Needs a recent sign-in,
+   * and a two-factor one when the user already has a factor: the step-up (onStepUp) handles
+   * that. During a sign-in with `enrollmentRequired`, uses that sign-in instead of a session.
+   */
+  async enrollTotp() {
+    const enrolling = this._enrolling();
+    if (enrolling) {
+      return this._json("POST", "/auth/mfa/totp/enroll", { mfa_token: enrolling.token });
+    }
+    return this._authorized("POST", "/auth/mfa/totp/enroll", { body: {} });
+  }
+
+  /**
+   * Confirm a new authenticator app with its current code. Resolves to `{factor,
+   * recovery_codes}`: `recovery_codes` (10 strings) only for the user's first factor, else
+   * null; show them once. A wrong code is a TokenwardError (422, `...:invalid-mfa-code`). During
+   * a sign-in with `enrollmentRequired`, this signs in (`signedin`, as login() does).
+   */
+  async confirmTotp(factorId, code) {
+    const body = { factor_id: factorId, code: String(code).trim() };
+    const enrolling = this._enrolling();
+    if (!enrolling) return this._authorized("POST", "/auth/mfa/totp/confirm", { body });
+    const answer = await this._json(
+      "POST",
+      "/auth/mfa/totp/confirm",
+      { ...body, mfa_token: enrolling.token },
+      true,
+    );
+    if (this._mfa === enrolling) this._mfa = null;
+    const { factor, recovery_codes: recoveryCodes = null } = answer;
+    if (answer.access_token) {
+      this._started = Promise.resolve(true);
+      this._accept(answer, "login");
+    }
+    return { factor, recovery_codes: recoveryCodes };
+  }
+
+  /** `{factors: [{id, type, created_at, last_used_at}], recovery_codes_remaining}`. */
+  async factors() {
+    return this._authorized("GET", "/auth/mfa/factors");
+  }
+
+  /** Remove a second factor (needs a recent two-factor sign-in: see onStepUp). */
+  async removeFactor(id) {
+    await this._authorized("DELETE", `/auth/mfa/factors/${encodeURIComponent(id)}`);
+  }
+
+  /** New recovery codes (the old ones stop working); resolves to the list: show it once. */
+  async regenerateRecoveryCodes() {
+    return (await this._authorized("POST", "/auth/mfa/recovery-codes/regenerate", { body: {} }))
+      .recovery_codes;
+  }
+
+  /**
+   * Authenticate again within the session: `{password}`, or `{method: "totp" |
+   * "recovery_code", code}` (which raises the session to aal2). The session's tokens carry
+   * the new `auth_time` (and `acr`) from now on, in every tab. Resolves to `authentication`.
+   * Wrong credentials are a TokenwardError (401, `...:invalid-credentials` or
+   * `...:mfa-failed`), sent once, never again on their own.
+   */
+  async reauthenticate(credentials = {}) {
+    const body =
+      credentials.password !== undefined
+        ? { password: credentials.password }
+        : { method: credentials.method || "totp", code: String(credentials.code ?? "").trim() };
+    await this.start();
+    if (this._token && this._dueSoon()) {
+      await this.refresh({ stale: this._token.value }).catch(() => {});
+    }
+    const send = (token) => {
+      const headers = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      return this._send("POST", "/auth/reauthenticate", {
+        headers,
+        body: JSON.stringify(body),
+        credentials: "include", // so that the answer may update the cookie, also cross-origin
+      });
+    };
+    const used = this._token?.value;
+    let response = await send(used);
+    if (response.status === 401 && used && (await this._tokenRefused(response))) {
+      // The token was refused before the credentials were looked at: refresh, send again.
+      try {
+        await this.refresh({ stale: used });
+      } catch {
+        throw await this._error(response);
+      }
+      response = await send(this._token?.value);
+    }
+    if (!response.ok) throw await this._error(response);
+    const answer = await response.json();
+    this._reauthenticatedAt = Date.now();
+    this._accept(answer, null);
+    const authentication = this.authentication;
+    this.dispatchEvent(new CustomEvent("reauthenticated", { detail: authentication }));
+    return authentication;
+  }
+
   /** End this browser's session on the server; every tab is signed out. */
   async logout() {
+    this._mfa = null;
     try {
       await this._send("POST", "/auth/logout", { credentials: "include" });
     } finally {
@@ -270,7 +566,13 @@ export class TokenwardClient extends EventTarget {
 
   /**
    * fetch() with `Authorization: Bearer` for the server's origin and `tokenOrigins`. Refreshes
-   * first when the token is about to expire, and once more on a 401, then retries.
+   * first when the token is about to expire, and once more on a 401, then retries. A 401 that
+   * asks for a stronger or more recent authentication (RFC 9470, `WWW-Authenticate: Bearer
+   * error="insufficient_user_authentication"`) is not refreshed: `onStepUp` is asked for
+   * credentials, reauthenticate() runs, and the request is sent once more; when that cannot
+   * be done (no callback, it gave up, still not enough) the call rejects with a
+   * StepUpRequiredError. (On another origin, the challenge is read from WWW-Authenticate
+   * when its CORS answer exposes that header, else from tokenward's problem details.)
    */
   async fetch(input, init = {}) {
     const request = new Request(input, init);
@@ -279,18 +581,69 @@ export class TokenwardClient extends EventTarget {
     if (this._token && this._dueSoon()) {
       await this.refresh({ stale: this._token.value }).catch(() => {});
     }
+    const sentAt = Date.now();
     const used = this._token?.value;
     const response = await fetch(this._withToken(request.clone(), used));
     if (response.status !== 401 || !used) return response;
-    // A wrong current password (change email, delete account) is no reason to refresh, and
-    // sending it again would count a second failed attempt.
-    if (await this._isWrongPassword(response)) return response;
+    const challenge = await stepUpChallenge(response);
+    if (challenge) return this._stepUpAndRetry(request, response, challenge, sentAt);
+    // Wrong credentials (a current password, a code) are no reason to refresh, and sending
+    // them again would count a second failed attempt.
+    if (await this._isWrongCredentials(response)) return response;
     try {
       await this.refresh({ stale: used });
     } catch {
       return response; // the session is over; `sessionended` has been dispatched
     }
-    return fetch(this._withToken(request, this._token?.value));
+    const retriedAt = Date.now();
+    const retried = await fetch(this._withToken(request.clone(), this._token?.value));
+    const later = await stepUpChallenge(retried);
+    return later ? this._stepUpAndRetry(request, retried, later, retriedAt) : retried;
+  }
+
+  /** Step up (once for concurrent requests), then send `request` one last time. */
+  async _stepUpAndRetry(request, response, challenge, sentAt) {
+    // A step-up that finished after this request went out may have settled it already.
+    if (this._reauthenticatedAt <= sentAt || this._stepping) {
+      if (!this.onStepUp && !this._stepping) throw await this._stepUpError(response, challenge);
+      this._stepping ||= this._stepUp(challenge).finally(() => {
+        this._stepping = null;
+      });
+      await this._stepping;
+    }
+    const retried = await fetch(this._withToken(request.clone(), this._token?.value));
+    const still = await stepUpChallenge(retried);
+    if (still) throw await this._stepUpError(retried, still);
+    return retried;
+  }
+
+  async _stepUp(challenge) {
+    let error = null;
+    for (let attempt = 1; attempt <= STEP_UP_ATTEMPTS; attempt += 1) {
+      const credentials = await this.onStepUp({ ...challenge, attempt, error });
+      if (!credentials) throw new StepUpRequiredError(challenge, { detail: "step-up cancelled" });
+      try {
+        await this.reauthenticate(credentials);
+        return;
+      } catch (failure) {
+        // Wrong credentials: ask again (with the reason); anything else ends the step-up.
+        if (!(failure instanceof TokenwardError && WRONG_CREDENTIALS.has(failure.type))) {
+          throw failure;
+        }
+        error = failure;
+      }
+    }
+    throw error;
+  }
+
+  async _stepUpError(response, challenge) {
+    let problem = {};
+    try {
+      problem = await response.clone().json();
+    } catch {
+      /* not JSON: a resource server's plain answer */
+    }
+    return new StepUpRequiredError(challenge, problem?.constructor === Object ? problem : {});
   }
 
   // -- refresh -----------------------------------------------------------------------------
@@ -334,6 +687,7 @@ export class TokenwardClient extends EventTarget {
 
   async _refreshNow() {
     this.refreshCount += 1;
+    const startedAt = Date.now();
     const response = await this._send("POST", "/auth/refresh", { credentials: "include" });
     if (response.status === 401) {
       // The cookie is gone, expired or its session was ended: the session is over.
@@ -356,6 +710,9 @@ export class TokenwardClient extends EventTarget {
     }
     const body = await response.json();
     const wasSignedIn = this._token !== null;
+    // A reauthentication that finished meanwhile holds the newer token (its acr, auth_time);
+    // this answer may predate it. The cookie has rotated either way.
+    if (wasSignedIn && this._reauthenticatedAt > startedAt && this.signedIn) return;
     this._accept(body, wasSignedIn ? null : "restore");
     writeMarker(this._names.marker, Date.now());
   }
@@ -504,13 +861,40 @@ export class TokenwardClient extends EventTarget {
     return response.status === 204 ? null : response.json();
   }
 
-  async _isWrongPassword(response) {
+  async _isWrongCredentials(response) {
     if (!(response.headers.get("Content-Type") || "").includes("json")) return false;
     try {
-      return (await response.clone().json())?.type === WRONG_PASSWORD;
+      return WRONG_CREDENTIALS.has((await response.clone().json())?.type);
     } catch {
       return false; // not JSON after all
     }
+  }
+
+  /** Whether a 401 refused the access token itself (header, or the problem's type). */
+  async _tokenRefused(response) {
+    const header = response.headers.get("WWW-Authenticate");
+    if (header !== null) return bearerParams(header).error === "invalid_token";
+    try {
+      return (await response.clone().json())?.type === `${PROBLEM}invalid-token`;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The sign-in waiting for a second factor, or a TokenwardError when there is none. */
+  _pendingMfa() {
+    if (this.mfaPending) return this._mfa;
+    this._mfa = null;
+    throw new TokenwardError(401, {
+      type: `${PROBLEM}mfa-failed`,
+      title: "Second factor not accepted",
+      detail: "no sign-in is waiting for a second factor (or it expired): sign in again",
+    });
+  }
+
+  /** The pending sign-in that must enrol a factor before it may finish, or null. */
+  _enrolling() {
+    return this.mfaPending && this._mfa.enrollmentRequired ? this._mfa : null;
   }
 
   async _error(response) {

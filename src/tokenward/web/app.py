@@ -164,6 +164,8 @@ def create_app(
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
+            # The front-end reads RFC 9470's step-up challenge and how long a limit lasts.
+            expose_headers=["WWW-Authenticate", "Retry-After"],
             max_age=600,
         )
     app.add_middleware(

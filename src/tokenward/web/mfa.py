@@ -33,7 +33,6 @@ from tokenward.web.deps import (
     current_user,
 )
 from tokenward.web.openapi import (
-    Responses,
     BEARER,
     BODY,
     CROSS_ORIGIN,
@@ -41,6 +40,7 @@ from tokenward.web.openapi import (
     RATE_LIMITED,
     STEP_UP,
     UNAVAILABLE,
+    Responses,
     declare,
     problem_response,
     unprocessable,
