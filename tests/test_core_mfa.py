@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tokenward.core.mfa import (
+    AAL2_REAUTH_WINDOW,
     CHALLENGE_ATTEMPTS,
     Acr,
     Amr,
@@ -41,20 +42,42 @@ def test_claims_say_the_methods_the_level_and_the_time(
 
 
 @pytest.mark.parametrize(
-    ("before", "second_factor", "acr"),
+    ("before", "at", "second_factor", "acr"),
     [
-        (Authentication.password(NOW), False, Acr.AAL1),
-        (Authentication.password(NOW), True, Acr.AAL2),
-        (Authentication.with_second_factor(NOW), False, Acr.AAL2),
-        (Authentication.with_second_factor(NOW), True, Acr.AAL2),
+        (Authentication.password(NOW), LATER, False, Acr.AAL1),
+        (Authentication.password(NOW), LATER, True, Acr.AAL2),
+        (Authentication.with_second_factor(NOW), LATER, False, Acr.AAL2),
+        (Authentication.with_second_factor(NOW), NOW + AAL2_REAUTH_WINDOW, False, Acr.AAL2),
+        # Past the window a password alone is a password sign-in again.
+        (Authentication.with_second_factor(NOW), NOW + AAL2_REAUTH_WINDOW * 2, False, Acr.AAL1),
+        (Authentication.with_second_factor(NOW), LATER, True, Acr.AAL2),
     ],
 )
 def test_a_reauthentication_renews_the_time_and_raises_only_with_a_factor(
-    before: Authentication, second_factor: bool, acr: Acr
+    before: Authentication, at: datetime, second_factor: bool, acr: Acr
 ) -> None:
-    after = before.renewed(LATER, second_factor=second_factor)
-    assert after.time == LATER
+    after = before.renewed(at, second_factor=second_factor)
+    assert after.time == at
     assert after.acr is acr
+    if acr is Acr.AAL1:
+        assert after.methods == (Amr.PWD,)
+
+
+def test_a_password_does_not_move_the_second_factor_time() -> None:
+    """Reauthenticating with a password every hour cannot keep aal2 alive for ever."""
+    authentication = Authentication.with_second_factor(NOW)
+    at = NOW
+    while authentication.acr is Acr.AAL2:
+        at += timedelta(hours=1)
+        authentication = authentication.renewed(at, second_factor=False)
+    assert at - NOW == AAL2_REAUTH_WINDOW + timedelta(hours=1)
+
+
+def test_an_unknown_stored_method_is_left_out() -> None:
+    """A value a newer version stored never becomes a level this one cannot vouch for."""
+    loaded = Authentication.load("pwd hwk mfa", NOW, created_at=NOW)
+    assert loaded.methods == (Amr.PWD, Amr.MFA)
+    assert Authentication.load("hwk", NOW, created_at=NOW).methods == (Amr.PWD,)
 
 
 @pytest.mark.parametrize(

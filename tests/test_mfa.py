@@ -14,12 +14,12 @@ import httpx
 import jwt
 import pyotp
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from support import PASSWORD, PROBLEM, Api, FakeClock, refresh_cookie
 from support.smtp import SmtpServer, mail_settings_for
 
 from tokenward.app.resource_servers import ClientService
-from tokenward.storage.models import EventRow, MfaChallengeRow
+from tokenward.storage.models import EventRow, MfaChallengeRow, MfaFactorRow
 from tokenward.verify import Verifier
 
 TYPE = "urn:tokenward:problem:"
@@ -763,3 +763,144 @@ async def test_introspection_answers_how_the_user_authenticated(api: Api, clock:
     assert body["active"] is True
     assert (body["amr"], body["acr"]) == (["pwd", "otp", "mfa"], "aal2")
     assert isinstance(body["auth_time"], int)
+
+
+# -- what the security review found (each fixed, each kept fixed here) -----------------------
+
+
+@pytest.mark.parametrize("mfa_settings", [{"mfa": "required"}])
+async def test_an_old_enrolment_sign_in_cannot_add_a_factor_once_the_user_has_one(
+    api: Api, clock: FakeClock
+) -> None:
+    """Someone with the password got an enrolling mfa_token; the user then enrolled their own
+    factor: the old token can neither enrol nor confirm one (and so cannot sign in)."""
+    assert (await api.register("ada@example.com")).status_code == 201
+    stolen = (await api.login("ada@example.com")).json()["mfa_token"]
+    attacker = (await api.http.post("/auth/mfa/totp/enroll", json={"mfa_token": stolen})).json()
+    mine = (await api.login("ada@example.com")).json()["mfa_token"]
+    started = (await api.http.post("/auth/mfa/totp/enroll", json={"mfa_token": mine})).json()
+    done = await api.http.post(
+        "/auth/mfa/totp/confirm",
+        json={
+            "factor_id": started["factor_id"],
+            "code": Totp(started["secret"], clock).now(),
+            "mfa_token": mine,
+        },
+    )
+    assert done.status_code == 200
+    # The attacker's enrolment was replaced by the user's (one enrolment at a time) and the
+    # stolen token may not start another, nor confirm anything.
+    problem(
+        await api.http.post("/auth/mfa/totp/enroll", json={"mfa_token": stolen}),
+        401,
+        "mfa-failed",
+    )
+    refused = await api.http.post(
+        "/auth/mfa/totp/confirm",
+        json={
+            "factor_id": attacker["factor_id"],
+            "code": Totp(attacker["secret"], clock).now(),
+            "mfa_token": stolen,
+        },
+    )
+    assert refused.status_code in (401, 404)
+    assert "set-cookie" not in refused.headers
+    access = done.json()["access_token"]
+    listed = (await api.http.get("/auth/mfa/factors", headers=bearer(access))).json()
+    assert [f["id"] for f in listed["factors"]] == [started["factor_id"]]
+
+
+async def test_a_password_keeps_aal2_only_within_twelve_hours_of_the_second_factor(
+    api: Api, clock: FakeClock
+) -> None:
+    factor = await enrolled(api, clock)
+    done = await verify(api, await pending(api), factor["totp"].next())
+    clock.advance(6 * 3600)
+    refreshed = await api.refresh(refresh_cookie(done))
+    soon = await api.http.post(
+        "/auth/reauthenticate",
+        json={"password": PASSWORD},
+        headers=bearer(refreshed.json()["access_token"]),
+    )
+    assert claims(soon.json()["access_token"])["acr"] == "aal2"
+    # A password now and then does not stretch the second factor's window.
+    clock.advance(7 * 3600)
+    refreshed = await api.refresh(refresh_cookie(refreshed))
+    access = refreshed.json()["access_token"]
+    late = await api.http.post(
+        "/auth/reauthenticate", json={"password": PASSWORD}, headers=bearer(access)
+    )
+    said = claims(late.json()["access_token"])
+    assert (said["amr"], said["acr"]) == (["pwd"], "aal1")
+    # The session says so from then on, and removing the factor asks for it again.
+    again = claims((await api.refresh(refresh_cookie(refreshed))).json()["access_token"])
+    assert again["acr"] == "aal1"
+    problem(
+        await api.http.delete(
+            f"/auth/mfa/factors/{factor['factor_id']}",
+            headers=bearer(late.json()["access_token"]),
+        ),
+        401,
+        "insufficient-user-authentication",
+    )
+
+
+async def test_concurrent_wrong_codes_cannot_exceed_the_attempts(
+    api: Api, clock: FakeClock
+) -> None:
+    factor = await enrolled(api, clock)
+    totp = factor["totp"]
+    totp.next()
+    mfa_token = await pending(api)
+    wrong = [totp.at_step(5 + n) for n in range(8)]
+    answers = await asyncio.gather(*(verify(api, mfa_token, code) for code in wrong))
+    assert {a.status_code for a in answers} == {401}
+    problem(await verify(api, mfa_token, totp.now()), 401, "mfa-failed")
+    async with api_service(api).db.read() as db:
+        (row,) = (await db.scalars(select(MfaChallengeRow))).all()
+    assert row.attempts == 5 and row.used_at is None
+    assert len(await events(api_service(api), "mfa.failed")) == 5
+
+
+@pytest.mark.parametrize("mfa_settings", [{"mfa": "off"}])
+async def test_off_mode_ignores_codes_everywhere(api: Api) -> None:
+    access, _ = await api.signed_up()
+    refused = await api.http.post(
+        "/auth/token",
+        data={
+            "grant_type": "urn:tokenward:params:oauth:grant-type:mfa",
+            "mfa_token": "twm_" + "A" * 43,
+            "code": "123456",
+        },
+    )
+    assert refused.json()["error"] == "unsupported_grant_type"
+    problem(
+        await api.http.post(
+            "/auth/reauthenticate",
+            json={"method": "totp", "code": "123456"},
+            headers=bearer(access),
+        ),
+        401,
+        "mfa-failed",
+    )
+
+
+async def test_a_secret_moved_onto_another_factor_does_not_unseal(
+    api: Api, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sealed secret is bound to its factor and user: a row copied in the database (the
+    attacker's own secret onto the victim's factor) matches no code."""
+    victim = await enrolled(api, clock)
+    api.http.cookies.clear()
+    attacker = await enrolled(api, clock, "mallory@example.com")
+    service = api_service(api)
+    async with service.db.write() as db:
+        stolen = await db.scalar(
+            select(MfaFactorRow.secret).where(MfaFactorRow.id == attacker["factor_id"])
+        )
+        await db.execute(
+            update(MfaFactorRow).where(MfaFactorRow.id == victim["factor_id"]).values(secret=stolen)
+        )
+    code = attacker["totp"].next()
+    problem(await verify(api, await pending(api), code), 401, "mfa-failed")
+    assert "does not unseal" in caplog.text

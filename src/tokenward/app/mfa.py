@@ -11,14 +11,16 @@ the factor's last accepted step is written conditionally in the sign-in's own tr
 from __future__ import annotations
 
 import io
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 
 import segno
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 
 from tokenward.app.context import Context
 from tokenward.app.credentials import check_current_password
@@ -35,6 +37,7 @@ from tokenward.core.mfa import (
     FactorType,
     MfaChallenge,
     MfaMethod,
+    MfaMode,
     hash_challenge_token,
     parse_challenge_token,
 )
@@ -66,6 +69,8 @@ __all__ = [
     "Reauthenticated",
     "SecondFactors",
 ]
+
+_log = logging.getLogger("tokenward")
 
 MAX_CODE_LENGTH = 64
 """Longer input is no code of ours (a recovery code is 29 characters with its dashes)."""
@@ -190,15 +195,18 @@ class SecondFactors:
         else:
             _, account = await self._pending(mfa_token, enrolling=True)
             factors = await self._confirmed(account.id)
+            if factors:  # enrolled meanwhile: this sign-in must give the factor, not add one
+                raise MfaFailedError("the user has a factor now")
         if len(factors) >= MAX_FACTORS:
             raise FactorLimitError("too many factors")
         now = self.ctx.now()
         secret = TotpSecret.new()
+        factor_id = str(uuid.uuid4())
         factor = Factor(
-            id=str(uuid.uuid4()),
+            id=factor_id,
             user_id=account.id,
             type=FactorType.TOTP,
-            secret=self._sealer.encrypt(secret.base32.encode()).decode(),
+            secret=self._seal(factor_id, account.id, secret),
             created_at=now,
         )
 
@@ -238,13 +246,22 @@ class SecondFactors:
             factor = next((f for f in await tx.factors(account.id) if f.id == factor_id), None)
         if factor is None or not factor.confirmable(now):
             raise UnknownFactorError("no factor waiting for confirmation with this id")
-        step = matching_step(self._secret(factor), code[:MAX_CODE_LENGTH], now.timestamp())
+        if challenge is not None:
+            await self._attempt(challenge, now)
+        secret = self._secret(factor)
+        step = None if secret is None else matching_step(secret, code, now.timestamp())
         if step is None:
             if challenge is not None:
-                await self._failed(account.id, client, now, "bad_code", challenge)
+                await self._failed(account.id, client, now, "bad_code")  # its attempt counted
             raise InvalidMfaCodeError("the code does not match")
         codes = new_recovery_codes()
-        confirm: _Activate = partial(self._activate, factor, step, codes)
+        # Signed in: with a factor already, only an aal2 session may add one (checked again
+        # in the transaction: a first factor confirmed meanwhile counts). Pending: only while
+        # the user still has none (else that sign-in must give it).
+        aal2 = principal is not None and principal.claims.acr == Acr.AAL2.value
+        confirm: _Activate = partial(
+            self._activate, factor, step, codes, pending=challenge is not None, aal2=aal2
+        )
         if challenge is None:
             first = await retrying(partial(self._confirm_signed_in, account, confirm, client, now))
             tokens = None
@@ -264,10 +281,17 @@ class SecondFactors:
         client: ClientInfo,
         now: datetime,
         session_id: str | None,
+        *,
+        pending: bool,
+        aal2: bool,
     ) -> bool:
         """In the confirming transaction: the factor confirmed, recovery codes with the first,
         the event and the mail. Whether it was the user's first factor."""
         others = [f for f in await tx.factors(account.id) if f.confirmed]
+        if others and pending:
+            raise _Refused("factor_exists")
+        if others and not aal2:
+            raise StepUpRequiredError(acr_values=Acr.AAL2.value)
         if not await tx.confirm_factor(factor.id, step, now):
             raise UnknownFactorError("no factor waiting for confirmation with this id")
         first = not others
@@ -307,12 +331,14 @@ class SecondFactors:
         """Confirm the factor and complete the pending sign-in, in the session's transaction."""
         outcome: list[bool] = []
 
-        async def admit(tx: UnitOfWork, user: Account, client: ClientInfo, at: datetime) -> bool:
-            await self._spend_challenge(tx, challenge, user)
-            outcome[:] = [await confirm(tx, user, client, at, None)]
+        async def admit(
+            tx: UnitOfWork, user: Account, client: ClientInfo, at: datetime, session_id: str
+        ) -> bool:
+            await self._spend_challenge(tx, challenge)
+            outcome[:] = [await confirm(tx, user, client, at, session_id)]
             return True
 
-        tokens = await self._sign_in(challenge, account, admit, client, now)
+        tokens = await self._sign_in(account, admit, client, now)
         return outcome[0], tokens
 
     # -- the factors a user holds --------------------------------------------------------------
@@ -428,28 +454,52 @@ class SecondFactors:
         """Complete a pending sign-in with a TOTP code or a recovery code: a session at aal2.
 
         One MfaFailedError for every refusal (a wrong or replayed code, an unknown, used,
-        expired or exhausted ``mfa_token``); each wrong code counts against the pending
-        sign-in (5) and the account (``TOKENWARD_RATE_LIMIT_MFA_FAILURES_ACCOUNT``)."""
+        expired or exhausted ``mfa_token``). Every attempt is counted against the pending
+        sign-in (5) before its code is checked, so concurrent guesses cannot exceed it; a wrong
+        one also against the account (``TOKENWARD_RATE_LIMIT_MFA_FAILURES_ACCOUNT``)."""
         challenge, account = await self._pending(mfa_token, enrolling=False)
         now = self.ctx.now()
-        await self.ctx.limits.hit(Limit.MFA_FAILURES_ACCOUNT, account.id)
-        proof = await self._proof(account.id, method, code, now)
-        if proof is None:
-            await self._failed(account.id, client, now, "bad_code", challenge)
-            raise MfaFailedError("wrong code")
+        async with self._counted(account.id):
+            await self._attempt(challenge, now)
+            proof = await self._proof(account.id, method, code, now, client)
 
-        async def admit(tx: UnitOfWork, user: Account, client: ClientInfo, at: datetime) -> bool:
-            await self._spend_challenge(tx, challenge, user)
-            await self._spend(tx, proof, user, client, at, None)
-            return True
+            async def admit(
+                tx: UnitOfWork, user: Account, client: ClientInfo, at: datetime, session_id: str
+            ) -> bool:
+                await self._spend_challenge(tx, challenge)
+                await self._spend(tx, proof, user, client, at, session_id)
+                return True
 
-        tokens = await self._sign_in(challenge, account, admit, client, now)
-        await self.ctx.limits.refund(Limit.MFA_FAILURES_ACCOUNT, account.id)
-        return tokens
+            return await self._sign_in(account, admit, client, now)
+
+    @asynccontextmanager
+    async def _counted(self, user_id: str) -> AsyncIterator[None]:
+        """Count one failure against the account's MFA limit (refusing at once when it is
+        used up), given back unless the block ends in MfaFailedError: a wrong or replayed
+        code. A right code that fails for another reason (the claims hook, the database) is
+        no guess."""
+        await self.ctx.limits.hit(Limit.MFA_FAILURES_ACCOUNT, user_id)
+        try:
+            yield
+        except MfaFailedError:
+            raise
+        except BaseException:
+            await self.ctx.limits.refund(Limit.MFA_FAILURES_ACCOUNT, user_id)
+            raise
+        await self.ctx.limits.refund(Limit.MFA_FAILURES_ACCOUNT, user_id)
+
+    async def _attempt(self, challenge: MfaChallenge, now: datetime) -> None:
+        """One attempt counted against the pending sign-in before its code is looked at."""
+
+        async def write() -> bool:
+            async with self.ctx.store.write() as tx:
+                return await tx.reserve_mfa_attempt(challenge.id, now)
+
+        if not await retrying(write):
+            raise MfaFailedError("mfa_token used, expired or exhausted")
 
     async def _sign_in(
         self,
-        challenge: MfaChallenge,
         account: Account,
         admit: Admit,
         client: ClientInfo,
@@ -461,16 +511,14 @@ class SecondFactors:
                 account, client, now, Authentication.with_second_factor(now), admit
             )
         except _Refused as refused:
-            await self._failed(account.id, client, now, refused.reason, challenge)
+            await self._failed(account.id, client, now, refused.reason)
             raise MfaFailedError(refused.reason) from None
         if tokens is None:  # disabled or deleted meanwhile (recorded as login.failed)
             raise MfaFailedError("user changed")
         self.outbox.wake()
         return tokens
 
-    async def _spend_challenge(
-        self, tx: UnitOfWork, challenge: MfaChallenge, user: Account
-    ) -> None:
+    async def _spend_challenge(self, tx: UnitOfWork, challenge: MfaChallenge) -> None:
         """In the sign-in's transaction: the pending sign-in used, if it still may be (a new
         password since voided it: storage deletes a user's pending sign-ins with it)."""
         if not await tx.use_mfa_challenge(challenge.id, self.ctx.now()):
@@ -520,21 +568,34 @@ class SecondFactors:
         )
 
     async def _proof(
-        self, user_id: str, method: MfaMethod, code: str, now: datetime
-    ) -> _Proof | None:
-        """Which factor's step (or which recovery code) ``code`` is; None if none. Whether it
-        is still unspent is decided by the conditional write that spends it."""
-        if len(code) > MAX_CODE_LENGTH:
-            return None
-        if method is MfaMethod.RECOVERY_CODE:
-            return _Proof(method, code_hash=hash_recovery_code(code))
-        for factor in await self._confirmed(user_id):
-            step = matching_step(self._secret(factor), code, now.timestamp())
-            if step is not None:
-                # A step the factor accepted already is sent on to the conditional write,
-                # which refuses it and records the replay.
-                return _Proof(method, factor_id=factor.id, step=step)
-        return None
+        self,
+        user_id: str,
+        method: MfaMethod,
+        code: str,
+        now: datetime,
+        client: ClientInfo,
+        session_id: str | None = None,
+    ) -> _Proof:
+        """Which factor's unused step (or which unused recovery code) ``code`` is; else the
+        refusal, recorded (MfaFailedError). Read here, so that no wrong guess reaches the
+        claims hook or a session's transaction; spent by the conditional write there, which
+        decides between concurrent submissions."""
+        reason = "bad_code"
+        if len(code) <= MAX_CODE_LENGTH and method is MfaMethod.RECOVERY_CODE:
+            code_hash = hash_recovery_code(code)
+            async with self.ctx.store.read() as tx:
+                if await tx.recovery_code_unused(user_id, code_hash):
+                    return _Proof(method, code_hash=code_hash)
+        elif len(code) <= MAX_CODE_LENGTH:
+            for factor in await self._confirmed(user_id):
+                secret = self._secret(factor)
+                step = None if secret is None else matching_step(secret, code, now.timestamp())
+                if step is not None and factor.accepts_step(step):
+                    return _Proof(method, factor_id=factor.id, step=step)
+                if step is not None:
+                    reason = "replay"  # a step this factor accepted already
+        await self._failed(user_id, client, now, reason, session_id)
+        raise MfaFailedError(reason)
 
     async def _pending(self, mfa_token: str, *, enrolling: bool) -> tuple[MfaChallenge, Account]:
         """The usable pending sign-in ``mfa_token`` names, and its user; MfaFailedError."""
@@ -557,16 +618,13 @@ class SecondFactors:
         client: ClientInfo,
         now: datetime,
         reason: str,
-        challenge: MfaChallenge | None = None,
         session_id: str | None = None,
     ) -> None:
-        """A refused code: counted against the pending sign-in, and recorded."""
+        """A refused code, recorded (``mfa.replay_rejected`` for a step used before)."""
         kind = EventType.MFA_REPLAY_REJECTED if reason == "replay" else EventType.MFA_FAILED
 
         async def write() -> None:
             async with self.ctx.store.write() as tx:
-                if challenge is not None:
-                    await tx.count_mfa_failure(challenge.id)
                 tx.add_event(
                     NewEvent(
                         kind,
@@ -591,21 +649,27 @@ class SecondFactors:
         method: MfaMethod | None = None,
         code: str = "",
     ) -> Reauthenticated:
-        """Prove it is still the user: the password (``auth_time`` renewed, the level kept) or
-        a second factor (renewed, and aal2). The session's later tokens carry the result."""
+        """Prove it is still the user: the password (``auth_time`` renewed; aal2 kept only
+        within AAL2_REAUTH_WINDOW of the session's last second factor) or a second factor
+        (renewed, and aal2). The session's later tokens carry the result."""
         now = self.ctx.now()
-        proof: _Proof | None = None
         if password is not None:
             await check_current_password(self.ctx, principal, password, client)
-        else:
-            assert method is not None  # noqa: S101 - the web layer asks for one or the other
-            await self.ctx.limits.hit(Limit.MFA_FAILURES_ACCOUNT, principal.user.id)
-            proof = await self._proof(principal.user.id, method, code, now)
-            if proof is None:
-                await self._failed(
-                    principal.user.id, client, now, "bad_code", session_id=principal.session_id
-                )
-                raise MfaFailedError("wrong code")
+            return await self._reauthenticated(principal, client, now, None)
+        assert method is not None  # noqa: S101 - the web layer asks for one or the other
+        if self.ctx.settings.mfa is MfaMode.OFF:
+            raise MfaFailedError("second factors are off")  # ignored, as at sign-in
+        async with self._counted(principal.user.id):
+            proof = await self._proof(
+                principal.user.id, method, code, now, client, principal.session_id
+            )
+            return await self._reauthenticated(principal, client, now, proof)
+
+    async def _reauthenticated(
+        self, principal: Principal, client: ClientInfo, now: datetime, proof: _Proof | None
+    ) -> Reauthenticated:
+        """The session's authentication renewed (the code spent in the same transaction), and
+        an access token that says so, signed first: a failure leaves nothing behind."""
         async with self.ctx.store.read() as tx:
             session = await tx.session(principal.session_id)
         if session is None:
@@ -642,12 +706,9 @@ class SecondFactors:
         try:
             await retrying(write)
         except _Refused as refused:
-            await self._failed(
-                principal.user.id, client, now, refused.reason, session_id=principal.session_id
-            )
+            await self._failed(principal.user.id, client, now, refused.reason, principal.session_id)
             raise MfaFailedError(refused.reason) from None
         if proof is not None:
-            await self.ctx.limits.refund(Limit.MFA_FAILURES_ACCOUNT, principal.user.id)
             self.outbox.wake()
         return Reauthenticated(access_token, self.ctx.access.ttl_seconds)
 
@@ -660,8 +721,23 @@ class SecondFactors:
             raise SessionEndedError("user gone or disabled")
         return account
 
-    def _secret(self, factor: Factor) -> TotpSecret:
-        return TotpSecret(self._sealer.decrypt(factor.secret.encode()).decode())
+    def _seal(self, factor_id: str, user_id: str, secret: TotpSecret) -> str:
+        """The secret encrypted under the server secret, bound to its factor and user: a row
+        copied onto another factor in the database does not unseal there."""
+        return self._sealer.encrypt(f"{factor_id}:{user_id}:{secret.base32}".encode()).decode()
+
+    def _secret(self, factor: Factor) -> TotpSecret | None:
+        """The factor's secret; None (logged) when it does not unseal for this factor: another
+        server secret, a damaged or a moved row. Its codes then match nothing."""
+        try:
+            opened = self._sealer.decrypt(factor.secret.encode()).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            opened = ""
+        bound, _, base32 = opened.rpartition(":")
+        if bound != f"{factor.id}:{factor.user_id}" or not base32:
+            _log.error("second factor %s does not unseal (server secret changed?)", factor.id)
+            return None
+        return TotpSecret(base32)
 
     def _mail(
         self, tx: UnitOfWork, account: Account, now: datetime, change: str, **more: object

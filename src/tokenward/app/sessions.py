@@ -82,8 +82,9 @@ class MfaPending:
     enrollment_required: bool
 
 
-Admit = Callable[["UnitOfWork", Account, ClientInfo, datetime], Awaitable[bool]]
-"""Whether a sign-in still stands, decided in its session's transaction on the locked user."""
+Admit = Callable[["UnitOfWork", Account, ClientInfo, datetime, str], Awaitable[bool]]
+"""Whether a sign-in still stands, decided in its session's transaction on the locked user
+(the last argument: the id the session will have)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ class Sessions:
             return None  # the password alone signs in (no write transaction spent on it)
         async with self.ctx.store.write() as tx:
             user = await tx.account(row.id, lock=True)
-            if user is None or user.disabled or not await admit(tx, user, client, now):
+            if user is None or user.disabled or not await admit(tx, user, client, now, ""):
                 refused = True
             else:
                 refused = False
@@ -199,18 +200,35 @@ class Sessions:
         )
 
     async def _password_holds(
-        self, verified: Verified, tx: UnitOfWork, user: Account, client: ClientInfo, now: datetime
+        self,
+        verified: Verified,
+        tx: UnitOfWork,
+        user: Account,
+        client: ClientInfo,
+        now: datetime,
+        session_id: str,
     ) -> bool:
         """In the sign-in's transaction: the password verified is still the account's (and a
-        legacy hash is upgraded); False, recorded, when it was changed while the login hashed."""
+        legacy hash is upgraded); False, recorded, when it was changed while the login hashed,
+        or when the password is to start a session (``session_id``) but the user confirmed a
+        second factor since the login looked (that sign-in must ask for it)."""
+        reason = None
         if user.password_hash != verified.password_hash:
+            reason = "changed_during_login"
+        elif (
+            session_id
+            and self.ctx.settings.mfa is not MfaMode.OFF
+            and any(f.confirmed for f in await tx.factors(user.id))
+        ):
+            reason = "factor_enrolled_during_login"
+        if reason is not None:
             tx.add_event(
                 NewEvent(
                     EventType.LOGIN_FAILED,
                     now,
                     client,
                     user_id=user.id,
-                    detail={"reason": "changed_during_login"},
+                    detail={"reason": reason},
                 )
             )
             return False
@@ -289,7 +307,7 @@ class Sessions:
                     )
                 )
                 return None
-            if not await admit(tx, user, client, now):
+            if not await admit(tx, user, client, now, session_id):
                 return None
             session = Session.start(
                 id=session_id,

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "AAL2_REAUTH_WINDOW",
     "CHALLENGE_ATTEMPTS",
     "CHALLENGE_TTL",
     "ENROLMENT_TTL",
@@ -82,13 +83,21 @@ class FactorType(StrEnum):
     TOTP = "totp"
 
 
+AAL2_REAUTH_WINDOW = timedelta(hours=12)
+"""How long after its second factor a session may be reauthenticated with a password alone and
+stay aal2 (NIST SP 800-63B: an AAL2 session lasts at most 12 hours before both factors are
+asked again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Authentication:
     """How and when a session's user last proved who they are: one password, or a password and
-    a second factor (``mfa``). Refreshes carry it unchanged; a reauthentication renews it."""
+    a second factor (``mfa``). Refreshes carry it unchanged; a reauthentication renews it.
+    ``second_factor_time`` is when a second factor was last used in the session (None: never)."""
 
     methods: tuple[Amr, ...]
     time: datetime
+    second_factor_time: datetime | None = None
 
     @classmethod
     def password(cls, now: datetime) -> Authentication:
@@ -96,18 +105,22 @@ class Authentication:
 
     @classmethod
     def with_second_factor(cls, now: datetime) -> Authentication:
-        return cls((Amr.PWD, Amr.OTP, Amr.MFA), now)
+        return cls((Amr.PWD, Amr.OTP, Amr.MFA), now, now)
 
     @property
     def acr(self) -> Acr:
         return Acr.AAL2 if Amr.MFA in self.methods else Acr.AAL1
 
     def renewed(self, now: datetime, *, second_factor: bool) -> Authentication:
-        """After a reauthentication at ``now``: a password keeps the level the session had,
-        a second factor raises it to aal2 (the session's password and this factor)."""
+        """After a reauthentication at ``now``. A second factor: aal2 (the session's password
+        and this factor). A password: the level stays aal2 only within AAL2_REAUTH_WINDOW of
+        the session's last second factor, else it is a password sign-in again (aal1)."""
         if second_factor:
             return Authentication.with_second_factor(now)
-        return replace(self, time=now)
+        last = self.second_factor_time
+        if Amr.MFA in self.methods and last is not None and now - last <= AAL2_REAUTH_WINDOW:
+            return replace(self, time=now)
+        return Authentication.password(now)
 
     def recent(self, now: datetime, max_age: timedelta) -> bool:
         return now - self.time <= max_age
@@ -126,11 +139,18 @@ class Authentication:
 
     @classmethod
     def load(
-        cls, amr: str | None, time: datetime | None, *, created_at: datetime
+        cls,
+        amr: str | None,
+        time: datetime | None,
+        second_factor_time: datetime | None = None,
+        *,
+        created_at: datetime,
     ) -> Authentication:
-        """From a session row (a row older than the column: a password at its creation)."""
-        methods = tuple(Amr(m) for m in amr.split()) if amr else (Amr.PWD,)
-        return cls(methods, time or created_at)
+        """From a session row (a row older than the columns: a password at its creation).
+        A method this version does not know is left out: never a level it cannot vouch for."""
+        known = {m.value for m in Amr}
+        methods = tuple(Amr(m) for m in (amr or "").split() if m in known) or (Amr.PWD,)
+        return cls(methods, time or created_at, second_factor_time)
 
 
 def hash_challenge_token(token: str) -> str:

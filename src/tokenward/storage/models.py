@@ -136,6 +136,8 @@ class SessionRow(Base):
     """How the user authenticated (RFC 8176 values, space-separated; None: a password)."""
     auth_time: Mapped[datetime | None] = mapped_column(default=None)
     """When (None: at ``created_at``); a reauthentication moves it."""
+    mfa_time: Mapped[datetime | None] = mapped_column(default=None)
+    """When a second factor was last used in the session (None: never)."""
 
 
 class MfaFactorRow(Base):

@@ -67,10 +67,10 @@ _ROTATE = (
     " UPDATE sessions SET generation = $3, rotated_at = $4, last_used_at = $5,"
     " expires_at = $6, last_ip = $7, last_user_agent = $8"
     " WHERE id = $1 AND generation = $2 AND revoked_at IS NULL"
-    " RETURNING id, user_id, amr, auth_time),"
+    " RETURNING id, user_id, amr, auth_time, mfa_time),"
     " logged AS (INSERT INTO events (at, type, user_id, session_id, ip, user_agent, detail)"
     " SELECT $9, $10, $11, $12, $13, $14, $15::json FROM moved)"
-    " SELECT u.held_roles, u.held_permissions, moved.amr, moved.auth_time"
+    " SELECT u.held_roles, u.held_permissions, moved.amr, moved.auth_time, moved.mfa_time"
     " FROM moved JOIN users AS u ON u.id = moved.user_id"
 )
 
@@ -152,7 +152,10 @@ class PgRotations:
         if row is None:
             return None
         authentication = Authentication.load(
-            row[2], None if row[3] is None else _utc(row[3]), created_at=session.created_at
+            row[2],
+            None if row[3] is None else _utc(row[3]),
+            None if row[4] is None else _utc(row[4]),
+            created_at=session.created_at,
         )
         session = replace(session, authentication=authentication)
         if len(self._known) >= KNOWN_SESSIONS:

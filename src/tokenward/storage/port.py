@@ -256,11 +256,17 @@ class UnitOfWork(Protocol):
 
     async def mfa_challenge(self, token_hash: str) -> MfaChallenge | None: ...
 
-    async def count_mfa_failure(self, challenge_id: str) -> None:
-        """One more wrong code against the pending sign-in."""
+    async def reserve_mfa_attempt(self, challenge_id: str, now: datetime) -> bool:
+        """Count one attempt against the pending sign-in before its code is checked, if it is
+        unused, unexpired and below its attempts (one conditional update: concurrent guesses
+        cannot exceed them); False when it may not be tried again."""
 
     async def use_mfa_challenge(self, challenge_id: str, now: datetime) -> bool:
-        """Mark the pending sign-in used if it is still usable (one conditional update)."""
+        """Mark the pending sign-in used if it still may be (its attempt reserved)."""
+
+    async def recovery_code_unused(self, user_id: str, code_hash: str) -> bool:
+        """Whether the user holds this recovery code, unused (a read: spending is
+        :meth:`use_recovery_code`)."""
 
     async def set_authentication(self, session_id: str, authentication: Authentication) -> None:
         """How and when the session's user authenticated (a reauthentication)."""

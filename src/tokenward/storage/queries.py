@@ -61,7 +61,9 @@ def to_session(row: SessionRow) -> Session:
         revoked_reason=row.revoked_reason,
         last_ip=row.last_ip,
         last_user_agent=row.last_user_agent,
-        authentication=Authentication.load(row.amr, row.auth_time, created_at=row.created_at),
+        authentication=Authentication.load(
+            row.amr, row.auth_time, row.mfa_time, created_at=row.created_at
+        ),
     )
 
 
@@ -81,6 +83,7 @@ def session_row(session: Session) -> SessionRow:
         last_user_agent=session.last_user_agent,
         amr=session.authenticated.stored(),
         auth_time=session.authenticated.time,
+        mfa_time=session.authenticated.second_factor_time,
     )
 
 

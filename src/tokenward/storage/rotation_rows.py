@@ -39,7 +39,7 @@ _LOAD = (
     "SELECT s.user_id, s.generation, s.created_at, s.last_used_at, s.expires_at,"
     " s.max_expires_at, s.rotated_at, s.revoked_at, s.revoked_reason, s.last_ip,"
     " s.last_user_agent, u.disabled_at IS NOT NULL, u.held_roles, u.held_permissions,"
-    " s.amr, s.auth_time"
+    " s.amr, s.auth_time, s.mfa_time"
     " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.id = {}"
 )
 
@@ -76,7 +76,9 @@ def loaded_session(
         revoked_reason=row[8],
         last_ip=row[9],
         last_user_agent=row[10],
-        authentication=Authentication.load(row[14], maybe(row[15]), created_at=moment(row[2])),
+        authentication=Authentication.load(
+            row[14], maybe(row[15]), maybe(row[16]), created_at=moment(row[2])
+        ),
     )
     return session, bool(row[11])
 

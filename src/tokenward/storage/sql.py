@@ -499,15 +499,7 @@ class SqlUnitOfWork:
             enrolling=row.enrolling,
         )
 
-    async def count_mfa_failure(self, challenge_id: str) -> None:
-        await self._db.execute(
-            update(MfaChallengeRow)
-            .where(MfaChallengeRow.id == challenge_id)
-            .values(attempts=MfaChallengeRow.attempts + 1),
-            execution_options={"synchronize_session": False},
-        )
-
-    async def use_mfa_challenge(self, challenge_id: str, now: datetime) -> bool:
+    async def reserve_mfa_attempt(self, challenge_id: str, now: datetime) -> bool:
         result = await self._db.execute(
             update(MfaChallengeRow)
             .where(
@@ -516,16 +508,44 @@ class SqlUnitOfWork:
                 MfaChallengeRow.expires_at > now,
                 MfaChallengeRow.attempts < CHALLENGE_ATTEMPTS,
             )
+            .values(attempts=MfaChallengeRow.attempts + 1),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def use_mfa_challenge(self, challenge_id: str, now: datetime) -> bool:
+        result = await self._db.execute(
+            update(MfaChallengeRow)
+            .where(
+                MfaChallengeRow.id == challenge_id,
+                MfaChallengeRow.used_at.is_(None),
+                MfaChallengeRow.expires_at > now,
+                MfaChallengeRow.attempts <= CHALLENGE_ATTEMPTS,
+            )
             .values(used_at=now),
             execution_options={"synchronize_session": False},
         )
         return _count(result) == 1
 
+    async def recovery_code_unused(self, user_id: str, code_hash: str) -> bool:
+        found = await self._db.scalar(
+            select(RecoveryCodeRow.code_hash).where(
+                RecoveryCodeRow.user_id == user_id,
+                RecoveryCodeRow.code_hash == code_hash,
+                RecoveryCodeRow.used_at.is_(None),
+            )
+        )
+        return found is not None
+
     async def set_authentication(self, session_id: str, authentication: Authentication) -> None:
         await self._db.execute(
             update(SessionRow)
             .where(SessionRow.id == session_id)
-            .values(amr=authentication.stored(), auth_time=authentication.time),
+            .values(
+                amr=authentication.stored(),
+                auth_time=authentication.time,
+                mfa_time=authentication.second_factor_time,
+            ),
             execution_options={"synchronize_session": False},
         )
 
@@ -825,6 +845,12 @@ class SqlUnitOfWork:
         await self._db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < ended_before))
         await self._db.execute(
             delete(MfaChallengeRow).where(MfaChallengeRow.expires_at < ended_before)
+        )
+        # Enrolments never confirmed (their sealed secrets with them).
+        await self._db.execute(
+            delete(MfaFactorRow).where(
+                MfaFactorRow.confirmed_at.is_(None), MfaFactorRow.created_at < ended_before
+            )
         )
         # Links and mails: used or expired links go with ended sessions; sent mails (their
         # payloads already wiped) with old events; a given-up mail's sealed payload, kept for

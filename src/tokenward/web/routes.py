@@ -12,7 +12,7 @@ from starlette.requests import cookie_parser
 from tokenward.app.service import AuthService, IssuedTokens
 from tokenward.app.sessions import MfaPending
 from tokenward.core.events import ClientInfo
-from tokenward.core.mfa import MfaMethod
+from tokenward.core.mfa import MfaMethod, MfaMode
 from tokenward.core.roles import Grants
 from tokenward.core.users import User
 from tokenward.exceptions import (
@@ -334,7 +334,7 @@ async def token(
                     {**refused, **mfa_required_body(login)}, status_code=400, headers=NO_STORE
                 )
             issued = login
-        elif grant_type == MFA_GRANT:
+        elif grant_type == MFA_GRANT and service.settings.mfa is not MfaMode.OFF:
             if not mfa_token or not code:
                 return _oauth_error("invalid_request", "mfa_token and code are required")
             try:

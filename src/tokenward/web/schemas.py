@@ -186,7 +186,8 @@ class OAuthError(BaseModel):
 
 class MfaRequiredError(OAuthError):
     """The token endpoint's answer for a user with a second factor: RFC 6749 invalid_grant,
-    with the pending sign-in (complete it with grant_type urn:tokenward:grant-type:mfa)."""
+    with the pending sign-in (complete it with the grant_type
+    urn:tokenward:params:oauth:grant-type:mfa)."""
 
     error_description: Literal["mfa_required"]
     mfa_token: str

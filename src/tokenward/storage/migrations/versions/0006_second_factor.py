@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("amr", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("auth_time", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("mfa_time", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "mfa_factors",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -68,5 +69,6 @@ def downgrade() -> None:
     op.drop_table("recovery_codes")
     op.drop_table("mfa_factors")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_column("mfa_time")
         batch_op.drop_column("auth_time")
         batch_op.drop_column("amr")
