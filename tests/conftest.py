@@ -30,6 +30,7 @@ from support import (
     make_settings,
     new_database,
 )
+from support.databases import FreshDatabases
 from support.pgcluster import PostgresCluster
 from support.smtp import SmtpServer
 
@@ -147,6 +148,17 @@ def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
         cluster.close()
 
 
+@pytest.fixture(scope="session")
+def fresh_databases(postgres: PostgresCluster) -> Iterator[FreshDatabases]:
+    """The PostgreSQL run's per-test databases: copies of a migrated template, made ahead."""
+    databases.fresh.databases = FreshDatabases(postgres)
+    try:
+        yield databases.fresh.databases
+    finally:
+        databases.fresh.databases.close()
+        databases.fresh.databases = None
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -159,9 +171,8 @@ def _hermetic_environment(
     if not on_postgresql(request.config) or request.node.get_closest_marker("once_on_postgresql"):
         yield
         return
-    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    request.getfixturevalue("fresh_databases")
     redis_url: str = request.getfixturevalue("redis_url")
-    databases.fresh.cluster = cluster
     url = new_database()
     assert url is not None
     flush_redis(redis_url)

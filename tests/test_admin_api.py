@@ -154,6 +154,7 @@ ROUTES = (
     Route("POST", "/admin/users/{user_id}/enable", USERS, 204),
     Route("PUT", "/admin/users/{user_id}/app_metadata", USERS, 200),
     Route("GET", "/admin/users/{user_id}/events", READ, 200),
+    Route("DELETE", "/admin/users/{user_id}/factors", USERS, 200),
     Route("PUT", "/admin/users/{user_id}/roles/{role}", ROLES, 204),
     Route("DELETE", "/admin/users/{user_id}/roles/{role}", ROLES, 204),
     Route("GET", "/admin/roles", ROLES, 200),
