@@ -192,3 +192,38 @@ def test_a_plain_text_relay_is_allowed_on_loopback_only() -> None:
         _env_file=None, **{**SMTP, "smtp_url": "smtp://127.0.0.1:2525?tls=none"}
     )
     assert settings.mail_delivery == "smtp"
+
+
+PASSKEYS = {"passkeys": "passwordless", "webauthn_rp_id": "example.com"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"passkeys": "passwordless"}, "TOKENWARD_WEBAUTHN_RP_ID"),
+        ({**PASSKEYS, "webauthn_rp_id": "127.0.0.1"}, "TOKENWARD_WEBAUTHN_RP_ID"),
+        ({**PASSKEYS, "webauthn_rp_id": "https://example.com"}, "TOKENWARD_WEBAUTHN_RP_ID"),
+        ({**PASSKEYS, "webauthn_origins": "https://evil.example"}, "TOKENWARD_WEBAUTHN_ORIGINS"),
+        ({**PASSKEYS, "webauthn_origins": "http://app.example.com"}, "TOKENWARD_WEBAUTHN_ORIGINS"),
+        ({**PASSKEYS, "webauthn_origins": "https://example.com/app"}, "TOKENWARD_WEBAUTHN_ORIGINS"),
+    ],
+)
+def test_passkey_settings_that_cannot_work_stop_the_start(
+    overrides: dict[str, object], variable: str
+) -> None:
+    """The RP id is a domain from the settings (never a request's Host); every origin is an
+    exact origin within it, https but on localhost."""
+    with pytest.raises(ConfigError, match=f"^invalid setting {variable}:"):
+        load_settings(_env_file=None, **overrides)
+
+
+def test_passkey_origins_default_to_the_issuers() -> None:
+    settings = load_settings(
+        _env_file=None, **{**PASSKEYS, "issuer": "https://id.example.com/tenant"}
+    )
+    assert settings.webauthn_allowed_origins == ("https://id.example.com",)
+    listed = load_settings(
+        _env_file=None,
+        **{**PASSKEYS, "webauthn_origins": "https://example.com,https://app.example.com"},
+    )
+    assert listed.webauthn_allowed_origins == ("https://example.com", "https://app.example.com")

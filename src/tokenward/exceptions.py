@@ -25,6 +25,9 @@ TokenwardError
 ├── StepUpRequiredError         the session's authentication is too old or too weak (RFC 9470)
 ├── UnknownFactorError          the user has no factor of this id
 ├── FactorLimitError            the user holds as many factors as allowed
+├── PasskeyFailedError          a passkey sign-in was not accepted (one answer for every reason)
+├── InvalidPasskeyError         a passkey registration that does not verify
+│   └── PasskeyTakenError       ... or whose credential is registered already
 ├── KeyRotationError            a key operation was refused
 ├── SchemaVersionError          the database was migrated by a newer tokenward
 ├── UnavailableError            the database or Redis cannot be reached (or stays busy)
@@ -368,6 +371,33 @@ class FactorLimitError(TokenwardError):
 
     def public_detail(self) -> str:
         return "remove a factor before adding another"
+
+
+class PasskeyFailedError(TokenwardError):
+    """A passkey assertion was not accepted: an unknown credential, a challenge used or
+    expired, another origin, no user verification, a bad signature (no oracle)."""
+
+    status = 401
+    problem = "passkey-failed"
+    title = "Passkey not accepted"
+
+    def public_detail(self) -> str:
+        return "the passkey could not sign you in; try again"
+
+
+class InvalidPasskeyError(TokenwardError):
+    """A registration ceremony that does not verify (challenge, origin, RP id, attestation)."""
+
+    status = 422
+    problem = "invalid-passkey"
+    title = "Invalid passkey"
+
+    def public_detail(self) -> str:
+        return "the passkey could not be registered; try again"
+
+
+class PasskeyTakenError(InvalidPasskeyError):
+    """The credential is registered already (the excluded credentials were not honoured)."""
 
 
 class KeyRotationError(TokenwardError):

@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from tokenward.app.context import Context
 from tokenward.app.credentials import check_current_password
+from tokenward.app.factors import second_factor_methods
 from tokenward.app.outbox import Outbox
 from tokenward.app.sessions import Admit, IssuedTokens, Principal, Sessions
 from tokenward.core.claims import TokenGrant
@@ -133,7 +134,9 @@ _Activate = Callable[[UnitOfWork, Account, ClientInfo, datetime, str | None], Aw
 """Confirming a factor, in a transaction: whether it was the user's first."""
 
 
-class _Refused(Exception):  # noqa: N818 - rolls a sign-in's transaction back; not an error
+class Refused(Exception):  # noqa: N818 - rolls a sign-in's transaction back; not an error
+    """A second factor refused inside the transaction that relied on it (``reason``)."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -177,6 +180,10 @@ class SecondFactors:
                 max_age=max_age if too_old else None,
             )
 
+    async def held(self, user_id: str) -> tuple[MfaMethod, ...]:
+        async with self.ctx.store.read() as tx:
+            return await second_factor_methods(tx, user_id, self.ctx.settings)
+
     async def _confirmed(self, user_id: str) -> list[Factor]:
         async with self.ctx.store.read() as tx:
             return [f for f in await tx.factors(user_id) if f.confirmed]
@@ -190,13 +197,13 @@ class SecondFactors:
         aal2 when they hold a factor already), or for a pending sign-in that must enrol."""
         if principal is not None:
             account = await self._account(principal.user.id)
-            factors = await self._confirmed(account.id)
-            self.require_recent(principal, aal2=bool(factors))
+            self.require_recent(principal, aal2=bool(await self.held(account.id)))
         else:
-            _, account = await self._pending(mfa_token, enrolling=True)
-            factors = await self._confirmed(account.id)
-            if factors:  # enrolled meanwhile: this sign-in must give the factor, not add one
+            _, account = await self.pending(mfa_token, enrolling=True)
+            if await self.held(account.id):
+                # Enrolled meanwhile: this sign-in must give the factor, not add one.
                 raise MfaFailedError("the user has a factor now")
+        factors = await self._confirmed(account.id)
         if len(factors) >= MAX_FACTORS:
             raise FactorLimitError("too many factors")
         now = self.ctx.now()
@@ -241,18 +248,18 @@ class SecondFactors:
         if principal is not None:
             account = await self._account(principal.user.id)
         else:
-            challenge, account = await self._pending(mfa_token, enrolling=True)
+            challenge, account = await self.pending(mfa_token, enrolling=True)
         async with self.ctx.store.read() as tx:
             factor = next((f for f in await tx.factors(account.id) if f.id == factor_id), None)
         if factor is None or not factor.confirmable(now):
             raise UnknownFactorError("no factor waiting for confirmation with this id")
         if challenge is not None:
-            await self._attempt(challenge, now)
+            await self.attempt(challenge, now)
         secret = self._secret(factor)
         step = None if secret is None else matching_step(secret, code, now.timestamp())
         if step is None:
             if challenge is not None:
-                await self._failed(account.id, client, now, "bad_code")  # its attempt counted
+                await self.failed(account.id, client, now, "bad_code")  # its attempt counted
             raise InvalidMfaCodeError("the code does not match")
         codes = new_recovery_codes()
         # Signed in: with a factor already, only an aal2 session may add one (checked again
@@ -287,14 +294,14 @@ class SecondFactors:
     ) -> bool:
         """In the confirming transaction: the factor confirmed, recovery codes with the first,
         the event and the mail. Whether it was the user's first factor."""
-        others = [f for f in await tx.factors(account.id) if f.confirmed]
-        if others and pending:
-            raise _Refused("factor_exists")
-        if others and not aal2:
+        held = await second_factor_methods(tx, account.id, self.ctx.settings)
+        if held and pending:
+            raise Refused("factor_exists")
+        if held and not aal2:
             raise StepUpRequiredError(acr_values=Acr.AAL2.value)
         if not await tx.confirm_factor(factor.id, step, now):
             raise UnknownFactorError("no factor waiting for confirmation with this id")
-        first = not others
+        first = MfaMethod.TOTP not in held  # recovery codes come with the first TOTP factor
         if first:
             await tx.replace_recovery_codes(account.id, [c.hash for c in codes], now)
         tx.add_event(
@@ -338,7 +345,7 @@ class SecondFactors:
             outcome[:] = [await confirm(tx, user, client, at, session_id)]
             return True
 
-        tokens = await self._sign_in(account, admit, client, now)
+        tokens = await self.sign_in(account, admit, client, now)
         return outcome[0], tokens
 
     # -- the factors a user holds --------------------------------------------------------------
@@ -457,10 +464,10 @@ class SecondFactors:
         expired or exhausted ``mfa_token``). Every attempt is counted against the pending
         sign-in (5) before its code is checked, so concurrent guesses cannot exceed it; a wrong
         one also against the account (``TOKENWARD_RATE_LIMIT_MFA_FAILURES_ACCOUNT``)."""
-        challenge, account = await self._pending(mfa_token, enrolling=False)
+        challenge, account = await self.pending(mfa_token, enrolling=False)
         now = self.ctx.now()
-        async with self._counted(account.id):
-            await self._attempt(challenge, now)
+        async with self.counted(account.id):
+            await self.attempt(challenge, now)
             proof = await self._proof(account.id, method, code, now, client)
 
             async def admit(
@@ -470,10 +477,10 @@ class SecondFactors:
                 await self._spend(tx, proof, user, client, at, session_id)
                 return True
 
-            return await self._sign_in(account, admit, client, now)
+            return await self.sign_in(account, admit, client, now)
 
     @asynccontextmanager
-    async def _counted(self, user_id: str) -> AsyncIterator[None]:
+    async def counted(self, user_id: str) -> AsyncIterator[None]:
         """Count one failure against the account's MFA limit (refusing at once when it is
         used up), given back unless the block ends in MfaFailedError: a wrong or replayed
         code. A right code that fails for another reason (the claims hook, the database) is
@@ -488,7 +495,7 @@ class SecondFactors:
             raise
         await self.ctx.limits.refund(Limit.MFA_FAILURES_ACCOUNT, user_id)
 
-    async def _attempt(self, challenge: MfaChallenge, now: datetime) -> None:
+    async def attempt(self, challenge: MfaChallenge, now: datetime) -> None:
         """One attempt counted against the pending sign-in before its code is looked at."""
 
         async def write() -> bool:
@@ -498,20 +505,21 @@ class SecondFactors:
         if not await retrying(write):
             raise MfaFailedError("mfa_token used, expired or exhausted")
 
-    async def _sign_in(
+    async def sign_in(
         self,
         account: Account,
         admit: Admit,
         client: ClientInfo,
         now: datetime,
+        authentication: Authentication | None = None,
     ) -> IssuedTokens:
-        """A session at aal2 for the pending sign-in, if ``admit`` (which spends it) agrees."""
+        """A session at aal2 for the pending sign-in, if ``admit`` (which spends it) agrees;
+        ``authentication``: a password and a one-time code unless said otherwise."""
+        said = authentication or Authentication.with_second_factor(now)
         try:
-            tokens = await self.sessions.start(
-                account, client, now, Authentication.with_second_factor(now), admit
-            )
-        except _Refused as refused:
-            await self._failed(account.id, client, now, refused.reason)
+            tokens = await self.sessions.start(account, client, now, said, admit)
+        except Refused as refused:
+            await self.failed(account.id, client, now, refused.reason)
             raise MfaFailedError(refused.reason) from None
         if tokens is None:  # disabled or deleted meanwhile (recorded as login.failed)
             raise MfaFailedError("user changed")
@@ -522,7 +530,7 @@ class SecondFactors:
         """In the sign-in's transaction: the pending sign-in used, if it still may be (a new
         password since voided it: storage deletes a user's pending sign-ins with it)."""
         if not await tx.use_mfa_challenge(challenge.id, self.ctx.now()):
-            raise _Refused("challenge_used")
+            raise Refused("challenge_used")
 
     async def _spend(
         self,
@@ -537,12 +545,12 @@ class SecondFactors:
         if proof.method is MfaMethod.TOTP:
             assert proof.factor_id is not None and proof.step is not None  # noqa: S101
             if not await tx.use_factor_step(proof.factor_id, proof.step, now):
-                raise _Refused("replay")
+                raise Refused("replay")
             detail: dict[str, object] = {"method": proof.method.value}
         else:
             assert proof.code_hash is not None  # noqa: S101
             if not await tx.use_recovery_code(user.id, proof.code_hash, now):
-                raise _Refused("bad_code")
+                raise Refused("bad_code")
             left = await tx.recovery_codes_left(user.id)
             tx.add_event(
                 NewEvent(
@@ -594,10 +602,10 @@ class SecondFactors:
                     return _Proof(method, factor_id=factor.id, step=step)
                 if step is not None:
                     reason = "replay"  # a step this factor accepted already
-        await self._failed(user_id, client, now, reason, session_id)
+        await self.failed(user_id, client, now, reason, session_id)
         raise MfaFailedError(reason)
 
-    async def _pending(self, mfa_token: str, *, enrolling: bool) -> tuple[MfaChallenge, Account]:
+    async def pending(self, mfa_token: str, *, enrolling: bool) -> tuple[MfaChallenge, Account]:
         """The usable pending sign-in ``mfa_token`` names, and its user; MfaFailedError."""
         token = parse_challenge_token(mfa_token)
         if token is None:
@@ -612,7 +620,7 @@ class SecondFactors:
             raise MfaFailedError("mfa_token used, expired or exhausted")
         return challenge, account
 
-    async def _failed(
+    async def failed(
         self,
         user_id: str,
         client: ClientInfo,
@@ -659,7 +667,7 @@ class SecondFactors:
         assert method is not None  # noqa: S101 - the web layer asks for one or the other
         if self.ctx.settings.mfa is MfaMode.OFF:
             raise MfaFailedError("second factors are off")  # ignored, as at sign-in
-        async with self._counted(principal.user.id):
+        async with self.counted(principal.user.id):
             proof = await self._proof(
                 principal.user.id, method, code, now, client, principal.session_id
             )
@@ -705,8 +713,8 @@ class SecondFactors:
 
         try:
             await retrying(write)
-        except _Refused as refused:
-            await self._failed(principal.user.id, client, now, refused.reason, principal.session_id)
+        except Refused as refused:
+            await self.failed(principal.user.id, client, now, refused.reason, principal.session_id)
             raise MfaFailedError(refused.reason) from None
         if proof is not None:
             self.outbox.wake()

@@ -2,8 +2,9 @@
 
 The web app, the CLI and an embedding application all open an :class:`AuthService` and use its
 capabilities: ``accounts``, ``sessions``, ``signing_keys``, ``email_accounts``, ``roles``,
-``profiles``, ``user_admin`` (the admin API's), ``mfa`` (second factors), ``claims`` (operators
-and resource servers build on it: ``app.operators.Admin``, ``app.resource_servers.ClientService``).
+``profiles``, ``user_admin`` (the admin API's), ``mfa`` (second factors), ``passkeys``,
+``claims`` (operators and resource servers build on it: ``app.operators.Admin``,
+``app.resource_servers.ClientService``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tokenward.app.context import SYSTEM_CLOCK, Clock, Context, wall_time
 from tokenward.app.email_accounts import EmailAccounts
 from tokenward.app.mfa import SecondFactors
 from tokenward.app.outbox import Outbox
+from tokenward.app.passkeys import Passkeys
 from tokenward.app.profiles import Profiles
 from tokenward.app.roles import Roles
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
@@ -93,6 +95,10 @@ class AuthService(Context):
     @cached_property
     def mfa(self) -> SecondFactors:
         return SecondFactors(self, self.sessions, self.outbox)
+
+    @cached_property
+    def passkeys(self) -> Passkeys:
+        return Passkeys(self, self.sessions, self.mfa)
 
     @cached_property
     def claims(self) -> CustomClaims:

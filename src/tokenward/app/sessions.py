@@ -16,6 +16,7 @@ from typing import Any
 from tokenward.app.claims import CustomClaims
 from tokenward.app.context import Context
 from tokenward.app.credentials import Verified, check_password, record_failure
+from tokenward.app.factors import second_factor_methods
 from tokenward.core.claims import ClaimsProblem, TokenGrant
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.mfa import Authentication, MfaChallenge, MfaMethod, MfaMode
@@ -169,8 +170,8 @@ class Sessions:
         """A pending sign-in when the user must give a second factor (or enrol one); None when
         the password alone signs in. AuthenticationError if the user changed meanwhile."""
         async with self.ctx.store.read() as tx:
-            factors = [f for f in await tx.factors(row.id) if f.confirmed]
-        if not factors and self.ctx.settings.mfa is not MfaMode.REQUIRED:
+            methods = await second_factor_methods(tx, row.id, self.ctx.settings)
+        if not methods and self.ctx.settings.mfa is not MfaMode.REQUIRED:
             return None  # the password alone signs in (no write transaction spent on it)
         async with self.ctx.store.write() as tx:
             user = await tx.account(row.id, lock=True)
@@ -178,7 +179,7 @@ class Sessions:
                 refused = True
             else:
                 refused = False
-                issued = MfaChallenge.issue(user.id, now, enrolling=not factors)
+                issued = MfaChallenge.issue(user.id, now, enrolling=not methods)
                 await tx.add_mfa_challenge(issued.record)
                 tx.add_event(
                     NewEvent(
@@ -186,17 +187,16 @@ class Sessions:
                         now,
                         client,
                         user_id=user.id,
-                        detail={"enrolling": not factors},
+                        detail={"enrolling": not methods},
                     )
                 )
         if refused:
             raise AuthenticationError("email or password is incorrect")
-        methods = (MfaMethod.TOTP, MfaMethod.RECOVERY_CODE) if factors else ()
         return MfaPending(
             mfa_token=issued.token,
             methods=methods,
             expires_in=issued.record.expires_in,
-            enrollment_required=not factors,
+            enrollment_required=not methods,
         )
 
     async def _password_holds(
@@ -215,11 +215,7 @@ class Sessions:
         reason = None
         if user.password_hash != verified.password_hash:
             reason = "changed_during_login"
-        elif (
-            session_id
-            and self.ctx.settings.mfa is not MfaMode.OFF
-            and any(f.confirmed for f in await tx.factors(user.id))
-        ):
+        elif session_id and await second_factor_methods(tx, user.id, self.ctx.settings):
             reason = "factor_enrolled_during_login"
         if reason is not None:
             tx.add_event(

@@ -75,6 +75,11 @@ class EventType(StrEnum):
     """A TOTP code whose time step the factor had accepted already."""
     MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
     MFA_RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
+    PASSKEY_REGISTERED = "passkey.registered"
+    PASSKEY_REMOVED = "passkey.removed"
+    PASSKEY_USED = "passkey.used"
+    PASSKEY_COUNTER_REGRESSED = "passkey.counter_regressed"
+    """A passkey's signature counter did not move forward (``detail.refused`` by policy)."""
     REAUTHENTICATED = "reauthenticated"
     """A signed-in user proved who they are again (POST /auth/reauthenticate)."""
     """No token issued: ``detail.reason`` (``raised``, ``timed_out``, ``too_large``, ...),

@@ -61,6 +61,10 @@ class Amr(StrEnum):
     OTP = "otp"
     """A TOTP code, or a recovery code (a look-up secret: a one-time password printed ahead)."""
     MFA = "mfa"
+    HWK = "hwk"
+    """A passkey bound to its device (its key in hardware)."""
+    SWK = "swk"
+    """A synced passkey (its key in software, copied between the user's devices)."""
 
 
 class Acr(StrEnum):
@@ -75,6 +79,8 @@ class MfaMethod(StrEnum):
 
     TOTP = "totp"
     RECOVERY_CODE = "recovery_code"
+    WEBAUTHN = "webauthn"
+    """A passkey (docs/passkeys.md)."""
 
 
 class FactorType(StrEnum):
@@ -106,6 +112,13 @@ class Authentication:
     @classmethod
     def with_second_factor(cls, now: datetime) -> Authentication:
         return cls((Amr.PWD, Amr.OTP, Amr.MFA), now, now)
+
+    @classmethod
+    def with_passkey(cls, now: datetime, key: Amr, *, after_password: bool) -> Authentication:
+        """A passkey with user verification: multi-factor by itself (the device and the
+        user's PIN or biometric), or the second factor after a password."""
+        methods = (Amr.PWD, key, Amr.MFA) if after_password else (key, Amr.MFA)
+        return cls(methods, now, now)
 
     @property
     def acr(self) -> Acr:

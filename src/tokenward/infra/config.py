@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenward.core.keys import SigningAlg
 from tokenward.core.mfa import MfaMode
+from tokenward.core.passkeys import CounterRegression, PasskeyMode
 from tokenward.core.roles import check_role_name
 from tokenward.exceptions import ConfigError, InvalidRoleError
 
@@ -67,6 +68,9 @@ def _comma_list(value: object) -> tuple[str, ...]:
 
 
 _HOOK_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_RP_ID = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*(?<![.0-9])")
+"""A relying party id: a lower-case domain whose last label is not a number (no IP address)."""
 
 RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
@@ -221,6 +225,46 @@ class Settings(BaseSettings):
     """Wrong second-factor codes per account, across its pending sign-ins."""
     totp_issuer: str = Field(default="tokenward", min_length=1, max_length=64)
     """The name authenticator apps show beside the account (the ``otpauth://`` issuer)."""
+    # -- passkeys (docs/passkeys.md) ---------------------------------------------------------
+    passkeys: PasskeyMode = PasskeyMode.OFF
+    """``second-factor``: a passkey after the password; ``passwordless``: also alone."""
+    webauthn_rp_id: str | None = None
+    """The relying party id (a domain: ``example.com``); never taken from a request."""
+    webauthn_rp_name: str = Field(default="tokenward", min_length=1, max_length=64)
+    webauthn_origins: CommaList = ()
+    """Origins a ceremony may come from, exactly (default: the issuer's origin)."""
+    webauthn_challenge_ttl: Duration = timedelta(minutes=5)
+    passkeys_max_per_user: int = Field(default=10, ge=1, le=100)
+    webauthn_counter_regression: CounterRegression = CounterRegression.WARN
+    """``reject`` refuses an assertion whose signature counter did not move forward."""
+
+    @model_validator(mode="after")
+    def _check_passkeys(self) -> Settings:
+        if self.passkeys is PasskeyMode.OFF:
+            return self
+        if not self.webauthn_rp_id or not _RP_ID.fullmatch(self.webauthn_rp_id):
+            raise ValueError(
+                "webauthn_rp_id: passkeys need the relying party's domain (example.com)"
+            )
+        for origin in self.webauthn_allowed_origins:
+            parts = urlsplit(origin)
+            host = parts.hostname or ""
+            rp_id = self.webauthn_rp_id
+            if parts.scheme not in {"http", "https"} or parts.path or not host:
+                raise ValueError(f"webauthn_origins: {origin!r} is not an origin")
+            if host != rp_id and not host.endswith("." + rp_id):
+                raise ValueError(f"webauthn_origins: {origin!r} is not within {rp_id}")
+            if parts.scheme == "http" and host != "localhost":
+                raise ValueError(f"webauthn_origins: {origin!r} must be https")
+        return self
+
+    @property
+    def webauthn_allowed_origins(self) -> tuple[str, ...]:
+        """The origins ceremonies may come from: the listed ones, or the issuer's."""
+        if self.webauthn_origins:
+            return self.webauthn_origins
+        issuer = urlsplit(self.issuer)
+        return (f"{issuer.scheme}://{issuer.netloc}",)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

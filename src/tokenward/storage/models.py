@@ -28,6 +28,7 @@ __all__ = [
     "MfaChallengeRow",
     "MfaFactorRow",
     "OutboxRow",
+    "PasskeyRow",
     "RecoveryCodeRow",
     "RevocationRow",
     "RoleRow",
@@ -36,6 +37,7 @@ __all__ = [
     "UTCDateTime",
     "UserRoleRow",
     "UserRow",
+    "WebauthnChallengeRow",
 ]
 
 
@@ -85,6 +87,8 @@ class UserRow(Base):
     held_permissions: Mapped[str | None] = mapped_column(Text, default=None)
     """Those roles' permissions, space-separated (duplicates possible: Grants.parse drops
     them)."""
+    passkey_handle: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
+    """The WebAuthn user handle (random, never the email), made with the first passkey."""
 
 
 class RoleRow(Base):
@@ -182,6 +186,41 @@ class MfaChallengeRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     used_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolling: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PasskeyRow(Base):
+    """A passkey: its credential id and COSE public key (public data), the signature counter."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    """base64url of the credential id (at most 1023 bytes)."""
+    public_key: Mapped[str] = mapped_column(Text)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(64))
+    transports: Mapped[str] = mapped_column(String(128), default="")
+    aaguid: Mapped[str] = mapped_column(String(36), default="")
+    backup_eligible: Mapped[bool] = mapped_column(Boolean, default=False)
+    backed_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebauthnChallengeRow(Base):
+    """A WebAuthn ceremony's challenge: only its SHA-256, single use."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    challenge_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    mfa_challenge_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RevocationRow(Base):

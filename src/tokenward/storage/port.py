@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from tokenward.core.events import NewEvent
 from tokenward.core.mfa import Authentication, Factor, MfaChallenge
 from tokenward.core.onetime import LinkPurpose, LinkToken
+from tokenward.core.passkeys import Passkey, WebauthnChallenge
 from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
@@ -270,6 +271,34 @@ class UnitOfWork(Protocol):
 
     async def set_authentication(self, session_id: str, authentication: Authentication) -> None:
         """How and when the session's user authenticated (a reauthentication)."""
+
+    # -- passkeys --------------------------------------------------------------------------
+    async def passkeys(self, user_id: str) -> list[Passkey]: ...
+
+    async def passkey_by_credential(self, credential_id: str) -> Passkey | None: ...
+
+    async def add_passkey(self, passkey: Passkey) -> None:
+        """Raises PasskeyTakenError when the credential id is registered already."""
+
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool: ...
+
+    async def delete_passkey(self, user_id: str, passkey_id: str) -> bool: ...
+
+    async def passkey_used(
+        self, passkey_id: str, sign_count: int, backed_up: bool, at: datetime
+    ) -> None: ...
+
+    async def passkey_handle(self, user_id: str) -> str | None: ...
+
+    async def set_passkey_handle(self, user_id: str, handle: str) -> None: ...
+
+    async def add_webauthn_challenge(self, challenge: WebauthnChallenge) -> None: ...
+
+    async def use_webauthn_challenge(
+        self, challenge_hash: str, now: datetime
+    ) -> WebauthnChallenge | None:
+        """The challenge, marked used, if it was unused and unexpired (a conditional update:
+        of two ceremonies answering one challenge, one gets it); None otherwise."""
 
     # -- the mail outbox -------------------------------------------------------------------
     def add_mail(self, mail: OutgoingMail) -> None: ...

@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tokenward.core.events import NewEvent
 from tokenward.core.mfa import CHALLENGE_ATTEMPTS, Authentication, Factor, FactorType, MfaChallenge
 from tokenward.core.onetime import LinkPurpose, LinkToken
+from tokenward.core.passkeys import Passkey, WebauthnChallenge, WebauthnPurpose
 from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
-from tokenward.exceptions import EmailTakenError
+from tokenward.exceptions import EmailTakenError, PasskeyTakenError
 from tokenward.storage import queries
 from tokenward.storage.db import NO_KEY_UPDATE, Database
 from tokenward.storage.errors import RetryableConflict
@@ -28,12 +29,14 @@ from tokenward.storage.models import (
     MfaChallengeRow,
     MfaFactorRow,
     OutboxRow,
+    PasskeyRow,
     RecoveryCodeRow,
     RevocationRow,
     RoleRow,
     SessionRow,
     UserRoleRow,
     UserRow,
+    WebauthnChallengeRow,
 )
 from tokenward.storage.port import (
     ClientRecord,
@@ -51,6 +54,23 @@ __all__ = ["SqlStore", "SqlUnitOfWork"]
 
 def _grants(row: UserRow) -> Grants:
     return Grants.parse(row.held_roles, row.held_permissions)
+
+
+def _passkey(row: PasskeyRow) -> Passkey:
+    return Passkey(
+        id=row.id,
+        user_id=row.user_id,
+        credential_id=row.credential_id,
+        public_key=row.public_key,
+        sign_count=row.sign_count,
+        name=row.name,
+        created_at=row.created_at,
+        backup_eligible=row.backup_eligible,
+        backed_up=row.backed_up,
+        transports=tuple(row.transports.split()),
+        aaguid=row.aaguid,
+        last_used_at=row.last_used_at,
+    )
 
 
 def _account(row: UserRow) -> Account:
@@ -201,7 +221,7 @@ class SqlUnitOfWork:
         # Sessions and links go with the user (ON DELETE CASCADE; SQLite enforces it with
         # foreign_keys=ON). Events keep the opaque id and never held the address.
         await self._db.execute(delete(LinkTokenRow).where(LinkTokenRow.user_id == user_id))
-        for table in (MfaChallengeRow, MfaFactorRow, RecoveryCodeRow):
+        for table in (MfaChallengeRow, MfaFactorRow, RecoveryCodeRow, PasskeyRow):
             await self._db.execute(delete(table).where(table.user_id == user_id))
         await self._db.execute(delete(UserRoleRow).where(UserRoleRow.user_id == user_id))
         await self._db.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
@@ -549,6 +569,127 @@ class SqlUnitOfWork:
             execution_options={"synchronize_session": False},
         )
 
+    # -- passkeys --------------------------------------------------------------------------
+    async def passkeys(self, user_id: str) -> list[Passkey]:
+        rows = await self._db.scalars(
+            select(PasskeyRow)
+            .where(PasskeyRow.user_id == user_id)
+            .order_by(PasskeyRow.created_at, PasskeyRow.id)
+        )
+        return [_passkey(row) for row in rows]
+
+    async def passkey_by_credential(self, credential_id: str) -> Passkey | None:
+        row = await self._db.scalar(
+            select(PasskeyRow).where(PasskeyRow.credential_id == credential_id)
+        )
+        return None if row is None else _passkey(row)
+
+    async def add_passkey(self, passkey: Passkey) -> None:
+        self._db.add(
+            PasskeyRow(
+                id=passkey.id,
+                user_id=passkey.user_id,
+                credential_id=passkey.credential_id,
+                public_key=passkey.public_key,
+                sign_count=passkey.sign_count,
+                name=passkey.name,
+                transports=" ".join(passkey.transports),
+                aaguid=passkey.aaguid,
+                backup_eligible=passkey.backup_eligible,
+                backed_up=passkey.backed_up,
+                created_at=passkey.created_at,
+            )
+        )
+        try:
+            await self._db.flush()
+        except IntegrityError:
+            raise PasskeyTakenError("this passkey is registered already") from None
+
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool:
+        result = await self._db.execute(
+            update(PasskeyRow)
+            .where(PasskeyRow.id == passkey_id, PasskeyRow.user_id == user_id)
+            .values(name=name),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def delete_passkey(self, user_id: str, passkey_id: str) -> bool:
+        result = await self._db.execute(
+            delete(PasskeyRow).where(PasskeyRow.id == passkey_id, PasskeyRow.user_id == user_id),
+            execution_options={"synchronize_session": False},
+        )
+        return _count(result) == 1
+
+    async def passkey_used(
+        self, passkey_id: str, sign_count: int, backed_up: bool, at: datetime
+    ) -> None:
+        await self._db.execute(
+            update(PasskeyRow)
+            .where(PasskeyRow.id == passkey_id)
+            .values(sign_count=sign_count, backed_up=backed_up, last_used_at=at),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def passkey_handle(self, user_id: str) -> str | None:
+        handle: str | None = await self._db.scalar(
+            select(UserRow.passkey_handle).where(UserRow.id == user_id)
+        )
+        return handle
+
+    async def set_passkey_handle(self, user_id: str, handle: str) -> None:
+        await self._db.execute(
+            update(UserRow)
+            .where(UserRow.id == user_id, UserRow.passkey_handle.is_(None))
+            .values(passkey_handle=handle),
+            execution_options={"synchronize_session": False},
+        )
+
+    async def add_webauthn_challenge(self, challenge: WebauthnChallenge) -> None:
+        self._db.add(
+            WebauthnChallengeRow(
+                id=challenge.id,
+                purpose=challenge.purpose.value,
+                challenge_hash=challenge.challenge_hash,
+                user_id=challenge.user_id,
+                mfa_challenge_id=challenge.mfa_challenge_id,
+                created_at=challenge.created_at,
+                expires_at=challenge.expires_at,
+            )
+        )
+
+    async def use_webauthn_challenge(
+        self, challenge_hash: str, now: datetime
+    ) -> WebauthnChallenge | None:
+        result = await self._db.execute(
+            update(WebauthnChallengeRow)
+            .where(
+                WebauthnChallengeRow.challenge_hash == challenge_hash,
+                WebauthnChallengeRow.used_at.is_(None),
+                WebauthnChallengeRow.expires_at > now,
+            )
+            .values(used_at=now),
+            execution_options={"synchronize_session": False},
+        )
+        if _count(result) != 1:
+            return None
+        row = await self._db.scalar(
+            select(WebauthnChallengeRow).where(
+                WebauthnChallengeRow.challenge_hash == challenge_hash
+            )
+        )
+        assert row is not None  # noqa: S101 - just updated in this transaction
+        return WebauthnChallenge(
+            id=row.id,
+            purpose=WebauthnPurpose(row.purpose),
+            challenge_hash=row.challenge_hash,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            user_id=row.user_id,
+            mfa_challenge_id=row.mfa_challenge_id,
+            used_at=now,
+        )
+
     async def use_link(self, link_id: str, now: datetime) -> bool:
         result = await self._db.execute(
             update(LinkTokenRow)
@@ -845,6 +986,9 @@ class SqlUnitOfWork:
         await self._db.execute(delete(RevocationRow).where(RevocationRow.revoked_at < ended_before))
         await self._db.execute(
             delete(MfaChallengeRow).where(MfaChallengeRow.expires_at < ended_before)
+        )
+        await self._db.execute(
+            delete(WebauthnChallengeRow).where(WebauthnChallengeRow.expires_at < ended_before)
         )
         # Enrolments never confirmed (their sealed secrets with them).
         await self._db.execute(

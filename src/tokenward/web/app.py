@@ -19,10 +19,11 @@ from tokenward.app.resource_servers import ClientService
 from tokenward.app.service import SYSTEM_CLOCK, AuthService, Clock, claims_hook_of
 from tokenward.core.claims import ClaimsHook
 from tokenward.core.mfa import MfaMode
+from tokenward.core.passkeys import PasskeyMode
 from tokenward.core.passwords import PasswordHasher
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
-from tokenward.web import account, admin, email_accounts, mfa, oauth, routes
+from tokenward.web import account, admin, email_accounts, mfa, oauth, passkeys, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
 from tokenward.web.openapi import install_openapi
@@ -144,6 +145,12 @@ def create_app(
     if settings.mfa is not MfaMode.OFF:
         app.include_router(mfa.router)
     app.include_router(mfa.reauthentication_router)
+    if settings.passkeys is not PasskeyMode.OFF:
+        app.include_router(passkeys.router)
+        if settings.mfa is not MfaMode.OFF:
+            app.include_router(passkeys.mfa_router)
+        if settings.passkeys is PasskeyMode.PASSWORDLESS:
+            app.include_router(passkeys.login_router)
     app.include_router(admin.router)
     if settings.serves_demo and settings.mail_delivery == "log":
         app.include_router(email_accounts.mailbox_router)

@@ -4,7 +4,7 @@ complete a pending sign-in, and reauthenticate (docs/mfa.md)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
@@ -159,11 +159,25 @@ class RecoveryCodes(BaseModel):
 
 
 class VerifyRequest(BaseModel):
+    """A TOTP code or a recovery code."""
+
     model_config = ConfigDict(extra="forbid")
 
     mfa_token: str = _MFA_TOKEN
-    method: MfaMethod = MfaMethod.TOTP
+    method: Literal["totp", "recovery_code"] = "totp"
     code: str = _CODE
+
+
+class PasskeyVerifyRequest(BaseModel):
+    """A passkey's assertion (after POST /auth/mfa/webauthn/options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mfa_token: str = _MFA_TOKEN
+    method: Literal["webauthn"]
+    credential: dict[str, Any] = Field(
+        description="The PublicKeyCredential's toJSON() (WebAuthn L3 AuthenticationResponseJSON)."
+    )
 
 
 class PasswordProof(BaseModel):
@@ -306,11 +320,22 @@ async def regenerate(principal: CurrentUser, service: Service, client: Client) -
     dependencies=[SameOrigin],
 )
 async def verify(
-    request: Request, body: VerifyRequest, service: Service, client: Client
+    request: Request,
+    body: VerifyRequest | PasskeyVerifyRequest,
+    service: Service,
+    client: Client,
 ) -> JSONResponse:
-    """Complete a pending sign-in with a TOTP code or a recovery code: tokens as a login
-    (``amr`` ``["pwd","otp","mfa"]``, ``acr`` aal2)."""
-    issued = await service.mfa.verify(body.mfa_token, body.method, body.code, client)
+    """Complete a pending sign-in with a TOTP code, a recovery code or a passkey: tokens as a
+    login (``amr`` ``["pwd","otp","mfa"]``, or ``["pwd","hwk"|"swk","mfa"]``; ``acr`` aal2)."""
+    if isinstance(body, PasskeyVerifyRequest):
+        if not service.passkeys.enabled:
+            raise MfaFailedError("passkeys are off")
+        issued = await service.passkeys.verify_second_factor(
+            body.mfa_token, body.credential, client
+        )
+    else:
+        method = MfaMethod(body.method)
+        issued = await service.mfa.verify(body.mfa_token, method, body.code, client)
     return token_response(request, service, issued)
 
 

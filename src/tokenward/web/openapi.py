@@ -23,6 +23,7 @@ from tokenward.exceptions import (
     InvalidEmailError,
     InvalidMetadataError,
     InvalidMfaCodeError,
+    InvalidPasskeyError,
     InvalidRoleError,
     PasswordPolicyError,
     RateLimitedError,
@@ -85,6 +86,8 @@ _UNPROCESSABLE = {
     InvalidMetadataError.problem: "the metadata is not a JSON object, or is over its size cap",
     InvalidRoleError.problem: "a role name or a permission breaks the syntax",
     InvalidMfaCodeError.problem: "the code is not the new factor's current code",
+    InvalidPasskeyError.problem: "the registration ceremony did not verify, or the name is "
+    "not 1 to 64 printable characters",
 }
 # The headers an error's class adds to its answer, as the document states them.
 _ERROR_HEADERS: dict[type[TokenwardError], dict[str, Any]] = {

@@ -118,7 +118,7 @@ class MfaRequired(BaseModel):
         description="Opaque; for POST /auth/mfa/verify (or, with `enrollment_required`, "
         "/auth/mfa/totp/enroll and /confirm). Single use, 5 minutes, 5 wrong codes."
     )
-    methods: list[Literal["totp", "recovery_code"]]
+    methods: list[Literal["totp", "recovery_code", "webauthn"]]
     expires_in: int
     enrollment_required: bool = Field(
         description="TOKENWARD_MFA=required and no factor yet: enrol one to sign in."
@@ -191,7 +191,7 @@ class MfaRequiredError(OAuthError):
 
     error_description: Literal["mfa_required"]
     mfa_token: str
-    methods: list[Literal["totp", "recovery_code"]]
+    methods: list[Literal["totp", "recovery_code", "webauthn"]]
     expires_in: int
     enrollment_required: bool
 
