@@ -7,14 +7,16 @@ virtual authenticator drives the same through the demo page in test_browser_pass
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import cbor2
 import httpx
 import jwt
 import pytest
 from sqlalchemy import select
 from support import PROBLEM, Api, FakeClock, refresh_cookie
-from support.webauthn import SoftAuthenticator
+from support.webauthn import SoftAuthenticator, b64url, unb64url
 
 from tokenward.storage.models import EventRow, PasskeyRow, WebauthnChallengeRow
 
@@ -406,3 +408,86 @@ async def test_challenges_are_stored_hashed_and_single_use(
         (row,) = (await db.scalars(select(WebauthnChallengeRow))).all()
     assert answer["options"]["challenge"] not in row.challenge_hash
     assert row.purpose == "login" and row.used_at is None
+
+
+# -- parsing edge cases -----------------------------------------------------------------------
+
+
+def _client_data(credential: dict[str, Any], **changes: Any) -> str:
+    data = json.loads(unb64url(credential["response"]["clientDataJSON"]))
+    return b64url(json.dumps({**data, **changes}).encode())
+
+
+REGISTRATION_EDGES = {
+    "attestation not CBOR": lambda c: c["response"].update(attestationObject=b64url(b"\xff\x00")),
+    "attestation cut short": lambda c: c["response"].update(
+        attestationObject=c["response"]["attestationObject"][:40]
+    ),
+    "client data of an assertion": lambda c: c["response"].update(
+        clientDataJSON=_client_data(c, type="webauthn.get")
+    ),
+    "client data not JSON": lambda c: c["response"].update(clientDataJSON=b64url(b"{oops")),
+    "client data not base64url": lambda c: c["response"].update(clientDataJSON="%%%"),
+    "a packed attestation without its statement": lambda c: c["response"].update(
+        attestationObject=b64url(
+            cbor2.dumps(
+                {
+                    **cbor2.loads(unb64url(c["response"]["attestationObject"])),
+                    "fmt": "packed",
+                }
+            )
+        )
+    ),
+    "no response": lambda c: c.pop("response"),
+    "a response of the wrong type": lambda c: c.update(response=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("edge", list(REGISTRATION_EDGES))
+async def test_a_malformed_registration_is_422_and_keeps_nothing(
+    api: Api, authenticator: SoftAuthenticator, edge: str
+) -> None:
+    access, _ = await api.signed_up()
+    options = (
+        await api.http.post("/auth/passkeys/register/options", headers=bearer(access))
+    ).json()
+    credential = authenticator.create(options)
+    REGISTRATION_EDGES[edge](credential)
+    answer = await api.http.post(
+        "/auth/passkeys/register", json={"credential": credential}, headers=bearer(access)
+    )
+    problem(answer, 422, "invalid-passkey")
+    async with service_of(api).db.read() as db:
+        assert (await db.scalars(select(PasskeyRow))).all() == []
+
+
+ASSERTION_EDGES = {
+    "authenticator data cut short": lambda c: c["response"].update(
+        authenticatorData=c["response"]["authenticatorData"][:20]
+    ),
+    "signature not base64url": lambda c: c["response"].update(signature="***"),
+    "signature of other data": lambda c: c["response"].update(
+        authenticatorData=b64url(unb64url(c["response"]["authenticatorData"]) + b"\x00")
+    ),
+    "client data of a registration": lambda c: c["response"].update(
+        clientDataJSON=_client_data(c, type="webauthn.create")
+    ),
+    "no rawId": lambda c: c.pop("rawId"),
+    "a rawId of another credential": lambda c: c.update(rawId=b64url(b"another one")),
+    "client data of nothing": lambda c: c["response"].update(clientDataJSON=b64url(b"[]")),
+}
+
+
+@pytest.mark.parametrize("edge", list(ASSERTION_EDGES))
+async def test_a_malformed_assertion_is_the_one_401(
+    api: Api, authenticator: SoftAuthenticator, edge: str
+) -> None:
+    access, _ = await api.signed_up()
+    await registered(api, authenticator, access)
+    flow_id, assertion = await passwordless(api, authenticator)
+    ASSERTION_EDGES[edge](assertion)
+    answer = await api.http.post(
+        "/auth/passkeys/login", json={"flow_id": flow_id, "credential": assertion}
+    )
+    problem(answer, 401, "passkey-failed")
+    assert "set-cookie" not in answer.headers

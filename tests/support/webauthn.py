@@ -21,14 +21,14 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["SoftAuthenticator", "b64url"]
+__all__ = ["SoftAuthenticator", "b64url", "unb64url"]
 
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64url(text: str) -> bytes:
+def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -75,7 +75,7 @@ class SoftAuthenticator:
                 -3: numbers.y.to_bytes(32, "big"),
             }
         )
-        credential = _Credential(secrets.token_bytes(16), key, _unb64url(options["user"]["id"]))
+        credential = _Credential(secrets.token_bytes(16), key, unb64url(options["user"]["id"]))
         self.credentials.append(credential)
         auth_data = (
             hashlib.sha256(self.rp_id.encode()).digest()
