@@ -491,3 +491,34 @@ async def test_a_malformed_assertion_is_the_one_401(
     )
     problem(answer, 401, "passkey-failed")
     assert "set-cookie" not in answer.headers
+
+
+async def test_a_passkey_steps_a_password_session_up_to_aal2(
+    api: Api, authenticator: SoftAuthenticator, clock: FakeClock
+) -> None:
+    access, refresh = await api.signed_up()
+    await registered(api, authenticator, access)
+    clock.advance(20 * 60)
+    refreshed = await api.refresh(refresh)
+    access = refreshed.json()["access_token"]
+    options = await api.http.post("/auth/passkeys/reauthenticate/options", headers=bearer(access))
+    assert options.status_code == 200
+    assertion = authenticator.get(options.json())
+    stepped = await api.http.post(
+        "/auth/reauthenticate",
+        json={"method": "webauthn", "credential": assertion},
+        headers=bearer(access),
+    )
+    assert stepped.status_code == 200, stepped.text
+    said = claims(stepped.json()["access_token"])
+    assert (said["amr"], said["acr"]) == (["pwd", "hwk", "mfa"], "aal2")
+    assert said["auth_time"] == int(clock.time())
+    later = claims((await api.refresh(refresh_cookie(refreshed))).json()["access_token"])
+    assert later["acr"] == "aal2"
+    # The same assertion again: its challenge is spent.
+    again = await api.http.post(
+        "/auth/reauthenticate",
+        json={"method": "webauthn", "credential": assertion},
+        headers=bearer(access),
+    )
+    problem(again, 401, "mfa-failed")

@@ -663,7 +663,13 @@ class SecondFactors:
         now = self.ctx.now()
         if password is not None:
             await check_current_password(self.ctx, principal, password, client)
-            return await self._reauthenticated(principal, client, now, None)
+            return await self.reauthenticated(
+                principal,
+                client,
+                now,
+                "password",
+                lambda was: was.renewed(now, second_factor=False),
+            )
         assert method is not None  # noqa: S101 - the web layer asks for one or the other
         if self.ctx.settings.mfa is MfaMode.OFF:
             raise MfaFailedError("second factors are off")  # ignored, as at sign-in
@@ -671,18 +677,36 @@ class SecondFactors:
             proof = await self._proof(
                 principal.user.id, method, code, now, client, principal.session_id
             )
-            return await self._reauthenticated(principal, client, now, proof)
 
-    async def _reauthenticated(
-        self, principal: Principal, client: ClientInfo, now: datetime, proof: _Proof | None
+            async def spend(tx: UnitOfWork, account: Account) -> None:
+                await self._spend(tx, proof, account, client, now, principal.session_id)
+
+            return await self.reauthenticated(
+                principal,
+                client,
+                now,
+                method.value,
+                lambda was: was.renewed(now, second_factor=True),
+                spend,
+            )
+
+    async def reauthenticated(
+        self,
+        principal: Principal,
+        client: ClientInfo,
+        now: datetime,
+        method: str,
+        renew: Callable[[Authentication], Authentication],
+        spend: Callable[[UnitOfWork, Account], Awaitable[None]] | None = None,
     ) -> Reauthenticated:
-        """The session's authentication renewed (the code spent in the same transaction), and
-        an access token that says so, signed first: a failure leaves nothing behind."""
+        """The session's authentication renewed (``renew`` of what it was; what proved it
+        spent by ``spend`` in the same transaction), and an access token that says so, signed
+        first: a failure leaves nothing behind."""
         async with self.ctx.store.read() as tx:
             session = await tx.session(principal.session_id)
         if session is None:
             raise SessionEndedError("unknown session")
-        renewed = session.authenticated.renewed(now, second_factor=proof is not None)
+        renewed = renew(session.authenticated)
         access_token = await self.sessions.access_token(
             principal, renewed, client, TokenGrant.REAUTHENTICATE
         )
@@ -694,8 +718,8 @@ class SecondFactors:
                 if current is None or account is None:
                     raise SessionEndedError("unknown session")
                 current.check_alive(now, user_disabled=account.disabled)
-                if proof is not None:
-                    await self._spend(tx, proof, account, client, now, principal.session_id)
+                if spend is not None:
+                    await spend(tx, account)
                 await tx.set_authentication(current.id, renewed)
                 tx.add_event(
                     NewEvent(
@@ -704,10 +728,7 @@ class SecondFactors:
                         client,
                         user_id=account.id,
                         session_id=current.id,
-                        detail={
-                            "method": proof.method.value if proof else "password",
-                            "acr": renewed.acr.value,
-                        },
+                        detail={"method": method, "acr": renewed.acr.value},
                     )
                 )
 
@@ -716,7 +737,7 @@ class SecondFactors:
         except Refused as refused:
             await self.failed(principal.user.id, client, now, refused.reason, principal.session_id)
             raise MfaFailedError(refused.reason) from None
-        if proof is not None:
+        if spend is not None:
             self.outbox.wake()
         return Reauthenticated(access_token, self.ctx.access.ttl_seconds)
 

@@ -35,10 +35,10 @@ from webauthn.helpers.structs import (
 )
 
 from tokenward.app.context import Context
-from tokenward.app.mfa import Refused, SecondFactors
+from tokenward.app.mfa import Reauthenticated, Refused, SecondFactors
 from tokenward.app.sessions import IssuedTokens, Principal, Sessions
 from tokenward.core.events import ClientInfo, EventType, NewEvent
-from tokenward.core.mfa import Authentication
+from tokenward.core.mfa import Amr, Authentication, MfaMethod
 from tokenward.core.passkeys import (
     CounterRegression,
     Passkey,
@@ -354,6 +354,50 @@ class Passkeys:
                 now, asserted.passkey.amr, after_password=True
             )
             return await self.mfa.sign_in(account, admit, client, now, authentication)
+
+    # -- reauthenticating ------------------------------------------------------------------
+
+    async def reauthentication_options(self, principal: Principal) -> dict[str, Any]:
+        """Request options to reauthenticate the signed-in user with one of their passkeys."""
+        async with self.ctx.store.read() as tx:
+            held = await tx.passkeys(principal.user.id)
+        if not held:
+            raise UnknownFactorError("no passkey")
+        return await self._request_options(
+            WebauthnPurpose.REAUTHENTICATE, held, required=False, user_id=principal.user.id
+        )
+
+    async def reauthenticate(
+        self, principal: Principal, credential: dict[str, Any], client: ClientInfo
+    ) -> Reauthenticated:
+        """A step-up with a passkey: a fresh ``auth_time`` and ``acr`` aal2 for the session."""
+        now = self.ctx.now()
+        async with self.mfa.counted(principal.user.id):
+            try:
+                asserted = await self._assert(
+                    credential,
+                    now,
+                    WebauthnPurpose.REAUTHENTICATE,
+                    required=False,
+                    user_id=principal.user.id,
+                )
+            except PasskeyFailedError as refused:
+                await self.mfa.failed(
+                    principal.user.id, client, now, f"passkey: {refused}", principal.session_id
+                )
+                raise MfaFailedError("passkey refused") from None
+
+            async def spend(tx: UnitOfWork, account: Account) -> None:
+                await self._record(tx, asserted, client, now, principal.session_id)
+
+            def renew(was: Authentication) -> Authentication:
+                after_password = Amr.PWD in was.methods
+                key = asserted.passkey.amr
+                return Authentication.with_passkey(now, key, after_password=after_password)
+
+            return await self.mfa.reauthenticated(
+                principal, client, now, MfaMethod.WEBAUTHN.value, renew, spend
+            )
 
     # -- passwordless ----------------------------------------------------------------------
 

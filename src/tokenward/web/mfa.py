@@ -193,8 +193,19 @@ class FactorProof(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: MfaMethod
+    method: Literal["totp", "recovery_code"]
     code: str = _CODE
+
+
+class PasskeyProof(BaseModel):
+    """Reauthenticate with a passkey (after POST /auth/passkeys/reauthenticate/options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["webauthn"]
+    credential: dict[str, Any] = Field(
+        description="The PublicKeyCredential's toJSON() (WebAuthn L3 AuthenticationResponseJSON)."
+    )
 
 
 @router.post(
@@ -363,15 +374,22 @@ async def verify(
     },
 )
 async def reauthenticate(
-    body: PasswordProof | FactorProof, principal: CurrentUser, service: Service, client: Client
+    body: PasswordProof | FactorProof | PasskeyProof,
+    principal: CurrentUser,
+    service: Service,
+    client: Client,
 ) -> JSONResponse:
     """Prove it is you again: a new access token with a fresh ``auth_time`` (and ``acr``
     aal2 when a second factor was used). The session's later refreshes carry it."""
     if isinstance(body, PasswordProof):
         done = await service.mfa.reauthenticate(principal, client, password=body.password)
+    elif isinstance(body, PasskeyProof):
+        if not service.passkeys.enabled:
+            raise MfaFailedError("passkeys are off")
+        done = await service.passkeys.reauthenticate(principal, body.credential, client)
     else:
         done = await service.mfa.reauthenticate(
-            principal, client, method=body.method, code=body.code
+            principal, client, method=MfaMethod(body.method), code=body.code
         )
     answer = TokenResponse(access_token=done.access_token, expires_in=done.expires_in)
     return JSONResponse(answer.model_dump(), headers=NO_STORE)

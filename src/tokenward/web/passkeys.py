@@ -187,6 +187,17 @@ async def remove(
     return Response(status_code=204)
 
 
+@router.post(
+    "/reauthenticate/options",
+    responses={**GUARDED, **BEARER, **_NO_PASSKEY, **UNAVAILABLE},
+)
+async def reauthentication_options(principal: CurrentUser, service: Service) -> JSONResponse:
+    """Request options to step up with one of your passkeys; then POST /auth/reauthenticate
+    ``{method: "webauthn", credential}``."""
+    options = await service.passkeys.reauthentication_options(principal)
+    return JSONResponse(options, headers=NO_STORE)
+
+
 @login_router.post(
     "/login/options", response_model=LoginOptionsOut, responses={**GUARDED, **UNAVAILABLE}
 )
