@@ -18,6 +18,7 @@ from sqlalchemy import select
 from support import PROBLEM, Api, FakeClock, refresh_cookie
 from support.webauthn import SoftAuthenticator, b64url, unb64url
 
+from tokenward.core.events import OPERATOR
 from tokenward.storage.models import EventRow, PasskeyRow, WebauthnChallengeRow
 
 TYPE = "urn:tokenward:problem:"
@@ -522,3 +523,22 @@ async def test_a_passkey_steps_a_password_session_up_to_aal2(
         headers=bearer(access),
     )
     problem(again, 401, "mfa-failed")
+
+
+async def test_an_operator_reset_removes_passkeys_too(
+    api: Api, authenticator: SoftAuthenticator
+) -> None:
+    access, _ = await api.signed_up()
+    await registered(api, authenticator, access)
+    service = service_of(api)
+    assert (await api.login("ada@example.com")).json()["methods"] == ["webauthn"]
+    assert await service.mfa.reset(claims(access)["sub"], OPERATOR) == 1
+    assert "access_token" in (await api.login("ada@example.com")).json()
+    flow_id, assertion = await passwordless(api, authenticator)
+    problem(
+        await api.http.post(
+            "/auth/passkeys/login", json={"flow_id": flow_id, "credential": assertion}
+        ),
+        401,
+        "passkey-failed",
+    )

@@ -422,9 +422,9 @@ class SecondFactors:
         return [c.text for c in codes]
 
     async def reset(self, user_id: str, actor: Actor) -> int:
-        """An operator removes every factor of the user (a lost phone and lost codes): the
-        recovery codes go too, the user is mailed, and the next sign-in asks for the password
-        alone. The number of factors removed; UnknownUserError for no such user."""
+        """An operator removes every second factor of the user, TOTP factors and passkeys (a
+        lost phone and lost codes): the recovery codes go too, the user is mailed, and the next
+        sign-in asks for the password alone. How many were removed; UnknownUserError."""
         now = self.ctx.now()
 
         async def write() -> int:
@@ -435,7 +435,10 @@ class SecondFactors:
                 held = await tx.factors(user_id)
                 for factor in held:
                     await tx.delete_factor(user_id, factor.id)
-                confirmed = [f for f in held if f.confirmed]
+                passkeys = await tx.passkeys(user_id)
+                for passkey in passkeys:
+                    await tx.delete_passkey(user_id, passkey.id)
+                confirmed = [f.id for f in held if f.confirmed] + [p.id for p in passkeys]
                 if confirmed:
                     tx.add_event(
                         NewEvent(
