@@ -74,6 +74,7 @@ SLOW_MODULES = frozenset(
         "test_browser",
         "test_browser_email",
         "test_browser_mfa",
+        "test_browser_passkeys",
         "test_claims_hook_process",
         "test_email_process",
         "test_cli_import",
@@ -107,7 +108,9 @@ ON_THE_SQLITE_RUN = frozenset(
 # SQLite run's environment (no PostgreSQL database, no Redis), so they run exactly as on SQLite;
 # real processes only, which the SQLite run's coverage does not measure anyway. A bare `pytest`
 # still runs them; `make unit-sqlite` leaves them out (-m "not once_on_postgresql").
-ON_THE_POSTGRESQL_RUN = frozenset({"test_browser", "test_browser_email", "test_browser_mfa"})
+ON_THE_POSTGRESQL_RUN = frozenset(
+    {"test_browser", "test_browser_email", "test_browser_mfa", "test_browser_passkeys"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -538,7 +538,7 @@ def test_both_clients_have_the_same_methods() -> None:
         "list_users", "iter_users", "create_user", "get_user", "delete_user", "disable_user",
         "enable_user", "set_app_metadata", "grant_role", "revoke_role", "list_sessions",
         "revoke_sessions", "revoke_session", "user_events", "list_roles", "put_role",
-        "delete_role",
+        "delete_role", "reset_factors",
     }  # fmt: skip
     assert sync.keys() == expected
 

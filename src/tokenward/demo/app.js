@@ -5,7 +5,15 @@
 // A second factor: a sign-in may stop at a code prompt (the second-factor view); a signed-in
 // user sets up an authenticator app, and actions that need a recent or two-factor sign-in ask
 // for a password or a code in a dialog (step-up), then go ahead.
-import { createClient, tokenFromFragment, TokenwardError } from "../static/tokenward.js";
+// Passkeys: added and listed in their card; at sign-in, when the server offers passwordless
+// sign-in, a "Sign in with a passkey" button and the email field's autofill (conditional
+// mediation); at the second-factor prompt, "Use a passkey"; in the step-up dialog, a passkey.
+import {
+  createClient,
+  PasskeyError,
+  tokenFromFragment,
+  TokenwardError,
+} from "../static/tokenward.js";
 
 // The folder of the page: "/" itself, or the mount point when tokenward is embedded.
 const base = new URL(".", location.href);
@@ -20,9 +28,11 @@ const view = {
   "second-factor": $("second-factor"),
   "signed-in": $("signed-in"),
 };
-const [status, who, verified, ttl, authLevel, sessionList, eventList, mailList, factorList] = [
+const [
+  status, who, verified, ttl, authLevel, sessionList, eventList, mailList, factorList, passkeyList,
+] = [
   "status", "who", "verified", "token-ttl", "auth-level", "sessions", "events", "mailbox",
-  "factors",
+  "factors", "passkeys",
 ].map($);
 
 const PROBLEM = "urn:tokenward:problem:";
@@ -44,10 +54,15 @@ const EVENT_LABELS = {
   "mfa.failed": "Wrong code", "mfa.replay_rejected": "Reused code refused",
   "mfa.recovery_code_used": "Recovery code used",
   "mfa.recovery_codes_regenerated": "New recovery codes", "reauthenticated": "Confirmed it was you",
+  "passkey.registered": "Passkey added", "passkey.removed": "Passkey removed",
+  "passkey.used": "Passkey used",
+  "passkey.counter_regressed": "Passkey's counter went backwards (a cloned key?)",
 };
 
 // RFC 8176 authentication methods, as a person would say them.
-const METHODS = { pwd: "password", otp: "one-time code", mfa: null };
+const METHODS = {
+  pwd: "password", otp: "one-time code", hwk: "passkey", swk: "passkey", mfa: null,
+};
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
@@ -56,7 +71,17 @@ function say(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+const PASSKEY_PROBLEMS = {
+  cancelled: "The passkey prompt was closed, timed out, or your device could not confirm it " +
+    "was you. Try again, or use another way.",
+  exists: "This device already keeps a passkey for your account.",
+  unsupported: "This browser or device cannot use passkeys.",
+  security: "Passkeys do not work on this address: the server's passkey settings name " +
+    "another site.",
+};
+
 function describe(error) {
+  if (error instanceof PasskeyError) return PASSKEY_PROBLEMS[error.reason] || error.message;
   if (error instanceof TokenwardError) {
     switch (error.type) {
       case `${PROBLEM}link-invalid`:
@@ -70,6 +95,11 @@ function describe(error) {
         break;
       case `${PROBLEM}mfa-failed`:
         return "That code was not accepted. Check it and try again: each code works once.";
+      case `${PROBLEM}passkey-failed`:
+        return "That passkey was not accepted. Try again, or sign in with your password.";
+      case `${PROBLEM}invalid-passkey`:
+        return "The passkey could not be added: the server did not accept your device's " +
+          "answer. Nothing was changed.";
       case `${PROBLEM}invalid-mfa-code`:
         return "That code does not match. Check that the app shows this account, and that " +
           "the device's clock is right, then try again.";
@@ -87,9 +117,12 @@ function describe(error) {
 }
 
 // 401s that answer what the user typed (a password, a code), not an ended session.
-const WRONG_CREDENTIALS = [`${PROBLEM}invalid-credentials`, `${PROBLEM}mfa-failed`];
+const WRONG_CREDENTIALS = [
+  `${PROBLEM}invalid-credentials`, `${PROBLEM}mfa-failed`, `${PROBLEM}passkey-failed`,
+];
 
 function report(error) {
+  if (error instanceof PasskeyError && error.reason === "aborted") return; // the page's own doing
   // A 401 after the session ended is told by the `sessionended` / `signedout` events instead.
   if (error instanceof TokenwardError && error.status === 401 && !client.signedIn &&
       !WRONG_CREDENTIALS.includes(error.type)) return;
@@ -126,11 +159,12 @@ function setView(state) {
   const moveFocus = previous !== state && leaving && lost;
   for (const [name, section] of Object.entries(view)) section.hidden = name !== state;
   document.body.dataset.state = state;
+  if (state !== "signed-out") stopPasskeyAutofill();
   if (state === "signed-in") tick();
   if (moveFocus) TITLES[state].focus();
 }
 
-const lists = () => [client.sessions(), client.events(10), client.factors()];
+const lists = () => [client.sessions(), client.events(10), client.factors(), client.passkeys()];
 let generation = 0; // bumped on every view change, so that late answers are dropped
 let showing = null;
 
@@ -138,7 +172,7 @@ function showSignedIn() {
   if (showing) return showing;
   const mine = ++generation;
   const run = (async () => {
-    const [user, sessions, events, factors] =
+    const [user, sessions, events, factors, passkeys] =
       await Promise.allSettled([client.getUser(), ...lists()]);
     if (mine !== generation) return;
     if (user.status === "fulfilled" && user.value) {
@@ -147,6 +181,7 @@ function showSignedIn() {
       renderSessions(sessions);
       renderEvents(events);
       renderFactors(factors);
+      renderPasskeys(passkeys);
       setView("signed-in");
     } else if (!client.signedIn) {
       showSignedOut();
@@ -171,12 +206,14 @@ function showSignedOut(message) {
   eventList.replaceChildren();
   hideDeleteConfirm();
   clearSecondFactor();
+  clearPasskeys();
   // No passwords, codes or secrets stay behind.
   for (const section of Object.values(view)) {
     for (const form of section.querySelectorAll("form")) form.reset();
   }
   setView("signed-out");
   if (message) say(message);
+  offerPasskeySignIn();
 }
 
 function renderVerified(user) {
@@ -231,11 +268,12 @@ function renderEvents(result) {
 
 async function reloadLists() {
   const mine = generation;
-  const [sessions, events, factors] = await Promise.allSettled(lists());
+  const [sessions, events, factors, passkeys] = await Promise.allSettled(lists());
   if (mine !== generation) return;
   renderSessions(sessions);
   renderEvents(events);
   renderFactors(factors);
+  renderPasskeys(passkeys);
 }
 
 function tick() {
@@ -484,9 +522,23 @@ function showSecondFactor({ methods, enrollmentRequired }) {
     startEnrollment().catch(signInFailed);
     return;
   }
-  setMfaMethod(methods.includes("totp") ? "totp" : "recovery_code");
-  say("One more step: enter your code.");
-  $("mfa-code").focus();
+  // A passkey, when the account has one and this browser can use it; codes, when it has any.
+  const passkey = methods.includes("webauthn") && client.passkeysSupported;
+  const codes = methods.some((method) => method in MFA_PROMPTS);
+  $("mfa-passkey-box").hidden = !passkey;
+  $("mfa-or").hidden = !codes;
+  $("mfa-code-box").hidden = !codes;
+  $("mfa-code").disabled = !codes;
+  if (codes) setMfaMethod(methods.includes("totp") ? "totp" : "recovery_code");
+  else $("mfa-switch").hidden = true;
+  if (passkey) {
+    say(codes ? "One more step: use your passkey, or enter a code." :
+      "One more step: use your passkey.");
+    $("mfa-passkey").focus();
+  } else {
+    say("One more step: enter your code.");
+    $("mfa-code").focus();
+  }
 }
 
 /** A failed step of a sign-in: ask again, or start over when it can no longer finish. */
@@ -513,6 +565,22 @@ mfaForm.addEventListener("submit", async (event) => {
     if (client.mfaPending) $("mfa-code").select();
   } finally {
     delete mfaForm.dataset.busy;
+  }
+});
+
+$("mfa-passkey").addEventListener("click", async () => {
+  if (mfaForm.dataset.busy) return;
+  mfaForm.dataset.busy = "true";
+  $("mfa-passkey").disabled = true;
+  say("Waiting for your passkey…");
+  try {
+    await client.verifyMfa(null, "webauthn");
+    mfaForm.reset(); // `signedin` shows the signed-in view
+  } catch (error) {
+    signInFailed(error);
+  } finally {
+    delete mfaForm.dataset.busy;
+    $("mfa-passkey").disabled = false;
   }
 });
 
@@ -735,6 +803,205 @@ factorList.addEventListener("click", async (event) => {
   }
 });
 
+// -- passkeys: the signed-in user's card ---------------------------------------------------
+
+let passkeyState = []; // the user's passkeys, as last listed
+
+function renderPasskeys(result) {
+  const unavailable = result.status === "rejected" && result.reason?.status === 404;
+  $("passkeys-card").hidden = unavailable; // a server with passkeys off
+  if (unavailable) {
+    passkeyState = [];
+    return;
+  }
+  if (result.status === "rejected") return report(result.reason);
+  passkeyState = Array.isArray(result.value) ? result.value : [];
+  const count = passkeyState.length;
+  $("passkeys-badge").hidden = false;
+  $("passkeys-badge").textContent = count ? String(count) : "none";
+  $("passkey-form").hidden = !client.passkeysSupported;
+  $("passkeys-summary").textContent = !client.passkeysSupported
+    ? "This browser cannot use passkeys; you can still rename or remove the ones you have."
+    : count
+      ? "Your device unlocks a passkey with its fingerprint, face or screen lock; it works " +
+        "only on this site, so it cannot be phished."
+      : "No passkeys yet. A passkey signs you in with your device's fingerprint, face or " +
+        "screen lock, and cannot be phished.";
+  passkeyList.replaceChildren(...passkeyState.map(passkeyItem));
+}
+
+function passkeyItem(passkey) {
+  const item = el("li");
+  item.dataset.passkeyId = passkey.id;
+  const text = el("div", "passkey-text");
+  text.append(el("span", "what", passkey.name || "Passkey"));
+  if (passkey.synced) {
+    const badge = el("span", "badge synced", "synced");
+    badge.title = "A multi-device passkey: your device's account keeps a copy";
+    text.append(badge);
+  }
+  const meta = el("span", "meta", "added ");
+  meta.append(timeElement(passkey.created_at), " · ");
+  if (passkey.last_used_at) meta.append("last used ", timeElement(passkey.last_used_at));
+  else meta.append("not used yet");
+  text.append(meta);
+  const buttons = el("div", "row-actions");
+  const rename = el("button", "rename-passkey secondary small", "Rename");
+  rename.type = "button";
+  rename.setAttribute("aria-label", `Rename the passkey ${passkey.name || ""}`.trim());
+  const remove = el("button", "remove-passkey secondary small", "Remove");
+  remove.type = "button";
+  remove.setAttribute("aria-label", `Remove the passkey ${passkey.name || ""}`.trim());
+  buttons.append(rename, remove);
+  item.append(text, buttons);
+  return item;
+}
+
+/** An inline form in the passkey's row: its name, Save and Cancel. */
+function startRenaming(item) {
+  const passkey = passkeyState.find((one) => one.id === item.dataset.passkeyId);
+  if (!passkey || item.querySelector("form")) return;
+  const form = el("form", "rename-form");
+  form.method = "post";
+  const input = el("input");
+  input.name = "name";
+  input.type = "text";
+  input.required = true;
+  input.maxLength = 64;
+  input.autocomplete = "off";
+  input.value = passkey.name || "";
+  input.setAttribute("aria-label", "New name of the passkey");
+  const save = el("button", "small", "Save");
+  save.type = "submit";
+  const cancel = el("button", "cancel-rename secondary small", "Cancel");
+  cancel.type = "button";
+  const buttons = el("div", "row-actions");
+  buttons.append(save, cancel);
+  form.append(input, buttons);
+  item.replaceChildren(form);
+  input.select();
+}
+
+passkeyList.addEventListener("click", async (event) => {
+  const button = event.target.closest("button");
+  const item = button?.closest("li");
+  if (!button || !item || button.disabled) return;
+  if (button.classList.contains("rename-passkey")) return startRenaming(item);
+  if (button.classList.contains("cancel-rename")) {
+    item.replaceWith(passkeyItem(passkeyState.find((one) => one.id === item.dataset.passkeyId)));
+    return $("passkeys-title").focus();
+  }
+  if (!button.classList.contains("remove-passkey")) return;
+  button.disabled = true;
+  try {
+    await client.removePasskey(item.dataset.passkeyId);
+    say("Passkey removed: it no longer signs you in. Your device may still list it; you can " +
+      "delete it there.");
+    await reloadLists();
+    $("passkeys-title").focus(); // the button is gone; keep the keyboard user nearby
+  } catch (error) {
+    button.disabled = false;
+    report(error);
+  }
+});
+
+passkeyList.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const item = form.closest("li");
+  if (form.dataset.busy || !item) return;
+  form.dataset.busy = "true";
+  try {
+    const renamed = await client.renamePasskey(item.dataset.passkeyId, form.elements.name.value);
+    say(`Passkey renamed to “${renamed?.name ?? form.elements.name.value.trim()}”.`);
+    await reloadLists();
+    $("passkeys-title").focus();
+  } catch (error) {
+    report(error);
+  } finally {
+    delete form.dataset.busy;
+  }
+});
+
+const passkeyForm = $("passkey-form");
+passkeyForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (passkeyForm.dataset.busy) return;
+  passkeyForm.dataset.busy = "true";
+  const name = $("passkey-name").value.trim();
+  say("Follow your browser's prompt to create the passkey…");
+  try {
+    const added = await client.registerPasskey(name);
+    passkeyForm.reset();
+    say(`Passkey “${added?.name ?? name}” added: it signs you in from now on.`);
+    await reloadLists();
+    $("passkeys-title").focus();
+  } catch (error) {
+    report(error);
+  } finally {
+    delete passkeyForm.dataset.busy;
+  }
+});
+
+function clearPasskeys() {
+  passkeyState = [];
+  passkeyList.replaceChildren();
+  $("passkeys-badge").hidden = true;
+  $("passkeys-summary").textContent = "";
+}
+
+// -- passkeys: signing in with one, no password ------------------------------------------
+// When the server offers it (TOKENWARD_PASSKEYS=passwordless: its sign-in options answer,
+// where other modes answer 404), the sign-in form shows a button, and a conditional request
+// waits in the background: the browser offers the passkeys in the email field's autofill.
+
+let passwordless = null; // unknown until asked; then true or false for the page's life
+let autofill = null; // the AbortController of the waiting conditional request
+
+function stopPasskeyAutofill() {
+  autofill?.abort();
+  autofill = null;
+}
+
+async function offerPasskeySignIn() {
+  stopPasskeyAutofill();
+  if (passwordless === false || !client.passkeysSupported) {
+    $("passkey-signin-box").hidden = true;
+    return;
+  }
+  const controller = new AbortController();
+  autofill = controller;
+  try {
+    passwordless = await client.canLoginWithPasskey();
+  } catch {
+    return; // the server is out of reach for now: offer it next time
+  }
+  const stillHere = () => autofill === controller && document.body.dataset.state === "signed-out";
+  $("passkey-signin-box").hidden = !passwordless;
+  if (!passwordless || !stillHere()) return;
+  try {
+    const user = await client.loginWithPasskey({ conditional: true, signal: controller.signal });
+    if (user) say("Signed in with a passkey");
+  } catch (error) {
+    // Not started again by itself (a browser that answers at once would loop): the button,
+    // or the next time the form shows, does.
+    if (stillHere()) report(error);
+  } finally {
+    if (autofill === controller) autofill = null;
+  }
+}
+
+onClick($("passkey-signin"), async () => {
+  say("Follow your browser's prompt to sign in with a passkey…");
+  try {
+    await client.loginWithPasskey();
+    say("Signed in with a passkey");
+  } catch (error) {
+    report(error);
+    if (document.body.dataset.state === "signed-out") offerPasskeySignIn();
+  }
+});
+
 // -- step-up: confirm it is you (RFC 9470) -------------------------------------------------
 // The client asks (onStepUp) when an action needs a recent or a two-factor sign-in; the
 // dialog's answer is the credentials it reauthenticates with, or null to give up.
@@ -749,11 +1016,15 @@ const STEP_UP_FIELDS = {
   password: { label: "Password", type: "password", autocomplete: "current-password" },
   totp: { label: "Code from the app", type: "text", autocomplete: "one-time-code" },
   recovery_code: { label: "Recovery code", type: "text", autocomplete: "off" },
+  webauthn: null, // no field: the browser asks for the passkey
 };
 
 function setStepUpMethod(method) {
   const field = STEP_UP_FIELDS[method];
   stepUpMethod.value = method;
+  $("stepup-secret-box").hidden = !field;
+  stepUpSecret.disabled = !field;
+  if (!field) return;
   $("stepup-secret-label").textContent = field.label;
   stepUpSecret.type = field.type;
   stepUpSecret.autocomplete = field.autocomplete;
@@ -764,22 +1035,30 @@ function setStepUpMethod(method) {
 function askToStepUp({ acrValues, maxAge, error }) {
   if (stepUpAnswer) answerStepUp(null); // one question at a time
   const twoFactor = acrValues.includes("aal2");
-  const hasFactor = twoFactor || factorState.factors.length > 0;
+  const hasPasskey = passkeyState.length > 0 && client.passkeysSupported;
+  // Codes when the user has an app; also when aal2 is wanted and nothing else is known.
+  const hasCodes = factorState.factors.length > 0 || (twoFactor && !hasPasskey);
+  const offered = {
+    password: !twoFactor, totp: hasCodes, recovery_code: hasCodes, webauthn: hasPasskey,
+  };
   for (const option of stepUpMethod.options) {
-    option.hidden = option.value === "password" ? twoFactor : !hasFactor;
+    option.hidden = !offered[option.value];
     option.disabled = option.hidden;
   }
+  const ways = [hasPasskey && "a passkey", hasCodes && "a code"].filter(Boolean);
+  const within = maxAge !== null ? ` (within ${Math.round(maxAge / 60)} min)` : "";
   $("stepup-reason").textContent = twoFactor
-    ? "This needs two-step verification: enter a code from your authenticator app, or a " +
-      "recovery code."
-    : `This needs a recent sign-in${maxAge !== null ? ` (within ${Math.round(maxAge / 60)} ` +
-      "min)" : ""}: confirm with your password${hasFactor ? " or a code" : ""}.`;
+    ? "This needs two-step verification: confirm with " + [hasPasskey && "a passkey",
+      hasCodes && "a code from your authenticator app, or a recovery code"]
+      .filter(Boolean).join(", or ") + "."
+    : `This needs a recent sign-in${within}: confirm with ${["your password", ...ways]
+      .join(" or ")}.`;
   $("stepup-error").textContent = error ? describe(error) : "";
-  setStepUpMethod(twoFactor ? "totp" : "password");
+  setStepUpMethod(twoFactor ? (hasPasskey ? "webauthn" : "totp") : "password");
   return new Promise((resolve) => {
     stepUpAnswer = resolve;
     if (!stepUpDialog.open) stepUpDialog.showModal();
-    stepUpSecret.focus();
+    (stepUpSecret.disabled ? stepUpMethod : stepUpSecret).focus();
   });
 }
 
@@ -793,13 +1072,17 @@ function answerStepUp(credentials) {
 
 stepUpMethod.addEventListener("change", () => {
   setStepUpMethod(stepUpMethod.value);
-  stepUpSecret.focus();
+  if (!stepUpSecret.disabled) stepUpSecret.focus();
 });
 
 stepUpForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const method = stepUpMethod.value;
   const secret = stepUpSecret.value;
+  if (method === "webauthn") {
+    say("Follow your browser's prompt to confirm with a passkey…");
+    return answerStepUp({ method });
+  }
   say("Confirming…");
   answerStepUp(method === "password" ? { password: secret } : { method, code: secret });
 });

@@ -13,6 +13,13 @@
 // and verifyMfa(code) completes it. Step-up (RFC 9470): a 401 whose challenge says
 // `insufficient_user_authentication` asks the app's `onStepUp` for credentials, calls
 // reauthenticate() and retries the request once.
+//
+// Passkeys (WebAuthn): registerPasskey() adds one to the signed-in account, loginWithPasskey()
+// signs in with one and no username (the browser offers the passkeys it holds, also in the
+// email field's autofill: conditional mediation), and verifyMfa(null, "webauthn") uses one as
+// the second factor of a password sign-in. The server's options are WebAuthn Level 3 JSON;
+// they are parsed, and the browser's answer serialized, by the browser itself where it can
+// (parseCreationOptionsFromJSON, toJSON), else by the small base64url coder below.
 
 const CHANNEL = "tokenward";
 const LOCK = "tokenward-refresh";
@@ -25,13 +32,21 @@ const PROBLEM = "urn:tokenward:problem:";
 // A 401 of these types answers wrong credentials (a current password, a second-factor code),
 // not a refused access token: no reason to refresh, and sending them again would count a
 // second failed attempt (or replay a one-time code).
-const WRONG_CREDENTIALS = new Set([`${PROBLEM}invalid-credentials`, `${PROBLEM}mfa-failed`]);
+const WRONG_CREDENTIALS = new Set([
+  `${PROBLEM}invalid-credentials`,
+  `${PROBLEM}mfa-failed`,
+  `${PROBLEM}passkey-failed`,
+]);
 // RFC 9470: the access token is valid, but its authentication is too weak or too old.
 const STEP_UP = "insufficient_user_authentication";
 // The server ends a pending sign-in after this many wrong codes; the client forgets it then.
 const MFA_ATTEMPTS = 5;
 // How many times onStepUp is asked again after wrong credentials, per step-up.
 const STEP_UP_ATTEMPTS = 3;
+// A passwordless sign-in's challenge lives this long on the server unless it says otherwise
+// (TOKENWARD_WEBAUTHN_CHALLENGE_TTL); a waiting conditional request renews it before then.
+const PASSKEY_FLOW_SECONDS = 300;
+const PASSKEY_RENEW_FRACTION = 0.9;
 
 /** An error answer from the server: RFC 9457 problem details. */
 export class TokenwardError extends Error {
@@ -63,6 +78,125 @@ export class StepUpRequiredError extends TokenwardError {
     this.name = "StepUpRequiredError";
     this.acrValues = challenge.acrValues;
     this.maxAge = challenge.maxAge;
+  }
+}
+
+/**
+ * A passkey ceremony that did not finish in the browser; nothing was sent to the server.
+ * `reason`: "cancelled" (the user closed the prompt, it timed out, or the authenticator
+ * refused, e.g. user verification failed: the browser's NotAllowedError does not say which),
+ * "exists" (this authenticator holds a passkey of the account already: InvalidStateError),
+ * "unsupported" (no WebAuthn in this browser, or none of the server's algorithms),
+ * "security" (the page's origin may not use the server's RP ID: SecurityError), "aborted"
+ * (withdrawn: the caller's signal, or another ceremony of this client replaced a conditional
+ * one), "failed" (anything else). `cause` is the browser's own error.
+ */
+export class PasskeyError extends Error {
+  constructor(reason, message, cause) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "PasskeyError";
+    this.reason = reason;
+  }
+}
+
+const PASSKEY_ERRORS = {
+  NotAllowedError: ["cancelled", "the passkey request was cancelled, timed out or not allowed"],
+  AbortError: ["cancelled", "the passkey request was cancelled"],
+  InvalidStateError: ["exists", "this authenticator already holds a passkey for this account"],
+  NotSupportedError: ["unsupported", "this browser or authenticator cannot make this passkey"],
+  SecurityError: ["security", "this page's origin may not use the server's passkeys (RP ID)"],
+};
+
+function passkeyError(error, aborted) {
+  if (error instanceof PasskeyError) return error;
+  if (aborted) return new PasskeyError("aborted", "the passkey request was withdrawn", error);
+  const [reason, message] = PASSKEY_ERRORS[error?.name] || [
+    "failed",
+    `the passkey request failed: ${error?.message || error}`,
+  ];
+  return new PasskeyError(reason, message, error);
+}
+
+// -- WebAuthn JSON (Level 3): base64url for every binary member ------------------------------
+
+function toBase64url(buffer) {
+  const bytes = ArrayBuffer.isView(buffer)
+    ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+    : new Uint8Array(buffer);
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function fromBase64url(text) {
+  const base64 = String(text).replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
+
+const withIds = (descriptors) =>
+  Array.isArray(descriptors) ? descriptors.map((d) => ({ ...d, id: fromBase64url(d.id) })) : [];
+
+/** PublicKeyCredentialCreationOptionsJSON -> the options navigator.credentials.create takes. */
+function creationOptions(json) {
+  const parse = globalThis.PublicKeyCredential?.parseCreationOptionsFromJSON;
+  if (typeof parse === "function") return parse.call(globalThis.PublicKeyCredential, json);
+  return {
+    ...json,
+    challenge: fromBase64url(json.challenge),
+    user: { ...json.user, id: fromBase64url(json.user.id) },
+    excludeCredentials: withIds(json.excludeCredentials),
+  };
+}
+
+/** PublicKeyCredentialRequestOptionsJSON -> the options navigator.credentials.get takes. */
+function requestOptions(json) {
+  const parse = globalThis.PublicKeyCredential?.parseRequestOptionsFromJSON;
+  if (typeof parse === "function") return parse.call(globalThis.PublicKeyCredential, json);
+  return {
+    ...json,
+    challenge: fromBase64url(json.challenge),
+    allowCredentials: withIds(json.allowCredentials),
+  };
+}
+
+/** A PublicKeyCredential as RegistrationResponseJSON or AuthenticationResponseJSON. */
+function credentialJson(credential) {
+  if (typeof credential.toJSON === "function") return credential.toJSON();
+  const answer = credential.response;
+  const response = { clientDataJSON: toBase64url(answer.clientDataJSON) };
+  if (answer.attestationObject) {
+    response.attestationObject = toBase64url(answer.attestationObject);
+    response.transports = answer.getTransports?.() || [];
+    const data = answer.getAuthenticatorData?.();
+    if (data) response.authenticatorData = toBase64url(data);
+    const key = answer.getPublicKey?.();
+    if (key) response.publicKey = toBase64url(key);
+    const algorithm = answer.getPublicKeyAlgorithm?.();
+    if (algorithm !== undefined) response.publicKeyAlgorithm = algorithm;
+  } else {
+    response.authenticatorData = toBase64url(answer.authenticatorData);
+    response.signature = toBase64url(answer.signature);
+    if (answer.userHandle) response.userHandle = toBase64url(answer.userHandle);
+  }
+  const json = {
+    id: credential.id,
+    rawId: toBase64url(credential.rawId),
+    type: credential.type,
+    response,
+    clientExtensionResults: credential.getClientExtensionResults?.() || {},
+  };
+  if (credential.authenticatorAttachment) {
+    json.authenticatorAttachment = credential.authenticatorAttachment;
+  }
+  return json;
+}
+
+/** Whether this browser can offer passkeys in a form field's autofill (conditional UI). */
+async function conditionalMediationAvailable() {
+  try {
+    return (await globalThis.PublicKeyCredential?.isConditionalMediationAvailable?.()) === true;
+  } catch {
+    return false;
   }
 }
 
@@ -164,9 +298,11 @@ export class TokenwardClient extends EventTarget {
    * @param {function} [options.onStepUp] called when a request needs a stronger or more
    *   recent authentication (RFC 9470) with `{acrValues, maxAge, attempt, error}` (`error`:
    *   why the previous attempt failed); returns (or resolves to) the credentials for
-   *   reauthenticate(), `{password}` or `{method: "totp" | "recovery_code", code}`, or null
-   *   to give up (the request then fails with a StepUpRequiredError). Without it, such a
-   *   request fails with a StepUpRequiredError at once.
+   *   reauthenticate(), `{password}`, `{method: "totp" | "recovery_code", code}` or
+   *   `{method: "webauthn"}` (a passkey), or null to give up (the request then fails with a
+   *   StepUpRequiredError). It is asked again, with `error`, after wrong credentials or a
+   *   passkey prompt that did not finish. Without it, such a request fails with a
+   *   StepUpRequiredError at once.
    */
   constructor(options = {}) {
     super();
@@ -195,6 +331,8 @@ export class TokenwardClient extends EventTarget {
     // expiresAt, failures }. Its token is in memory only, and never shared with other tabs.
     this._mfa = null;
     this._stepping = null; // the step-up under way: one at a time
+    this._ceremony = null; // the passkey prompt under way: { controller, conditional }
+    this._loginFlow = null; // a passwordless sign-in's challenge fetched ahead (single use)
     this._reauthenticatedAt = 0;
     this._onVisible = () => {
       if (document.visibilityState === "visible" && this._token && this._dueSoon()) {
@@ -240,6 +378,15 @@ export class TokenwardClient extends EventTarget {
     return this._mfa !== null && this._mfa.expiresAt > Date.now();
   }
 
+  /** Whether this browser has WebAuthn (passkeys), in a secure context. */
+  get passkeysSupported() {
+    return (
+      typeof globalThis.PublicKeyCredential === "function" &&
+      typeof globalThis.navigator?.credentials?.get === "function" &&
+      globalThis.isSecureContext !== false
+    );
+  }
+
   /**
    * Restore the session once per page: take a fresh token from another tab, or refresh from
    * the cookie. Resolves to true when signed in. Safe to call many times.
@@ -274,10 +421,11 @@ export class TokenwardClient extends EventTarget {
   /**
    * Sign in. Resolves to the user, as getUser() does; or, when the account has a second
    * factor, to `{mfaRequired: true, methods, enrollmentRequired: false, expiresIn}` (methods:
-   * "totp", "recovery_code"): nothing is signed in yet, finish with verifyMfa(code, method)
-   * within `expiresIn` seconds. `enrollmentRequired: true` (the server requires a second
-   * factor, and the account has none): set one up with enrollTotp() and confirmTotp(), which
-   * then signs in. Tell the cases apart with `result.mfaRequired`.
+   * "totp", "recovery_code", "webauthn" for a passkey): nothing is signed in yet, finish with
+   * verifyMfa(code, method) (a passkey: verifyMfa(null, "webauthn")) within `expiresIn`
+   * seconds. `enrollmentRequired: true` (the server requires a second factor, and the account
+   * has none): set one up with enrollTotp() and confirmTotp(), which then signs in. Tell the
+   * cases apart with `result.mfaRequired`.
    */
   async login(email, password) {
     const body = await this._json("POST", "/auth/login", { email, password }, true);
@@ -306,30 +454,39 @@ export class TokenwardClient extends EventTarget {
   /**
    * Finish a sign-in that login() left waiting for a second factor: `code` is the
    * authenticator app's current code (method "totp") or an unused recovery code (method
-   * "recovery_code"). Resolves to the user, and dispatches `signedin` as login() does. A wrong
-   * code is a TokenwardError (401, type `...:mfa-failed`); then `mfaPending` says whether to
-   * ask for another code or to start again with login() (expired, or too many attempts).
+   * "recovery_code"); with method "webauthn" there is no code (pass null): the browser asks
+   * for one of the account's passkeys. Resolves to the user, and dispatches `signedin` as
+   * login() does. A wrong code or a refused passkey is a TokenwardError (401, type
+   * `...:mfa-failed`); then `mfaPending` says whether to try again or to start again with
+   * login() (expired, or too many attempts). A passkey prompt that did not finish is a
+   * PasskeyError (e.g. reason "cancelled"): nothing was sent, the sign-in still waits.
    */
   async verifyMfa(code, method = "totp") {
     const pending = this._pendingMfa();
-    let body;
-    try {
-      body = await this._json(
-        "POST",
-        "/auth/mfa/verify",
-        { mfa_token: pending.token, method, code: String(code).trim() },
-        true,
-      );
-    } catch (error) {
-      if (error instanceof TokenwardError && error.status === 401) {
-        pending.failures += 1;
-        if (pending.failures >= MFA_ATTEMPTS && this._mfa === pending) this._mfa = null;
+    const counted = async (request) => {
+      try {
+        return await request();
+      } catch (error) {
+        if (error instanceof TokenwardError && error.status === 401) {
+          pending.failures += 1;
+          if (pending.failures >= MFA_ATTEMPTS && this._mfa === pending) this._mfa = null;
+        }
+        throw error;
       }
-      throw error;
+    };
+    const body = { mfa_token: pending.token, method };
+    if (method === "webauthn") {
+      const options = await counted(() =>
+        this._json("POST", "/auth/mfa/webauthn/options", { mfa_token: pending.token }),
+      );
+      body.credential = await this._passkeyCeremony("get", options);
+    } else {
+      body.code = String(code).trim();
     }
+    const answer = await counted(() => this._json("POST", "/auth/mfa/verify", body, true));
     if (this._mfa === pending) this._mfa = null;
     this._started = Promise.resolve(true);
-    this._accept(body, "login");
+    this._accept(answer, "login");
     return this.getUser();
   }
 
@@ -396,42 +553,199 @@ export class TokenwardClient extends EventTarget {
       .recovery_codes;
   }
 
+  // -- passkeys ----------------------------------------------------------------------------
+
   /**
-   * Authenticate again within the session: `{password}`, or `{method: "totp" |
-   * "recovery_code", code}` (which raises the session to aal2). The session's tokens carry
-   * the new `auth_time` (and `acr`) from now on, in every tab. Resolves to `authentication`.
-   * Wrong credentials are a TokenwardError (401, `...:invalid-credentials` or
-   * `...:mfa-failed`), sent once, never again on their own.
+   * Add a passkey to the signed-in account, named `name` (optional: the server names it
+   * "Passkey" otherwise): the server's options, the browser's prompt
+   * (navigator.credentials.create), then the server checks and keeps it. Resolves to the
+   * passkey `{id, name, created_at, last_used_at, synced, backed_up}`. Needs a recent sign-in,
+   * and a two-factor one when the user has a second factor already: the step-up (onStepUp)
+   * handles that. A prompt that did not finish is a PasskeyError (reason "cancelled", or
+   * "exists" when this authenticator holds a passkey of the account already); an answer the
+   * server does not accept is a TokenwardError (422, `...:invalid-passkey`).
+   */
+  async registerPasskey(name) {
+    const options = await this._authorized("POST", "/auth/passkeys/register/options", {
+      body: {},
+    });
+    const credential = await this._passkeyCeremony("create", options);
+    const body = { credential };
+    const named = String(name ?? "").trim();
+    if (named) body.name = named; // else the server's default name
+    return this._authorized("POST", "/auth/passkeys/register", { body });
+  }
+
+  /** The user's passkeys, `[{id, name, created_at, last_used_at, synced, backed_up}]`. */
+  async passkeys() {
+    return (await this._authorized("GET", "/auth/passkeys")).passkeys;
+  }
+
+  /** Rename one of the user's passkeys; resolves to the passkey. */
+  async renamePasskey(id, name) {
+    return this._authorized("PATCH", `/auth/passkeys/${encodeURIComponent(id)}`, {
+      body: { name: String(name).trim() },
+    });
+  }
+
+  /** Remove one of the user's passkeys (needs a recent two-factor sign-in: see onStepUp). */
+  async removePasskey(id) {
+    await this._authorized("DELETE", `/auth/passkeys/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Whether this server offers sign-in with a passkey and no password (TOKENWARD_PASSKEYS=
+   * passwordless) and this browser can do it. It asks the server for a sign-in challenge,
+   * kept for the next loginWithPasskey(): call it when showing a sign-in form.
+   */
+  async canLoginWithPasskey() {
+    if (!this.passkeysSupported) return false;
+    try {
+      this._loginFlow = await this._newLoginFlow();
+      return true;
+    } catch (error) {
+      if (error instanceof TokenwardError && [404, 405].includes(error.status)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Sign in with a passkey, no username: the browser offers the passkeys it holds for this
+   * server. Resolves to the user, and dispatches `signedin`, as login() does.
+   *
+   * `conditional: true`: the request waits for the user to pick a passkey in the autofill of
+   * a field marked `autocomplete="username webauthn"` (call it when the sign-in form shows);
+   * it resolves to null at once when the browser has no such autofill. Its challenge is
+   * renewed before it expires, and any other passkey prompt of this client (a button's
+   * loginWithPasskey(), verifyMfa, registerPasskey) or a sign-in withdraws it (a PasskeyError,
+   * reason "aborted"). `signal`: an AbortSignal that withdraws the request.
+   *
+   * A refused passkey (no user verification, unknown, an origin the server does not list, a
+   * reused answer) is a TokenwardError (401, `...:passkey-failed`); a prompt that did not
+   * finish, a PasskeyError.
+   */
+  async loginWithPasskey({ conditional = false, signal } = {}) {
+    if (!this.passkeysSupported) {
+      throw new PasskeyError("unsupported", "this browser does not support passkeys");
+    }
+    if (conditional && !(await conditionalMediationAvailable())) return null;
+    let flow;
+    let credential;
+    for (;;) {
+      if (signal?.aborted) throw new PasskeyError("aborted", "the passkey request was withdrawn");
+      flow = this._loginFlow && this._loginFlow.renewAt > Date.now() ? this._loginFlow : null;
+      this._loginFlow = null;
+      flow ||= await this._newLoginFlow();
+      // A conditional request may wait long: renew its challenge before the server forgets it.
+      const renew = conditional ? new AbortController() : null;
+      const renewIn = Math.max(0, flow.renewAt - Date.now());
+      const timer = renew && setTimeout(() => renew.abort(), renewIn);
+      try {
+        credential = await this._passkeyCeremony("get", flow.options, {
+          mediation: conditional ? "conditional" : undefined,
+          signals: [signal, renew?.signal],
+        });
+        break;
+      } catch (error) {
+        if (renew?.signal.aborted && !signal?.aborted && error.reason === "aborted") continue;
+        throw error;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const body = await this._json(
+      "POST",
+      "/auth/passkeys/login",
+      { flow_id: flow.id, credential },
+      true,
+    );
+    this._mfa = null;
+    this._started = Promise.resolve(true);
+    this._accept(body, "login");
+    return this.getUser();
+  }
+
+  async _newLoginFlow() {
+    const body = await this._json("POST", "/auth/passkeys/login/options", {});
+    const seconds = Number(body.expires_in) || Number(body.options?.timeout) / 1000 || 0;
+    const lifetime = (seconds > 0 ? seconds : PASSKEY_FLOW_SECONDS) * 1000;
+    return {
+      id: body.flow_id,
+      options: body.options,
+      renewAt: Date.now() + lifetime * PASSKEY_RENEW_FRACTION,
+    };
+  }
+
+  /**
+   * The browser's passkey prompt: `kind` "create" or "get" with the server's options JSON;
+   * resolves to the credential as JSON. Withdraws a conditional request of this client first
+   * (the browser runs one prompt at a time).
+   */
+  async _passkeyCeremony(kind, optionsJson, { mediation, signals = [] } = {}) {
+    if (!this.passkeysSupported) {
+      throw new PasskeyError("unsupported", "this browser does not support passkeys");
+    }
+    this._withdrawConditional();
+    const controller = new AbortController();
+    const ceremony = { controller, conditional: mediation === "conditional" };
+    this._ceremony = ceremony;
+    const stops = signals.filter(Boolean);
+    const stop = () => controller.abort(new DOMException("withdrawn", "AbortError"));
+    for (const signal of stops) {
+      if (signal.aborted) stop();
+      signal.addEventListener("abort", stop, { once: true });
+    }
+    try {
+      const publicKey =
+        kind === "create" ? creationOptions(optionsJson) : requestOptions(optionsJson);
+      const request = { publicKey, signal: controller.signal };
+      if (mediation) request.mediation = mediation;
+      const credential = await navigator.credentials[kind](request);
+      if (!credential) throw new PasskeyError("cancelled", "no passkey was chosen");
+      return credentialJson(credential);
+    } catch (error) {
+      throw passkeyError(error, controller.signal.aborted);
+    } finally {
+      for (const signal of stops) signal.removeEventListener("abort", stop);
+      if (this._ceremony === ceremony) this._ceremony = null;
+    }
+  }
+
+  /** Withdraw a conditional passkey request under way (signed in, or another prompt). */
+  _withdrawConditional() {
+    if (this._ceremony?.conditional) {
+      this._ceremony.controller.abort(new DOMException("withdrawn", "AbortError"));
+      this._ceremony = null;
+    }
+  }
+
+  /**
+   * Authenticate again within the session: `{password}`, `{method: "totp" |
+   * "recovery_code", code}` or `{method: "webauthn"}` (the browser asks for one of the user's
+   * passkeys); a second factor raises the session to aal2. The session's tokens carry the new
+   * `auth_time` (and `acr`) from now on, in every tab. Resolves to `authentication`. Wrong
+   * credentials are a TokenwardError (401, `...:invalid-credentials` or `...:mfa-failed`),
+   * sent once, never again on their own; a passkey prompt that did not finish, a PasskeyError.
    */
   async reauthenticate(credentials = {}) {
-    const body =
-      credentials.password !== undefined
-        ? { password: credentials.password }
-        : { method: credentials.method || "totp", code: String(credentials.code ?? "").trim() };
     await this.start();
     if (this._token && this._dueSoon()) {
       await this.refresh({ stale: this._token.value }).catch(() => {});
     }
-    const send = (token) => {
-      const headers = { "Content-Type": "application/json" };
-      if (token) headers.Authorization = `Bearer ${token}`;
-      return this._send("POST", "/auth/reauthenticate", {
-        headers,
-        body: JSON.stringify(body),
-        credentials: "include", // so that the answer may update the cookie, also cross-origin
-      });
-    };
-    const used = this._token?.value;
-    let response = await send(used);
-    if (response.status === 401 && used && (await this._tokenRefused(response))) {
-      // The token was refused before the credentials were looked at: refresh, send again.
-      try {
-        await this.refresh({ stale: used });
-      } catch {
-        throw await this._error(response);
-      }
-      response = await send(this._token?.value);
+    let body;
+    if (credentials.password !== undefined) {
+      body = { password: credentials.password };
+    } else if (credentials.method === "webauthn") {
+      const path = "/auth/passkeys/reauthenticate/options";
+      const options = await this._withSessionToken("POST", path, {});
+      if (!options.ok) throw await this._error(options);
+      const credential = await this._passkeyCeremony("get", await options.json());
+      body = { method: "webauthn", credential };
+    } else {
+      body = { method: credentials.method || "totp", code: String(credentials.code ?? "").trim() };
     }
+    // credentials: "include", so that the answer may update the cookie, also cross-origin.
+    const response = await this._withSessionToken("POST", "/auth/reauthenticate", body, "include");
     if (!response.ok) throw await this._error(response);
     const answer = await response.json();
     this._reauthenticatedAt = Date.now();
@@ -439,6 +753,32 @@ export class TokenwardClient extends EventTarget {
     const authentication = this.authentication;
     this.dispatchEvent(new CustomEvent("reauthenticated", { detail: authentication }));
     return authentication;
+  }
+
+  /**
+   * Send a JSON body with the access token, refreshing once when the token itself is refused
+   * (before anything else was looked at); never a step-up (reauthenticate() is the step-up).
+   */
+  async _withSessionToken(method, path, body, credentials) {
+    const send = (token) => {
+      const headers = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const init = { headers, body: JSON.stringify(body) };
+      if (credentials) init.credentials = credentials;
+      return this._send(method, path, init);
+    };
+    const used = this._token?.value;
+    const response = await send(used);
+    if (response.status === 401 && used && (await this._tokenRefused(response))) {
+      // The token was refused before the body was looked at: refresh, send again.
+      try {
+        await this.refresh({ stale: used });
+      } catch {
+        return response;
+      }
+      return send(this._token?.value);
+    }
+    return response;
   }
 
   /** End this browser's session on the server; every tab is signed out. */
@@ -626,10 +966,10 @@ export class TokenwardClient extends EventTarget {
         await this.reauthenticate(credentials);
         return;
       } catch (failure) {
-        // Wrong credentials: ask again (with the reason); anything else ends the step-up.
-        if (!(failure instanceof TokenwardError && WRONG_CREDENTIALS.has(failure.type))) {
-          throw failure;
-        }
+        // Wrong credentials, or a passkey prompt that did not finish: ask again (with the
+        // reason); anything else ends the step-up.
+        const wrong = failure instanceof TokenwardError && WRONG_CREDENTIALS.has(failure.type);
+        if (!wrong && !(failure instanceof PasskeyError)) throw failure;
         error = failure;
       }
     }
@@ -720,6 +1060,7 @@ export class TokenwardClient extends EventTarget {
   // -- internals ---------------------------------------------------------------------------
 
   _accept(body, signedInHow) {
+    if (signedInHow) this._withdrawConditional();
     this._setToken({ value: body.access_token, expiresAt: Date.now() + body.expires_in * 1000 });
     this._post({ type: "token", token: this._token });
     if (signedInHow) this.dispatchEvent(new CustomEvent("signedin", { detail: { how: signedInHow } }));
@@ -786,6 +1127,7 @@ export class TokenwardClient extends EventTarget {
         if (wasSignedOut || message.token.expiresAt > this._token.expiresAt) {
           this._setToken(message.token);
         }
+        if (wasSignedOut) this._withdrawConditional();
         if (wasSignedOut && this._started) {
           // Signed in by another tab (a tab still starting announces it itself).
           this._started = Promise.resolve(true);
