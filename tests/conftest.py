@@ -101,15 +101,32 @@ SLOW_MODULES = frozenset(
 # the package installed in a fresh venv, the README's curl walk-through (its flows are covered on
 # both databases elsewhere). Once is enough: on the SQLite run, which measures coverage.
 ON_THE_SQLITE_RUN = frozenset(
-    {"test_core_claims", "test_core_onetime", "test_core_tokens", "test_packaging", "test_readme"}
+    {
+        "test_core_claims",
+        "test_core_onetime",
+        "test_core_tokens",
+        "test_packaging",
+        "test_readme",
+        # Real `tokenward serve` processes and a real SMTP server: the embedded default is
+        # SQLite; the outbox's PostgreSQL side (SKIP LOCKED claims) is test_email_outbox's.
+        "test_email_process",
+    }
 )
-# The browsers against a real `tokenward serve` (storage covered elsewhere; marked sqlite_only in
-# their modules): once, on the PostgreSQL run, the shorter run without them. There they keep the
-# SQLite run's environment (no PostgreSQL database, no Redis), so they run exactly as on SQLite;
-# real processes only, which the SQLite run's coverage does not measure anyway. A bare `pytest`
-# still runs them; `make unit-sqlite` leaves them out (-m "not once_on_postgresql").
+# The browsers and the schema fuzzer against a real `tokenward serve` (storage covered elsewhere;
+# marked sqlite_only in their modules): once, on the PostgreSQL run, the shorter run without
+# them. There they keep the SQLite run's environment (no PostgreSQL database, no Redis), so they
+# run exactly as on SQLite. A bare `pytest` still runs them; `make unit-sqlite` leaves them out
+# (-m "not once_on_postgresql").
 ON_THE_POSTGRESQL_RUN = frozenset(
-    {"test_browser", "test_browser_email", "test_browser_mfa", "test_browser_passkeys"}
+    {
+        "test_browser",
+        "test_browser_email",
+        "test_browser_mfa",
+        "test_browser_passkeys",
+        # Schemathesis against a real server on its own SQLite file, and checks of the
+        # OpenAPI document (the longest module of the SQLite run, which also measures coverage).
+        "test_schema_fuzz",
+    }
 )
 
 

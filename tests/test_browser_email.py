@@ -29,6 +29,7 @@ from playwright.sync_api import (
 )
 from support import PASSWORD, free_port, serving
 from support.browser import chromium
+from support.demo import open_demo, status, wait_for_status
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 
@@ -75,29 +76,11 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def open_demo(context: BrowserContext, base: str, path: str = "/") -> Page:
-    page = context.new_page()
-    page.goto(base + path)
-    page.wait_for_selector('body[data-state="signed-in"], body[data-state="signed-out"]')
-    return page
-
-
 def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:
     page.fill("#signin-email", email)
     page.fill("#signin-password", password)
     page.click("#signin-form button[type=submit]")
     page.wait_for_selector('body[data-state="signed-in"]')
-
-
-def status(page: Page) -> str:
-    return page.text_content("#status") or ""
-
-
-def wait_for_status(page: Page, text: str) -> str:
-    page.wait_for_function(
-        "(text) => document.getElementById('status').textContent.includes(text)", arg=text
-    )
-    return status(page)
 
 
 def focused_id(page: Page) -> str:

@@ -9,17 +9,16 @@ executable path, as in tests/test_browser.py.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Response
+from playwright.sync_api import Browser, BrowserContext, Page
 from support import PASSWORD, free_port, serving
 from support.browser import chromium
+from support.demo import claims, open_demo, sign_in, sign_out, status, wait_for_status
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 
@@ -70,19 +69,6 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def open_demo(context: BrowserContext, base: str) -> Page:
-    page = context.new_page()
-    page.goto(base + "/")
-    page.wait_for_selector('body[data-state="signed-in"], body[data-state="signed-out"]')
-    return page
-
-
-def claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (the signature is the server's business, tested elsewhere)."""
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
 def sign_up(page: Page, email: str) -> dict[str, Any]:
     """Create an account through the demo page (signed in with a password alone); return the
     claims of the access token the server issued."""
@@ -93,31 +79,6 @@ def sign_up(page: Page, email: str) -> dict[str, Any]:
     page.wait_for_selector('body[data-state="signed-in"]')
     assert page.text_content("#who") == email
     return claims(login.value.json()["access_token"])
-
-
-def sign_in(page: Page, email: str) -> Response:
-    """Submit the sign-in form; return the answer to POST /auth/login."""
-    page.fill("#signin-email", email)
-    page.fill("#signin-password", PASSWORD)
-    with page.expect_response("**/auth/login") as login:
-        page.click("#signin-form button[type=submit]")
-    return login.value
-
-
-def sign_out(page: Page) -> None:
-    page.click("#logout")
-    page.wait_for_selector('body[data-state="signed-out"]')
-
-
-def status(page: Page) -> str:
-    return page.text_content("#status") or ""
-
-
-def wait_for_status(page: Page, text: str) -> str:
-    page.wait_for_function(
-        "(text) => document.getElementById('status').textContent.includes(text)", arg=text
-    )
-    return status(page)
 
 
 def read_secret(page: Page) -> str:

@@ -15,7 +15,6 @@ tests/test_browser.py.
 from __future__ import annotations
 
 import base64
-import json
 import select
 import socket
 import socketserver
@@ -29,6 +28,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, Request, Response, Route
 from support import PASSWORD, free_port, serving
 from support.browser import chromium
+from support.demo import claims, open_demo, sign_in, sign_out, wait_for_status
 
 pytestmark = pytest.mark.sqlite_only  # the browser contract; storage is covered elsewhere
 
@@ -154,19 +154,6 @@ def device(page: Page, **options: Any) -> Device:
     return Device(cdp, added["authenticatorId"])
 
 
-def open_demo(context: BrowserContext, base: str) -> Page:
-    page = context.new_page()
-    page.goto(base + "/")
-    page.wait_for_selector('body[data-state="signed-in"], body[data-state="signed-out"]')
-    return page
-
-
-def claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (the signature is the server's business, tested elsewhere)."""
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
 def unb64(text: str) -> bytes:
     """base64 or base64url, padded or not."""
     text = text.replace("-", "+").replace("_", "/")
@@ -183,20 +170,6 @@ def sign_up(page: Page, email: str) -> None:
     page.wait_for_selector("#passkeys-card:not([hidden])")
 
 
-def sign_in(page: Page, email: str) -> Response:
-    """Submit the sign-in form; return the answer to POST /auth/login."""
-    page.fill("#signin-email", email)
-    page.fill("#signin-password", PASSWORD)
-    with page.expect_response("**/auth/login") as login:
-        page.click("#signin-form button[type=submit]")
-    return login.value
-
-
-def sign_out(page: Page) -> None:
-    page.click("#logout")
-    page.wait_for_selector('body[data-state="signed-out"]')
-
-
 def add_passkey(page: Page, name: str = "") -> Response:
     """Add a passkey in the passkeys card; return the answer to POST /auth/passkeys/register."""
     page.fill("#passkey-name", name)
@@ -211,17 +184,6 @@ def sign_in_with_passkey(page: Page) -> Response:
     with page.expect_response("**/auth/passkeys/login") as login:
         page.click("#passkey-signin")
     return login.value
-
-
-def status(page: Page) -> str:
-    return page.text_content("#status") or ""
-
-
-def wait_for_status(page: Page, text: str) -> str:
-    page.wait_for_function(
-        "(text) => document.getElementById('status').textContent.includes(text)", arg=text
-    )
-    return status(page)
 
 
 def listed(page: Page) -> list[str]:

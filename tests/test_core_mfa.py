@@ -75,9 +75,11 @@ def test_a_password_does_not_move_the_second_factor_time() -> None:
 
 def test_an_unknown_stored_method_is_left_out() -> None:
     """A value a newer version stored never becomes a level this one cannot vouch for."""
-    loaded = Authentication.load("pwd hwk mfa", NOW, created_at=NOW)
+    loaded = Authentication.load("pwd face mfa", NOW, created_at=NOW)
     assert loaded.methods == (Amr.PWD, Amr.MFA)
-    assert Authentication.load("hwk", NOW, created_at=NOW).methods == (Amr.PWD,)
+    assert Authentication.load("face", NOW, created_at=NOW).methods == (Amr.PWD,)
+    # What this version knows it keeps: a passkey's.
+    assert Authentication.load("hwk mfa", NOW, created_at=NOW).methods == (Amr.HWK, Amr.MFA)
 
 
 @pytest.mark.parametrize(
