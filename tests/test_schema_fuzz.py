@@ -77,9 +77,12 @@ SEMANTIC_400_422 = "^/auth/password/reset$"  # the token (400) before the policy
 #   PATCH /auth/me: user_metadata's cap counts the bytes of the merged object, which depends on
 #     what the user holds already (422 invalid-metadata);
 #   GET /admin/users: a well-formed cursor this server did not hand out (400 invalid-cursor);
-#   POST /admin/users: the email syntax and the password policy (422).
+#   POST /admin/users: the email syntax and the password policy (422);
+#   POST /auth/mfa/totp/confirm: a code that is not the new factor's current one, which only
+#     the server's clock and the factor's secret can tell (422 invalid-mfa-code).
 SEMANTIC_BY_METHOD: list[tuple[str, str, list[int]]] = [
     ("PATCH", "^/auth/me$", [422]),
+    ("POST", "^/auth/mfa/totp/confirm$", [422]),
     ("GET", "^/admin/users$", [400]),
     ("POST", "^/admin/users$", [422]),
 ]
