@@ -328,8 +328,8 @@ class Passkeys:
                     user_id=account.id,
                     mfa_challenge_id=challenge_row.id,
                 )
-            except PasskeyFailedError as refused:
-                await self.mfa.failed(account.id, client, now, f"passkey: {refused}")
+            except PasskeyFailedError:
+                await self.mfa.failed(account.id, client, now, "passkey_refused")
                 raise MfaFailedError("passkey refused") from None
 
             async def admit(
@@ -381,9 +381,9 @@ class Passkeys:
                     required=False,
                     user_id=principal.user.id,
                 )
-            except PasskeyFailedError as refused:
+            except PasskeyFailedError:
                 await self.mfa.failed(
-                    principal.user.id, client, now, f"passkey: {refused}", principal.session_id
+                    principal.user.id, client, now, "passkey_refused", principal.session_id
                 )
                 raise MfaFailedError("passkey refused") from None
 
