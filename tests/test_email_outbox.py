@@ -519,6 +519,9 @@ async def test_no_mail_is_queued_when_mail_is_off(api: Api, service: Any, smtp: 
 # -- what is at rest, and what is logged ------------------------------------------------------
 
 
+MESSAGE_ID = re.compile(r"<[0-9a-f]{32}@[^>]+>")
+
+
 async def dump(service: Any, settings: Settings) -> dict[str, str]:
     """Every row of every table as text, and on SQLite the database files' bytes."""
     found: dict[str, str] = {}
@@ -591,9 +594,11 @@ async def test_the_database_holds_no_usable_token_and_the_outbox_no_address(
                 assert token not in content, (where, token[:4])
                 assert token[4:] not in content, (where, token[:4])
         for table in ("outbox", "events"):
+            # A Message-ID is random hex at the sender's domain: hex can end in "ada".
+            content = MESSAGE_ID.sub("<message-id>", snapshot[table])
             for address in addresses:
-                assert address not in snapshot[table], (table, address)
-                assert address.split("@")[0] + "@" not in snapshot[table], (table, address)
+                assert address not in content, (table, address)
+                assert address.split("@")[0] + "@" not in content, (table, address)
 
 
 async def test_link_tokens_hold_no_address(api: Api, service: Any, smtp: SmtpServer) -> None:

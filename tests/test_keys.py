@@ -128,6 +128,11 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert run("rotate", "--now").returncode == 0
     assert run("retire", old_kid).stdout.strip() == f"retired key {old_kid}"
     assert "retired" in run("list").stdout.splitlines()[0]
+    # A kid is base64url: one that begins with "-" is still the argument, not an option.
+    for unknown in ("-qPQ492hTVgzamPw54iwzMQ", "--no-such-kid"):
+        missing = run("retire", unknown)
+        assert missing.returncode == 1, missing.stderr
+        assert "No such option" not in missing.stderr
 
 
 async def test_an_instance_with_another_secret_refuses_to_start(tmp_path: Path) -> None:

@@ -486,7 +486,8 @@ def keys_rotate(
     typer.echo(f"new key {key.kid} ({key.alg}) signs from {_when(key.activates_at)}")
 
 
-@keys_app.command("retire")
+# A kid is base64url and may begin with "-": taken as the argument, not as an option.
+@keys_app.command("retire", context_settings={"ignore_unknown_options": True})
 def keys_retire(kid: Annotated[str, typer.Argument(help="The key id (kid).")]) -> None:
     """Withdraw a key at once (compromise): tokens it signed stop verifying."""
     _with_admin(lambda admin: admin.retire_key(kid))
