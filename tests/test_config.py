@@ -227,3 +227,26 @@ def test_passkey_origins_default_to_the_issuers() -> None:
         **{**PASSKEYS, "webauthn_origins": "https://example.com,https://app.example.com"},
     )
     assert listed.webauthn_allowed_origins == ("https://example.com", "https://app.example.com")
+
+
+def test_logs_are_json_in_production_and_text_in_development() -> None:
+    """TOKENWARD_LOG_FORMAT follows the environment unless set; the level is case-blind."""
+    production = {"env": "production", "issuer": "https://auth.example"}
+    assert load_settings(_env_file=None).log_output == "text"
+    assert load_settings(_env_file=None, **production).log_output == "json"
+    assert load_settings(_env_file=None, log_format="json").log_output == "json"
+    assert load_settings(_env_file=None, log_format="text", **production).log_output == "text"
+    assert load_settings(_env_file=None, log_level="WARNING").log_level == "warning"
+    assert load_settings(_env_file=None).log_level == "info"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TOKENWARD_LOG_FORMAT", "xml"), ("TOKENWARD_LOG_LEVEL", "verbose")],
+)
+def test_a_bad_log_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(_env_file=None)

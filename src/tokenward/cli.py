@@ -64,18 +64,27 @@ def serve(
         int, typer.Option(min=1, help="Worker processes (share the database and keys).")
     ] = 1,
     access_log: Annotated[
-        bool, typer.Option(help="Log every request (the reverse proxy usually does).")
+        bool,
+        typer.Option(
+            help="Also uvicorn's own line per request, raw path included (tokenward's access "
+            "line, with the route template, is always on at log level info)."
+        ),
     ] = False,
 ) -> None:
     """Run the HTTP service (uvicorn, uvloop, httptools).
 
     Without TOKENWARD_ISSUER (development), the issuer is the address served: --host/--port.
     """
+    import logging.config
     import os
 
     import uvicorn
 
+    from tokenward.infra.logs import logging_config
+
     settings = _settings()  # fail fast, with one line, before uvicorn starts
+    log_config = logging_config(settings.log_output, settings.log_level.upper())
+    logging.config.dictConfig(log_config)  # the migration's lines too, before uvicorn's
     if "issuer" not in settings.model_fields_set:  # production refuses this: see config
         # Through the environment, so that uvicorn's app factory (in every worker process,
         # which inherits it) builds the same settings as this one.
@@ -96,7 +105,9 @@ def serve(
         proxy_headers=False,
         server_header=False,
         access_log=access_log,
-        log_level="info",
+        # Every logger, uvicorn's included, through tokenward's one formatter (in each worker).
+        log_config=log_config,
+        log_level=settings.log_level,
     )
 
 

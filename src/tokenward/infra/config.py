@@ -59,6 +59,10 @@ def _rate_limit(value: object) -> str:
     return text
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _comma_list(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -167,6 +171,15 @@ class Settings(BaseSettings):
     """A request body not received whole this long after its head gets 408."""
     password_min_length: int = Field(default=15, ge=8, le=64)
     """NIST SP 800-63B rev. 4: 15 characters for a password used as a single factor."""
+    # -- logs (docs/operations.md) -----------------------------------------------------------
+    log_format: Literal["json", "text"] | None = None
+    """``tokenward serve``'s log lines: ``json`` (one object per line) or ``text``; default
+    ``json`` in production, ``text`` in development."""
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = (
+        "info"
+    )
+    """The least severe lines written; ``info`` includes one access line per request and every
+    security event."""
     # -- accounts by email (docs/email.md) ---------------------------------------------------
     email_delivery: Literal["smtp", "log", "none"] | None = None
     """How mail leaves: ``smtp``, ``log`` (development only: to the server log and the demo
@@ -371,6 +384,13 @@ class Settings(BaseSettings):
         if self.email_delivery is not None:
             return self.email_delivery
         return "none" if self.production else "log"
+
+    @property
+    def log_output(self) -> Literal["json", "text"]:
+        """The log format in force: the setting, or the environment's default."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.production else "text"
 
     @property
     def link_base(self) -> str:
