@@ -28,6 +28,7 @@ from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
 from tokenward.web.openapi import install_openapi
 from tokenward.web.problems import install_problem_handlers
+from tokenward.web.requestlog import RequestLogging
 from tokenward.web.security import RequestGuard, html_script_hashes
 
 __all__ = ["SWAGGER_UI_VERSION", "create_app"]
@@ -181,6 +182,8 @@ def create_app(
         html_csp=page_csp,
         body_timeout=settings.request_body_timeout.total_seconds(),
     )
+    # Outermost: the request id exists before anything else runs, and every answer is logged.
+    app.add_middleware(RequestLogging, proxies=app.state.proxy_trust)
     return app
 
 

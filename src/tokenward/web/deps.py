@@ -15,6 +15,7 @@ from tokenward.core.tokens import MAX_TOKEN_LENGTH
 from tokenward.exceptions import TokenError
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings
+from tokenward.infra.logs import note_identity
 from tokenward.web.security import is_allowed_origin
 
 __all__ = ["NO_STORE", "Client", "CurrentUser", "SameOrigin", "Service", "bearer_challenge"]
@@ -77,9 +78,11 @@ async def current_user(
     if len(header) > MAX_TOKEN_LENGTH + len("Bearer ") or token is None:
         raise bearer_challenge(error=True)
     try:
-        return await service.sessions.authenticate(token)
+        principal = await service.sessions.authenticate(token)
     except TokenError:
         raise bearer_challenge(error=True) from None
+    note_identity(principal.user.id, principal.session_id)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

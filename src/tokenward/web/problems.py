@@ -13,6 +13,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from tokenward.exceptions import TokenError, TokenwardError, UnavailableError
+from tokenward.infra.logs import current_request
 
 __all__ = [
     "PROBLEM_JSON",
@@ -45,11 +46,14 @@ def problem(
 def problem_body(
     status: int, code: str, title: str, detail: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """The RFC 9457 document: ``type`` is the stable ``urn:tokenward:problem:<code>``."""
+    """The RFC 9457 document: ``type`` is the stable ``urn:tokenward:problem:<code>``, and
+    ``request_id`` (an extension member) the id of the request's log lines, for support."""
     body: dict[str, Any] = {"type": _TYPE + code, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
+    if (request := current_request()) is not None:
+        body["request_id"] = request.request_id
     return body
 
 

@@ -25,6 +25,7 @@ from tokenward.exceptions import (
     TokenError,
 )
 from tokenward.infra.config import Settings
+from tokenward.infra.logs import note_identity
 from tokenward.web.deps import (
     NO_STORE,
     Client,
@@ -102,6 +103,7 @@ def refresh_cookie(request: Request, settings: Settings) -> str | None:
 
 
 def token_response(request: Request, service: AuthService, issued: IssuedTokens) -> JSONResponse:
+    note_identity(issued.user_id, issued.session_id)
     body = TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
     response = JSONResponse(body.model_dump(), headers=NO_STORE)
     settings = service.settings

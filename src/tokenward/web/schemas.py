@@ -175,6 +175,10 @@ class Problem(BaseModel):
         ]
         | SkipJsonSchema[None]
     ) = Field(default=None, description="invalid-email and weak-password: the rule broken.")
+    request_id: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The request's id, as in its `X-Request-ID` answer header and log lines.",
+    )
 
 
 class OAuthError(BaseModel):

@@ -1,0 +1,105 @@
+"""The request id and the access line of every request, the fast paths' included.
+
+The outermost layer of the app: it sees the answers of everything inside it (the transport
+defences' 413 and 408, the fast paths, the routes), gives each request its id before any of
+them runs, and writes one line when the answer has gone. Plain ASGI, like RequestGuard: no
+task hand-off, a few dictionary look-ups and one log call per request.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tokenward.infra.clientip import ProxyTrust
+from tokenward.infra.logs import (
+    RequestLog,
+    access_log_enabled,
+    enter_request,
+    leave_request,
+    log_request,
+    new_request_id,
+)
+
+__all__ = ["REQUEST_ID_HEADER", "RequestLogging", "accepted_request_id"]
+
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+"""What a trusted proxy's id may look like: a UUID, a hex string, ``host:counter``; nothing
+that could end a header or a log line."""
+_MAX_USER_AGENT = 512
+
+
+def accepted_request_id(scope: Scope, proxies: ProxyTrust) -> str | None:
+    """The ``X-Request-ID`` of a request that came through a trusted proxy, when well formed.
+
+    A client talking to the server directly could otherwise choose the id its requests are
+    logged under (and make its lines look like another request's)."""
+    found: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            found = value
+            break
+    if found is None or not _REQUEST_ID.fullmatch(found):
+        return None
+    peer = scope.get("client")
+    if not proxies.is_trusted(peer[0] if peer else None):
+        return None
+    return found.decode("ascii")
+
+
+def _header(scope: Scope, wanted: bytes) -> list[str]:
+    return [value.decode("latin-1") for name, value in scope["headers"] if name == wanted]
+
+
+class RequestLogging:
+    """An id on every request (and its answer), and one access line once it is answered."""
+
+    def __init__(self, app: ASGIApp, *, proxies: ProxyTrust) -> None:
+        self.app = app
+        self.proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        record = RequestLog(accepted_request_id(scope, self.proxies) or new_request_id())
+        header = (REQUEST_ID_HEADER, record.request_id.encode("ascii"))
+        status = 500  # what the server answers when the app raises before it answered
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        token = enter_request(record)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            leave_request(token)
+            self._log(scope, record, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, record: RequestLog, status: int, duration: float) -> None:
+        if not access_log_enabled():
+            return
+        if record.route is None:
+            # FastAPI's matched route (its template, never the raw path); None for a 404.
+            route = scope.get("route")
+            record.route = getattr(route, "path_format", None)
+        peer = scope.get("client")
+        user_agent = _header(scope, b"user-agent")
+        log_request(
+            record,
+            method=scope["method"],
+            status=status,
+            duration=duration,
+            client_ip=self.proxies.client_ip(
+                peer[0] if peer else None, _header(scope, b"x-forwarded-for")
+            ),
+            user_agent=user_agent[0][:_MAX_USER_AGENT] if user_agent else None,
+        )
