@@ -37,6 +37,7 @@ from tokenward.core.refresh import Rotation
 from tokenward.core.roles import Grants
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
+from tokenward.infra.logs import log_event
 from tokenward.storage.errors import FastPathDeclined, RetryableConflict
 from tokenward.storage.rotation_rows import (
     Rotated,
@@ -151,6 +152,7 @@ class PgRotations:
         )
         if row is None:
             return None
+        log_event(outcome.event)  # the statement was its own transaction: committed
         authentication = Authentication.load(
             row[2],
             None if row[3] is None else _utc(row[3]),

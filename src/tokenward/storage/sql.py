@@ -19,6 +19,7 @@ from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.exceptions import EmailTakenError, PasskeyTakenError
+from tokenward.infra.logs import log_event
 from tokenward.storage import queries
 from tokenward.storage.db import NO_KEY_UPDATE, Database
 from tokenward.storage.errors import RetryableConflict
@@ -129,6 +130,8 @@ class SqlUnitOfWork:
 
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
+        self.written_events: list[NewEvent] = []
+        """The security events written, logged by the store once they are committed."""
 
     # -- accounts --------------------------------------------------------------------------
     async def account(self, user_id: str, *, lock: bool = False) -> Account | None:
@@ -891,6 +894,8 @@ class SqlUnitOfWork:
 
     async def save_rotation(self, outcome: RotationOutcome) -> None:
         await queries.save_rotation(self._db, outcome)
+        if outcome.event is not None:
+            self.written_events.append(outcome.event)
 
     async def end_sessions(
         self,
@@ -922,6 +927,7 @@ class SqlUnitOfWork:
     # -- events ----------------------------------------------------------------------------
     def add_event(self, event: NewEvent) -> None:
         self._db.add(queries.event_row(event))
+        self.written_events.append(event)
 
     async def events(
         self, *, user_id: str | None = None, after_id: int | None = None, limit: int = 50
@@ -1026,7 +1032,12 @@ class SqlStore:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
         async with self.database.write() as db:
-            yield SqlUnitOfWork(db)
+            work = SqlUnitOfWork(db)
+            yield work
+        # Committed: the events are logged once, never for a transaction rolled back (and
+        # perhaps retried).
+        for event in work.written_events:
+            log_event(event)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[UnitOfWork]:

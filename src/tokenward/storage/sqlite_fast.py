@@ -24,6 +24,7 @@ from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.roles import NO_GRANTS, Grants
 from tokenward.core.sessions import RotationOutcome, Session
+from tokenward.infra.logs import log_event
 from tokenward.storage.errors import FastPathDeclined
 from tokenward.storage.rotation_rows import (
     Rotated,
@@ -66,6 +67,8 @@ class FastTransaction:
         self._db = connection
         self.grants: Grants = NO_GRANTS
         """The user's grants, read with the session."""
+        self.written_events: list[NewEvent] = []
+        """The security events written, logged once they are committed."""
 
     def load_for_rotation(self, session_id: str) -> tuple[Session, bool] | None:
         """The session, and whether its user is disabled; None for an unknown session."""
@@ -104,6 +107,7 @@ class FastTransaction:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             event_values(event, _stamp),
         )
+        self.written_events.append(event)
 
 
 class SqliteWriter:
@@ -142,6 +146,8 @@ class SqliteWriter:
                 with self.transaction() as tx:
                     outcome = decide(tx.load_for_rotation(session_id))
                     tx.save_rotation(outcome)
+                for event in tx.written_events:
+                    log_event(event)
                 return Rotated(outcome, tx.grants)
             except WriterBusy:
                 await asyncio.sleep(pause)
