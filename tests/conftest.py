@@ -8,6 +8,7 @@ so in-process apps, ``tokenward serve`` processes and CLI commands all use them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from http.cookiejar import DefaultCookiePolicy
@@ -31,6 +32,7 @@ from support import (
     new_database,
 )
 from support.databases import FreshDatabases
+from support.logcheck import LeakCheck
 from support.pgcluster import PostgresCluster
 from support.smtp import SmtpServer
 
@@ -177,6 +179,32 @@ def fresh_databases(postgres: PostgresCluster) -> Iterator[FreshDatabases]:
     finally:
         databases.fresh.databases.close()
         databases.fresh.databases = None
+
+
+_LEAK_CHECK = LeakCheck()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _log_lines_checked() -> Iterator[None]:
+    """Every record of the session reaches the leak check, tokenward's info lines included
+    (the access line and security events: the ones most likely to carry a request's data)."""
+    root, ours = logging.getLogger(), logging.getLogger("tokenward")
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    root.addHandler(_LEAK_CHECK)
+    yield
+    root.removeHandler(_LEAK_CHECK)
+    ours.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_logged() -> Iterator[None]:
+    """Fail the test whose log lines hold a token, password, hash or email address."""
+    _LEAK_CHECK.found.clear()
+    yield
+    found, _LEAK_CHECK.found[:] = list(_LEAK_CHECK.found), []
+    if found:
+        pytest.fail("log lines that must not exist:\n" + "\n".join(found[:10]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

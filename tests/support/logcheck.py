@@ -1,0 +1,61 @@
+"""The check over every log line the suite captures: no secret and no personal data.
+
+A handler on the root logger renders each record as ``tokenward serve`` would (the JSON
+formatter, so that structured lines are read whole, not just their message) and looks for
+the shapes of what must never be logged. Precise shapes, not loose words: an email address,
+a JWT (two base64url JSON objects), a tokenward token (``twr_``, ``twm_``, ... and at least
+16 characters of base64url), an argon2 or bcrypt hash, the suite's own password.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from support.app import PASSWORD
+from tokenward.infra.logs import formatter
+
+__all__ = ["FORBIDDEN", "LeakCheck", "leaks"]
+
+FORBIDDEN = {
+    "email address": re.compile(
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*"
+        r"\.[A-Za-z]{2,}"
+    ),
+    "JWT": re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    "tokenward token": re.compile(r"(?<![A-Za-z0-9])tw[a-z]_[A-Za-z0-9_-]{16,}"),
+    "password hash": re.compile(r"\$argon2(?:id|i|d)\$|\$2[aby]\$\d\d\$"),
+    "password": re.compile(re.escape(PASSWORD)),
+}
+
+
+def leaks(line: str) -> list[str]:
+    """What ``line`` holds that no log line may: the names of the shapes found."""
+    return [name for name, shape in FORBIDDEN.items() if shape.search(line)]
+
+
+def _development_mail(record: logging.LogRecord) -> bool:
+    """``TOKENWARD_EMAIL_DELIVERY=log``: the mail, address and link included, goes to the log
+    on purpose (development only; production refuses the setting)."""
+    return record.name == "tokenward.mail" and str(record.msg).startswith("development mail")
+
+
+class LeakCheck(logging.Handler):
+    """Collects the lines that break the rule; the conftest fixture fails their test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(formatter("json"))
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _development_mail(record):
+            return
+        try:
+            line = self.format(record)
+        except Exception as error:  # a record that cannot be rendered is a finding too
+            line = f"unrenderable record from {record.name}: {error!r}"
+            self.found.append(line)
+            return
+        if found := leaks(line):
+            self.found.append(f"{', '.join(found)} in: {line}")
