@@ -85,6 +85,7 @@ SLOW_MODULES = frozenset(
         "test_file_modes",
         "test_fuzz",
         "test_interop",
+        "test_logs_process",
         "test_packaging",
         "test_readme",
         "test_rotation_live",
