@@ -31,9 +31,9 @@ from support.logcheck import leaks
 
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.infra.logs import (
+    LineFormatter,
     RequestLog,
     enter_request,
-    formatter,
     leave_request,
     log_event,
     log_request,
@@ -50,7 +50,7 @@ def lines() -> Iterator[Lines]:
     """Every line logged during the test, as JSON objects (one per line, or it fails)."""
     output = io.StringIO()
     handler = logging.StreamHandler(output)
-    handler.setFormatter(formatter("json"))
+    handler.setFormatter(LineFormatter("json"))
     logging.getLogger().addHandler(handler)
 
     def read() -> list[dict[str, Any]]:
@@ -237,7 +237,7 @@ def test_text_lines_escape_control_characters() -> None:
     """TOKENWARD_LOG_FORMAT=text: one line per record, CR and LF written as escapes."""
     output = io.StringIO()
     handler = logging.StreamHandler(output)
-    handler.setFormatter(formatter("text"))
+    handler.setFormatter(LineFormatter("text"))
     logger = logging.getLogger("tokenward.test-text")
     logging.getLogger().addHandler(handler)
     try:

@@ -13,7 +13,7 @@ import logging
 import re
 
 from support.app import PASSWORD
-from tokenward.infra.logs import formatter
+from tokenward.infra.logs import LineFormatter
 
 __all__ = ["FORBIDDEN", "LeakCheck", "leaks"]
 
@@ -45,7 +45,7 @@ class LeakCheck(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.setFormatter(formatter("json"))
+        self.setFormatter(LineFormatter("json"))
         self.found: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -20,22 +20,23 @@ import re
 import secrets
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from structlog.stdlib import BoundLogger, ProcessorFormatter
+from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from tokenward.core.events import NewEvent
 
 __all__ = [
     "PERSONAL_DETAIL",
+    "LineFormatter",
     "LogFormat",
     "RequestLog",
     "access_log_enabled",
     "current_request",
     "enter_request",
-    "formatter",
     "leave_request",
     "log_event",
     "log_request",
@@ -122,39 +123,68 @@ def _time_level_event_first(_: WrappedLogger, __: str, event: EventDict) -> Even
     return ordered
 
 
-def _chain(log_format: LogFormat) -> list[Processor]:
-    renderer: Processor
+def _stamp(created: float) -> str:
+    """RFC 3339 in UTC, to the microsecond: ``2026-12-06T13:09:47.118467Z``."""
+    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _add_time(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """When the record was made (not when it is formatted)."""
+    event["time"] = _stamp(event["_record"].created)
+    return event
+
+
+def _renderers(log_format: LogFormat) -> list[Processor]:
     if log_format == "json":
         # json.dumps escapes every control character: a value never leaves its string.
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
-        tail: list[Processor] = [
-            structlog.processors.format_exc_info,
-            _time_level_event_first,
-            renderer,
-        ]
-    else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=False,
-            pad_event_to=0,
-            timestamp_key="time",
-            # Never rich's tracebacks: they print local variables (a password, a token).
-            exception_formatter=structlog.dev.plain_traceback,
-        )
-        tail = [structlog.processors.format_exc_info, _escape_controls, renderer]
-    return [ProcessorFormatter.remove_processors_meta, *tail]
-
-
-def formatter(log_format: LogFormat) -> ProcessorFormatter:
-    """The one formatter of every tokenward log line: JSON objects or escaped text."""
-    pre_chain: list[Processor] = [
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-        _add_request_id,
-    ]
-    return ProcessorFormatter(
-        processors=_chain(log_format), foreign_pre_chain=pre_chain, pass_foreign_args=False
+        return [_time_level_event_first, structlog.processors.JSONRenderer(default=str)]
+    console = structlog.dev.ConsoleRenderer(
+        colors=False,
+        pad_event_to=0,
+        timestamp_key="time",
+        # Never rich's tracebacks: they print local variables (a password, a token).
+        exception_formatter=structlog.dev.plain_traceback,
     )
+    return [_escape_controls, console]
+
+
+class LineFormatter(ProcessorFormatter):
+    """The one formatter of every log line: JSON objects or escaped text. structlog's, with a
+    short way for tokenward's own structured lines.
+
+    The access line is written on every request, the hot ones included: its event dict (a
+    record marked with :data:`_OURS`) goes straight to the renderer, without the copy of the
+    record and the processor chain a plain ``logging`` call's message needs. Measured: about
+    a third of the cost of the same line through a structlog logger, as cheap as the
+    plainest ``logging`` call.
+    """
+
+    def __init__(self, log_format: LogFormat) -> None:
+        self._render = _renderers(log_format)
+        pre_chain: list[Processor] = [
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            _add_time,
+            _add_request_id,
+        ]
+        super().__init__(
+            processors=[
+                ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                *self._render,
+            ],
+            foreign_pre_chain=pre_chain,
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not getattr(record, "_tokenward", False):
+            return super().format(record)
+        level = record.levelname.lower()
+        event: Any = {"time": _stamp(record.created), "level": level}
+        event.update(record.msg, logger=record.name)
+        for processor in self._render:
+            event = processor(None, level, event)
+        return str(event)
 
 
 def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
@@ -165,7 +195,7 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "tokenward": {"()": "tokenward.infra.logs.formatter", "log_format": log_format}
+            "tokenward": {"()": "tokenward.infra.logs.LineFormatter", "log_format": log_format}
         },
         "handlers": {
             "stderr": {
@@ -183,26 +213,12 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     }
 
 
-def _bound(name: str) -> BoundLogger:
-    """A structlog logger over the ``logging`` logger ``name``, configured here and not
-    globally: its event dicts reach the handler's formatter whole."""
-    pre: list[Processor] = [
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        _add_request_id,
-        ProcessorFormatter.wrap_for_formatter,
-    ]
-    logger: BoundLogger = structlog.wrap_logger(
-        logging.getLogger(name), processors=pre, wrapper_class=BoundLogger
-    )
-    return logger
-
-
+_OURS = {"_logger": None, "_name": "info", "_tokenward": True}
+"""The ``extra`` of tokenward's structured lines: ``record.msg`` is the event dict (the shape
+structlog's ``wrap_for_formatter`` gives, so that a structlog formatter of an embedding app
+renders them whole too)."""
 _access = logging.getLogger("tokenward.access")
-_access_log = _bound("tokenward.access")
 _events = logging.getLogger("tokenward.events")
-_events_log = _bound("tokenward.events")
 
 
 def access_log_enabled() -> bool:
@@ -220,18 +236,19 @@ def log_request(
     user_agent: str | None,
 ) -> None:
     """The access line of one request (``duration`` in seconds)."""
-    _access_log.info(
-        "request",
-        request_id=record.request_id,
-        method=method,
-        route=record.route,
-        status=status,
-        duration_ms=round(duration * 1000, 3),
-        client_ip=client_ip,
-        user_agent=user_agent,
-        user_id=record.user_id,
-        session_id=record.session_id,
-    )
+    line = {
+        "event": "request",
+        "request_id": record.request_id,
+        "method": method,
+        "route": record.route,
+        "status": status,
+        "duration_ms": round(duration * 1000, 3),
+        "client_ip": client_ip,
+        "user_agent": user_agent,
+        "user_id": record.user_id,
+        "session_id": record.session_id,
+    }
+    _access.info(line, extra=_OURS)
 
 
 def log_event(event: NewEvent) -> None:
@@ -241,11 +258,14 @@ def log_event(event: NewEvent) -> None:
     detail = event.detail
     if detail is not None and not PERSONAL_DETAIL.isdisjoint(detail):
         detail = {key: value for key, value in detail.items() if key not in PERSONAL_DETAIL}
-    _events_log.info(
-        "security_event",
-        type=event.kind.value,
-        user_id=event.user_id,
-        session_id=event.session_id,
-        client_ip=event.client.ip,
-        detail=detail,
-    )
+    line = {
+        "event": "security_event",
+        "type": event.kind.value,
+        "user_id": event.user_id,
+        "session_id": event.session_id,
+        "client_ip": event.client.ip,
+        "detail": detail,
+    }
+    if (request := _current.get()) is not None:
+        line["request_id"] = request.request_id
+    _events.info(line, extra=_OURS)
