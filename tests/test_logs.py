@@ -303,3 +303,15 @@ def test_the_leak_check_finds_secrets_and_passes_ordinary_lines(
 ) -> None:
     """The suite-wide check (tests/support/logcheck.py) is precise both ways."""
     assert leaks(line) == found
+
+
+async def test_the_token_endpoint_names_the_user_and_session(api: Api, lines: Lines) -> None:
+    """POST /auth/token (RFC 6749 password grant) is logged with the session it started."""
+    await api.register(EMAIL)
+    answer = await api.http.post(
+        "/auth/token", data={"grant_type": "password", "username": EMAIL, "password": PASSWORD}
+    )
+    assert answer.status_code == 200
+    [line] = _access(lines, "/auth/token", "POST")
+    [succeeded] = _events(lines, EventType.LOGIN_SUCCEEDED)
+    assert (line["user_id"], line["session_id"]) == (succeeded["user_id"], succeeded["session_id"])

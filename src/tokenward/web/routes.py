@@ -365,6 +365,7 @@ async def token(
         return _oauth_error("invalid_grant", "the email address is not verified yet")
     except TokenError:
         return _oauth_error("invalid_grant", "the refresh token is invalid, expired or revoked")
+    note_identity(issued.user_id, issued.session_id)
     body: dict[str, Any] = OAuthTokenResponse(
         access_token=issued.access_token,
         expires_in=issued.expires_in,
