@@ -15,7 +15,6 @@ every line it captures, tests/support/logcheck.py).
 from __future__ import annotations
 
 import logging
-import logging.config
 import re
 import secrets
 from contextvars import ContextVar, Token

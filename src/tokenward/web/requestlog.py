@@ -13,6 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tokenward.core.events import ClientInfo
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.logs import (
     RequestLog,
@@ -29,7 +30,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """What a trusted proxy's id may look like: a UUID, a hex string, ``host:counter``; nothing
 that could end a header or a log line."""
-_MAX_USER_AGENT = 512
 
 
 def accepted_request_id(scope: Scope, proxies: ProxyTrust) -> str | None:
@@ -93,13 +93,18 @@ class RequestLogging:
             record.route = getattr(route, "path_format", None)
         peer = scope.get("client")
         user_agent = _header(scope, b"user-agent")
+        # As web.deps.client_info sees the client (and as its events record it).
+        client = ClientInfo(
+            ip=self.proxies.client_ip(
+                peer[0] if peer else None, _header(scope, b"x-forwarded-for")
+            ),
+            user_agent=user_agent[0] if user_agent else None,
+        )
         log_request(
             record,
             method=scope["method"],
             status=status,
             duration=duration,
-            client_ip=self.proxies.client_ip(
-                peer[0] if peer else None, _header(scope, b"x-forwarded-for")
-            ),
-            user_agent=user_agent[0][:_MAX_USER_AGENT] if user_agent else None,
+            client_ip=client.ip,
+            user_agent=client.user_agent,
         )
