@@ -14,6 +14,7 @@ every line it captures, tests/support/logcheck.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -122,9 +123,16 @@ def _time_level_event_first(_: WrappedLogger, __: str, event: EventDict) -> Even
     return ordered
 
 
+_second: list[Any] = [None, ""]  # the last whole second stamped, and its text
+
+
 def _stamp(created: float) -> str:
-    """RFC 3339 in UTC, to the microsecond: ``2026-12-06T13:09:47.118467Z``."""
-    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC, to the microsecond: ``2026-12-06T13:09:47.118467Z``. The text of the
+    whole second is made once per second (strftime is a good part of a line's cost)."""
+    whole = int(created)
+    if _second[0] != whole:
+        _second[:] = [whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{int((created - whole) * 1_000_000):06d}Z"
 
 
 def _add_time(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -133,10 +141,17 @@ def _add_time(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+_JSON = json.JSONEncoder(default=str)
+"""Escapes every control character: a value never leaves its string."""
+
+
+def _json(_: WrappedLogger, __: str, event: EventDict) -> str:
+    return _JSON.encode(event)
+
+
 def _renderers(log_format: LogFormat) -> list[Processor]:
     if log_format == "json":
-        # json.dumps escapes every control character: a value never leaves its string.
-        return [_time_level_event_first, structlog.processors.JSONRenderer(default=str)]
+        return [_time_level_event_first, _json]
     console = structlog.dev.ConsoleRenderer(
         colors=False,
         pad_event_to=0,
@@ -181,6 +196,8 @@ class LineFormatter(ProcessorFormatter):
         level = record.levelname.lower()
         event: Any = {"time": _stamp(record.created), "level": level}
         event.update(record.msg, logger=record.name)
+        if self._render[-1] is _json:  # already in order
+            return _JSON.encode(event)
         for processor in self._render:
             event = processor(None, level, event)
         return str(event)
@@ -220,6 +237,13 @@ _access = logging.getLogger("tokenward.access")
 _events = logging.getLogger("tokenward.events")
 
 
+def _write(logger: logging.Logger, line: dict[str, Any]) -> None:
+    """An info record of ``line`` to ``logger``'s handlers. Made directly, as ``logging`` does
+    when it does not look for the caller: the source line of a log call that is always the
+    same one says nothing, and finding it costs a walk up the stack per request."""
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, line, (), None, extra=_OURS))
+
+
 def access_log_enabled() -> bool:
     """Whether access lines are written at all (``TOKENWARD_LOG_LEVEL`` above info: not)."""
     return _access.isEnabledFor(logging.INFO)
@@ -247,7 +271,7 @@ def log_request(
         "user_id": record.user_id,
         "session_id": record.session_id,
     }
-    _access.info(line, extra=_OURS)
+    _write(_access, line)
 
 
 def log_event(event: NewEvent) -> None:
@@ -267,4 +291,4 @@ def log_event(event: NewEvent) -> None:
     }
     if (request := _current.get()) is not None:
         line["request_id"] = request.request_id
-    _events.info(line, extra=_OURS)
+    _write(_events, line)
