@@ -123,16 +123,20 @@ def _time_level_event_first(_: WrappedLogger, __: str, event: EventDict) -> Even
     return ordered
 
 
-_second: list[Any] = [None, ""]  # the last whole second stamped, and its text
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+"""The last whole second stamped and its text, replaced whole (threads may log at once)."""
 
 
 def _stamp(created: float) -> str:
     """RFC 3339 in UTC, to the microsecond: ``2026-12-06T13:09:47.118467Z``. The text of the
     whole second is made once per second (strftime is a good part of a line's cost)."""
+    global _last_second
     whole = int(created)
-    if _second[0] != whole:
-        _second[:] = [whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
-    return f"{_second[1]}.{int((created - whole) * 1_000_000):06d}Z"
+    second, text = _last_second
+    if second != whole:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (whole, text)
+    return f"{text}.{int((created - whole) * 1_000_000):06d}Z"
 
 
 def _add_time(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
