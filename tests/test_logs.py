@@ -296,6 +296,7 @@ def test_a_security_event_line_names_its_type_and_ids(lines: Lines) -> None:
             [],
         ),
         ("retrying a transaction after a conflict (40001); twr_ prefix, user@host", []),
+        ('{"detail": {"by": "admin_api", "client_id": "twc_AOLIJVCPh2BQ58Ba"}}', []),
     ],
 )
 def test_the_leak_check_finds_secrets_and_passes_ordinary_lines(

@@ -4,7 +4,8 @@ A handler on the root logger renders each record as ``tokenward serve`` would (t
 formatter, so that structured lines are read whole, not just their message) and looks for
 the shapes of what must never be logged. Precise shapes, not loose words: an email address,
 a JWT (two base64url JSON objects), a tokenward token (``twr_``, ``twm_``, ... and at least
-16 characters of base64url), an argon2 or bcrypt hash, the suite's own password.
+16 characters of base64url), an argon2 or bcrypt hash, the suite's own password. A client
+secret has no prefix, so no shape to look for: only its absence from what is logged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ FORBIDDEN = {
         r"\.[A-Za-z]{2,}"
     ),
     "JWT": re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
-    "tokenward token": re.compile(r"(?<![A-Za-z0-9])tw[a-z]_[A-Za-z0-9_-]{16,}"),
+    # Refresh (twr_), MFA (twm_) and the four mailed links' tokens (core.onetime); not twc_,
+    # a client's public id.
+    "tokenward token": re.compile(r"(?<![A-Za-z0-9])tw[rmvpex]_[A-Za-z0-9_-]{16,}"),
     "password hash": re.compile(r"\$argon2(?:id|i|d)\$|\$2[aby]\$\d\d\$"),
     "password": re.compile(re.escape(PASSWORD)),
 }
