@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import Api
+from support import Api, headers_without_request_id, without_request_id
 
 from tokenward.web.fastpath import FastProtectedRoute, _bearer_token
 
@@ -22,7 +22,7 @@ async def test_the_fast_answer_is_the_routes_answer(
 
     assert fast.status_code == routed.status_code == 200
     assert fast.content == routed.content
-    assert sorted(fast.headers.multi_items()) == sorted(routed.headers.multi_items())
+    assert headers_without_request_id(fast) == headers_without_request_id(routed)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ async def test_the_fast_refresh_is_the_routes_refresh(
         assert fast.headers.get_list("set-cookie") == routed.headers.get_list("set-cookie")
         assert fast.json().keys() == routed.json().keys()
     else:
-        assert fast.content == routed.content
+        assert without_request_id(fast) == without_request_id(routed)
     assert sorted(k for k, _ in fast.headers.multi_items()) == sorted(
         k for k, _ in routed.headers.multi_items()
     )

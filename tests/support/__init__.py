@@ -14,7 +14,7 @@ from support.app import (
     make_settings,
     refresh_cookie,
 )
-from support.checks import PROBLEM, counts
+from support.checks import PROBLEM, counts, headers_without_request_id, without_request_id
 from support.cli import acli, cli, ok
 from support.databases import drop_database, flush_redis, new_database
 from support.servers import TOKENWARD, Server, free_port, server_process, serving
@@ -36,10 +36,12 @@ __all__ = [
     "drop_database",
     "flush_redis",
     "free_port",
+    "headers_without_request_id",
     "make_settings",
     "new_database",
     "ok",
     "refresh_cookie",
     "server_process",
     "serving",
+    "without_request_id",
 ]

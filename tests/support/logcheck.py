@@ -37,10 +37,17 @@ def leaks(line: str) -> list[str]:
     return [name for name, shape in FORBIDDEN.items() if shape.search(line)]
 
 
-def _development_mail(record: logging.LogRecord) -> bool:
-    """``TOKENWARD_EMAIL_DELIVERY=log``: the mail, address and link included, goes to the log
-    on purpose (development only; production refuses the setting)."""
-    return record.name == "tokenward.mail" and str(record.msg).startswith("development mail")
+def _checked(record: logging.LogRecord) -> bool:
+    """Whether ``tokenward serve`` could write ``record``. Not: a library's debug line (serve
+    keeps libraries at info, infra.logs.logging_config; aiosqlite's carry SQL parameters), the
+    suite's own SMTP server (aiosmtpd's ``mail.log``), and development's
+    ``TOKENWARD_EMAIL_DELIVERY=log``, which puts each mail in the log on purpose (production
+    refuses the setting)."""
+    if record.name == "mail.log" or record.name.startswith("mail.log."):
+        return False
+    if record.levelno < logging.INFO and not record.name.startswith("tokenward"):
+        return False
+    return not (record.name == "tokenward.mail" and str(record.msg).startswith("development mail"))
 
 
 class LeakCheck(logging.Handler):
@@ -52,7 +59,7 @@ class LeakCheck(logging.Handler):
         self.found: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if _development_mail(record):
+        if not _checked(record):
             return
         try:
             line = self.format(record)

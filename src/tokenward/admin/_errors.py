@@ -18,7 +18,8 @@ from tokenward.exceptions import TokenwardError
 __all__ = ["PROBLEM_PREFIX", "AdminError", "error_from_answer", "header"]
 
 PROBLEM_PREFIX = "urn:tokenward:problem:"
-_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+# RFC 9457's members, and tokenward's request id (on every problem: not the error's data).
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "request_id"})
 _JSON_TYPES = frozenset({"application/problem+json", "application/json"})
 
 

@@ -210,7 +210,11 @@ class LineFormatter(ProcessorFormatter):
 def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``tokenward serve``: every logger, uvicorn's too,
     through one handler on stderr. Given to uvicorn as its ``log_config``, so that each worker
-    process applies it as it starts."""
+    process applies it as it starts.
+
+    ``debug`` is for tokenward's and uvicorn's loggers only: the libraries' debug lines carry
+    SQL parameters (email addresses, password hashes), so the others stay at info."""
+    root = "INFO" if level == "DEBUG" else level
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -224,11 +228,11 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
-        "root": {"handlers": ["stderr"], "level": level},
+        "root": {"handlers": ["stderr"], "level": root},
         "loggers": {
             # uvicorn's own handlers and propagation replaced by the one above.
             name: {"handlers": [], "propagate": True, "level": level}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            for name in ("tokenward", "uvicorn", "uvicorn.error", "uvicorn.access")
         },
     }
 
