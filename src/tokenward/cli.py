@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -78,8 +78,6 @@ def serve(
     import logging.config
     import os
 
-    import uvicorn
-
     from tokenward.infra.logs import logging_config
 
     settings = _settings()  # fail fast, with one line, before uvicorn starts
@@ -91,8 +89,61 @@ def serve(
         os.environ[ENV_PREFIX + "ISSUER"] = served_issuer(host, port)
         settings = _settings()
     _check_claims_hook(settings)  # a hook that does not import: one line, nothing migrated
+    if settings.otel:
+        from tokenward.infra.tracing import check_tracing
+
+        try:
+            check_tracing()  # the extra missing: one line here, not a traceback per worker
+        except ConfigError as error:
+            typer.echo(f"tokenward: {error}", err=True)
+            raise typer.Exit(2) from None
     # Migrate, make the master secret and the first key once, here, before any worker runs.
     _run(lambda: _open_and_close(settings))
+    with _metrics_for_workers(settings):
+        _serve(settings, host, port, workers, access_log, log_config)
+
+
+@contextlib.contextmanager
+def _metrics_for_workers(settings: Settings) -> Iterator[None]:
+    """With TOKENWARD_METRICS on: the workers write their values to a directory made empty
+    now (PROMETHEUS_MULTIPROC_DIR, else a new temporary one), and this process serves their
+    sum on TOKENWARD_METRICS_LISTEN for as long as they run."""
+    if not settings.metrics:
+        yield
+        return
+    import os
+    import shutil
+    import tempfile
+
+    from tokenward.infra.metrics import MULTIPROCESS_DIR, prepare_multiprocess, serve_metrics
+
+    chosen = os.environ.get(MULTIPROCESS_DIR)
+    directory = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="tokenward-metrics-"))
+    prepare_multiprocess(directory)
+    host, port = settings.metrics_address
+    try:
+        listener = serve_metrics(None, host, port)
+    except OSError as error:
+        typer.echo(f"tokenward: metrics_listen: cannot listen on {host}:{port} ({error})", err=True)
+        raise typer.Exit(2) from None
+    try:
+        yield
+    finally:
+        listener.close()
+        if not chosen:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    access_log: bool,
+    log_config: dict[str, Any],
+) -> None:
+    import uvicorn
+
     uvicorn.run(
         "tokenward.web.app:create_app",
         factory=True,

@@ -20,6 +20,7 @@ from tokenward.core.passwords import PasswordHasher, PasswordPolicy
 from tokenward.core.refresh import RefreshTokenCodec
 from tokenward.core.sessions import SessionLifetimes
 from tokenward.core.tokens import AccessTokenCodec
+from tokenward.infra import metrics
 from tokenward.infra.config import Settings
 from tokenward.infra.ratelimit import RateLimiter
 from tokenward.storage import Database
@@ -102,5 +103,14 @@ class Context:
         The soak showed a login flood with one hash per request starving the event loop: every
         other request waited seconds for CPU. Queued logins wait instead; the rest stay fast.
         """
-        async with self.hash_slots:
-            return await asyncio.to_thread(work, *args)
+        observed = metrics.current()
+        queued = self.clock.monotonic()
+        with observed.hash_queued():
+            await self.hash_slots.acquire()
+        try:
+            started = self.clock.monotonic()
+            result = await asyncio.to_thread(work, *args)
+            observed.hashed(started - queued, self.clock.monotonic() - started)
+            return result
+        finally:
+            self.hash_slots.release()

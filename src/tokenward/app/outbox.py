@@ -24,7 +24,9 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from tokenward.app.context import Context
 from tokenward.core.events import EventType, NewEvent
+from tokenward.infra import metrics
 from tokenward.infra.mail import Composer, Delivery, DeliveryError, MailTemplate
+from tokenward.infra.metrics import MailResult
 from tokenward.storage.port import MailState, OutgoingMail, QueuedMail, UnitOfWork, retrying
 
 __all__ = ["LEASE", "Outbox", "Resolver", "backoff"]
@@ -156,6 +158,10 @@ class Outbox:
             return 0
         now = self.ctx.now()
         async with self.ctx.store.read() as tx:
+            if (observed := metrics.current()).enabled:
+                pending, oldest = await tx.outbox_backlog()
+                age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+                observed.outbox(pending, age)
             if not await tx.mail_due(now):
                 return 0  # the common case: a read, no write lock taken every second
 
@@ -262,6 +268,7 @@ class Outbox:
                 tx.add_event(_delivery_event(EventType.EMAIL_SENT, mail, now))
 
         await retrying(write)
+        metrics.current().mail(mail.template, MailResult.SENT)
 
     async def _retry_later(
         self, mail: QueuedMail, now: datetime, reason: str, *, counted: bool = True
@@ -275,6 +282,7 @@ class Outbox:
                 await tx.mail_retry(mail.id, now + wait, reason, uncount=not counted)
 
         await retrying(write)
+        metrics.current().mail(mail.template, MailResult.RETRIED)
 
     async def _give_up(self, mail: QueuedMail, now: datetime, reason: str) -> None:
         logger.warning("mail %s given up after %d attempts (%s)", mail.id, mail.attempts, reason)
@@ -287,6 +295,7 @@ class Outbox:
                 )
 
         await retrying(write)
+        metrics.current().mail(mail.template, MailResult.FAILED)
 
     # -- operators -------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from tokenward.core.claims import ClaimsProblem, TokenGrant
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.core.mfa import Authentication, MfaChallenge, MfaMethod, MfaMode
 from tokenward.core.passwords import normalize_password
-from tokenward.core.refresh import PresentedRefreshToken
+from tokenward.core.refresh import PresentedRefreshToken, RefreshResult, Rotation
 from tokenward.core.roles import Grants
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.tokens import Claims, TokenTooLargeError
@@ -35,6 +35,7 @@ from tokenward.exceptions import (
     TokenError,
     UnavailableError,
 )
+from tokenward.infra import metrics
 from tokenward.infra.ratelimit import Limit
 from tokenward.storage.port import (
     Decide,
@@ -410,7 +411,26 @@ class Sessions:
 
         Raises RefreshTokenReusedError (after ending the session) for an older predecessor,
         SessionEndedError for an ended session, TokenError for anything unknown or malformed.
+        Each answer is counted by its result (``tokenward_refreshes_total``); a refusal before
+        the token is looked at (a rate limit, the claims hook, the database away) is not.
         """
+        try:
+            issued, decision = await self._refresh(refresh_token, client)
+        except RefreshTokenReusedError:
+            metrics.current().refreshed(RefreshResult.REUSE_DETECTED)
+            raise
+        except SessionEndedError:
+            metrics.current().refreshed(RefreshResult.EXPIRED)
+            raise
+        except TokenError:
+            metrics.current().refreshed(RefreshResult.INVALID)
+            raise
+        metrics.current().refreshed(RefreshResult.of(decision))
+        return issued
+
+    async def _refresh(
+        self, refresh_token: str, client: ClientInfo
+    ) -> tuple[IssuedTokens, Rotation]:
         await self.ctx.limits.hit(Limit.REFRESH_IP, self.ctx.limits.client(client.ip))
         presented = self.ctx.refresh_tokens.parse(refresh_token)
         await self.ctx.limits.hit(Limit.REFRESH_SESSION, presented.session_id)
@@ -427,9 +447,9 @@ class Sessions:
             except FastPathDeclined:
                 pass  # a busy SQLite writer, or a reuse to end: the unit of work below
             else:
-                return await self._issued(rotated, now, extra, client)
+                return await self._issued(rotated, now, extra, client), rotated.outcome.decision
         rotated = await retrying(lambda: self._rotate_in(presented.session_id, decide))
-        return await self._issued(rotated, now, extra, client)
+        return await self._issued(rotated, now, extra, client), rotated.outcome.decision
 
     async def _hook_claims(
         self, presented: PresentedRefreshToken, now: datetime, client: ClientInfo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tokenward.app.context import Context
 from tokenward.core.keys import SigningKey
+from tokenward.infra import metrics
 
 __all__ = ["SigningKeys"]
 
@@ -32,3 +33,12 @@ class SigningKeys:
         now = self.ctx.now()
         await self.ctx.keys.rotate_if_due(now)
         self.ctx.access.keyring = await self.ctx.keys.ensure_signer(now)
+        self.report_signer()
+
+    def report_signer(self) -> None:
+        """Tell the metrics when the key that signs now was made (an HS256 secret: when it
+        started signing, as far as this process knows: now)."""
+        now = self.ctx.now()
+        keyring = self.ctx.access.keyring
+        if keyring.has_signer(now):
+            metrics.current().signing_key(keyring.signer(now).created_at or now)

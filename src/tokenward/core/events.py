@@ -7,7 +7,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["OPERATOR", "Actor", "ActorKind", "ClientInfo", "EventType", "NewEvent"]
+__all__ = [
+    "OPERATOR",
+    "Actor",
+    "ActorKind",
+    "ClientInfo",
+    "EventType",
+    "LoginMethod",
+    "LoginResult",
+    "NewEvent",
+    "login_outcome",
+]
 
 
 class EventType(StrEnum):
@@ -140,3 +150,47 @@ class Actor:
 
 
 OPERATOR = Actor(ActorKind.OPERATOR)
+
+
+class LoginResult(StrEnum):
+    """How a sign-in step ended (a metric's label)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MFA_REQUIRED = "mfa_required"
+    """The password was right; a second factor is asked for (a step of its own follows)."""
+
+
+class LoginMethod(StrEnum):
+    """Which sign-in step (a metric's label)."""
+
+    PASSWORD = "password"  # noqa: S105 - a method's name, not a password
+    MFA = "mfa"
+    """The second step of a sign-in: a TOTP code, a recovery code or a passkey."""
+    PASSKEY = "passkey"
+    """A passkey alone (passwordless)."""
+
+
+_SECOND_STEP_REFUSED = frozenset({EventType.MFA_FAILED, EventType.MFA_REPLAY_REJECTED})
+
+
+def login_outcome(event: NewEvent) -> tuple[LoginResult, LoginMethod] | None:
+    """What a recorded event says of a sign-in step, or None when it is not one.
+
+    A reauthentication's events name their session and are not sign-ins; a sign-in's failure
+    never has a session."""
+    kind = event.kind
+    if kind is EventType.LOGIN_SUCCEEDED:
+        amr = (event.detail or {}).get("amr", ())
+        if "pwd" not in amr:
+            return LoginResult.SUCCEEDED, LoginMethod.PASSKEY
+        return LoginResult.SUCCEEDED, LoginMethod.MFA if "mfa" in amr else LoginMethod.PASSWORD
+    if event.session_id is not None:
+        return None
+    if kind is EventType.LOGIN_FAILED:
+        return LoginResult.FAILED, LoginMethod.PASSWORD
+    if kind is EventType.MFA_REQUIRED:
+        return LoginResult.MFA_REQUIRED, LoginMethod.PASSWORD
+    if kind in _SECOND_STEP_REFUSED:
+        return LoginResult.FAILED, LoginMethod.MFA
+    return None

@@ -60,6 +60,8 @@ class SigningKey:
     public_jwk: dict[str, str] | None = field(default=None, repr=False)
     activates_at: datetime = _DAWN
     retired_at: datetime | None = None
+    created_at: datetime | None = None
+    """When it was made (None: not known, an HS256 secret)."""
 
 
 def jwk_thumbprint(jwk: dict[str, str]) -> str:
@@ -93,6 +95,7 @@ def load_key(
     *,
     activates_at: datetime,
     retired_at: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> SigningKey:
     """A key object (with its public JWK and thumbprint kid) from a PKCS#8 PEM."""
     private_key = serialization.load_pem_private_key(private_pem, password=None)
@@ -100,7 +103,7 @@ def load_key(
     jwk: dict[str, str] = json.loads(get_default_algorithms()[alg].to_jwk(public_key))
     kid = jwk_thumbprint(jwk)
     jwk.update(kid=kid, alg=alg, use="sig")
-    return SigningKey(kid, alg, private_key, public_key, jwk, activates_at, retired_at)
+    return SigningKey(kid, alg, private_key, public_key, jwk, activates_at, retired_at, created_at)
 
 
 def hs256_key(secret: bytes) -> SigningKey:

@@ -15,11 +15,17 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 
 from tokenward.exceptions import TokenError
 
-__all__ = ["PresentedRefreshToken", "RefreshTokenCodec", "Rotation", "decide_rotation"]
+__all__ = [
+    "PresentedRefreshToken",
+    "RefreshResult",
+    "RefreshTokenCodec",
+    "Rotation",
+    "decide_rotation",
+]
 
 _PREFIX = "twr_"
 _VERSION = 1
@@ -79,6 +85,31 @@ class Rotation(Enum):
     """It was rotated out earlier than that: theft; end the whole session."""
     INVALID = "invalid"
     """A generation this session never reached (e.g. restored from an old backup)."""
+
+
+class RefreshResult(StrEnum):
+    """How a presented refresh token was answered (a metric's label)."""
+
+    ROTATED = "rotated"
+    GRACE = "grace"
+    """A predecessor within the reuse interval: answered with the same successor."""
+    REUSE_DETECTED = "reuse_detected"
+    INVALID = "invalid"
+    """Malformed, forged, of an unknown session, or of a generation never reached."""
+    EXPIRED = "expired"
+    """Its session had ended: timed out, signed out or revoked."""
+
+    @classmethod
+    def of(cls, decision: Rotation) -> RefreshResult:
+        return _RESULTS[decision]
+
+
+_RESULTS = {
+    Rotation.ROTATE: RefreshResult.ROTATED,
+    Rotation.REPLAY_SUCCESSOR: RefreshResult.GRACE,
+    Rotation.REUSE: RefreshResult.REUSE_DETECTED,
+    Rotation.INVALID: RefreshResult.INVALID,
+}
 
 
 def decide_rotation(

@@ -180,6 +180,14 @@ class Settings(BaseSettings):
     )
     """The least severe lines written; ``info`` includes one access line per request and every
     security event."""
+    # -- metrics and traces (docs/operations.md) --------------------------------------------
+    metrics: bool = False
+    """Prometheus metrics (``on``/``off``), served on their own listener, never the app's port."""
+    metrics_listen: str = "127.0.0.1:9464"
+    """``host:port`` of the metrics listener (port 0: any free port, for tests)."""
+    otel: bool = False
+    """OpenTelemetry spans for requests and database calls (the ``tokenward[otel]`` extra),
+    configured by the standard ``OTEL_*`` variables."""
     # -- accounts by email (docs/email.md) ---------------------------------------------------
     email_delivery: Literal["smtp", "log", "none"] | None = None
     """How mail leaves: ``smtp``, ``log`` (development only: to the server log and the demo
@@ -303,6 +311,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"trusted_proxies: {proxy!r} is not an address or network"
                 ) from None
+        try:
+            self.metrics_address  # noqa: B018 - validates
+        except ValueError as error:
+            raise ValueError(f"metrics_listen: {error}") from None
         for origin in self.allowed_origins:
             parts = urlsplit(origin)
             if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
@@ -384,6 +396,15 @@ class Settings(BaseSettings):
         if self.email_delivery is not None:
             return self.email_delivery
         return "none" if self.production else "log"
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        """The metrics listener's host and port (ValueError unless ``host:port``)."""
+        host, colon, port = self.metrics_listen.rpartition(":")
+        host = host.strip("[]")
+        if not colon or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected host:port, got {self.metrics_listen!r}")
+        return host, int(port)
 
     @property
     def log_output(self) -> Literal["json", "text"]:

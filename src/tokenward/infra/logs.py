@@ -7,6 +7,9 @@ or the escaping. Nothing here calls ``structlog.configure``: an app that embeds 
 its own structlog and logging setup, and tokenward's lines reach its handlers as ordinary
 records.
 
+With ``TOKENWARD_OTEL`` on (tokenward.infra.tracing), a line written while a span is current
+also names its ``trace_id`` and ``span_id``; off, that costs one check of a global per line.
+
 What a line may hold is the caller's business, and a narrow one: opaque ids, route templates,
 enum values, counts. Never a token, password, hash or email address (the test suite checks
 every line it captures, tests/support/logcheck.py).
@@ -28,6 +31,7 @@ from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from tokenward.core.events import NewEvent
+from tokenward.infra.tracing import current_trace_ids
 
 __all__ = [
     "PERSONAL_DETAIL",
@@ -101,6 +105,14 @@ def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     record = _current.get()
     if record is not None:
         event.setdefault("request_id", record.request_id)
+    return event
+
+
+def _add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """With TOKENWARD_OTEL on, the trace and span the line was written in (infra/tracing)."""
+    if (ids := current_trace_ids()) is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
     return event
 
 
@@ -184,6 +196,7 @@ class LineFormatter(ProcessorFormatter):
             structlog.stdlib.add_logger_name,
             _add_time,
             _add_request_id,
+            _add_trace_ids,
         ]
         super().__init__(
             processors=[
@@ -248,7 +261,10 @@ _events = logging.getLogger("tokenward.events")
 def _write(logger: logging.Logger, line: dict[str, Any]) -> None:
     """An info record of ``line`` to ``logger``'s handlers. Made directly, as ``logging`` does
     when it does not look for the caller: the source line of a log call that is always the
-    same one says nothing, and finding it costs a walk up the stack per request."""
+    same one says nothing, and finding it costs a walk up the stack per request. With
+    TOKENWARD_OTEL on, the line names the trace and span it was written in."""
+    if (ids := current_trace_ids()) is not None:  # tracing off: one check of a global
+        line["trace_id"], line["span_id"] = ids
     logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, line, (), None, extra=_OURS))
 
 

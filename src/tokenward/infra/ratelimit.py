@@ -26,6 +26,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from tokenward.exceptions import ConfigError, RateLimitedError, UnavailableError
+from tokenward.infra import metrics
 from tokenward.infra.config import Settings
 
 __all__ = ["REDIS_TIMEOUT", "Limit", "RateLimiter", "client_key"]
@@ -190,6 +191,7 @@ class RateLimiter:
         async with self._storage_errors():
             stats = await self._limiter.get_window_stats(rule.item, rule.prefix, *key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        metrics.current().rate_limited(rule.prefix)
         raise RateLimitedError(retry_after)
 
     async def close(self) -> None:

@@ -26,6 +26,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tokenward.exceptions import SchemaVersionError, UnavailableError
+from tokenward.infra import metrics
+from tokenward.infra.metrics import DatabaseErrorKind
+from tokenward.infra.tracing import trace_database, tracing_enabled
 from tokenward.storage.errors import RetryableConflict
 from tokenward.storage.sqlite_fast import SqliteWriter
 
@@ -64,6 +67,7 @@ CONNECT_TIMEOUT = 5.0
 # enough that a burst (200 clients on 20 connections) queues instead of failing.
 POOL_TIMEOUT = 30.0
 RETRY_ATTEMPTS = 4
+_STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout ran out
 
 
 def _sqlstate(error: DBAPIError) -> str | None:
@@ -72,7 +76,25 @@ def _sqlstate(error: DBAPIError) -> str | None:
 
 
 def _translate(error: BaseException) -> BaseException:
-    """The exception to raise instead of a driver's, or ``error`` itself when it is ours."""
+    """The exception to raise instead of a driver's, or ``error`` itself when it is ours;
+    counted by kind (``tokenward_database_errors_total``)."""
+    translated = _translated(error)
+    if translated is not error:
+        metrics.current().database_error(_kind(error, translated))
+    return translated
+
+
+def _kind(error: BaseException, translated: BaseException) -> DatabaseErrorKind:
+    if isinstance(translated, RetryableConflict):
+        return DatabaseErrorKind.CONFLICT
+    if isinstance(error, (PoolTimeoutError, TimeoutError)) or (
+        isinstance(error, DBAPIError) and _sqlstate(error) == _STATEMENT_TIMEOUT
+    ):
+        return DatabaseErrorKind.TIMEOUT
+    return DatabaseErrorKind.UNAVAILABLE
+
+
+def _translated(error: BaseException) -> BaseException:
     if isinstance(error, IntegrityError):
         return error
     if isinstance(error, DBAPIError):
@@ -199,6 +221,9 @@ class Database:
                 connect_args={"timeout": CONNECT_TIMEOUT},
             )
             self.read_engine = self.write_engine
+        if tracing_enabled():  # TOKENWARD_OTEL: a span per statement (infra/tracing.py)
+            for engine in dict.fromkeys((self.write_engine, self.read_engine)):
+                trace_database(engine)
         self._writer = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._marker: sqlite3.Connection | None = None

@@ -42,7 +42,13 @@ class KeyStore:
                 "different secret; every instance needs the same one"
             ) from None
         alg: SigningAlg = row.alg  # type: ignore[assignment]
-        return load_key(alg, pem, activates_at=row.activates_at, retired_at=row.retired_at)
+        return load_key(
+            alg,
+            pem,
+            activates_at=row.activates_at,
+            retired_at=row.retired_at,
+            created_at=row.created_at,
+        )
 
     async def keyring(self) -> Keyring:
         settings = self.settings
@@ -66,7 +72,7 @@ class KeyStore:
             activates_at = activates_at.replace(microsecond=0) + timedelta(seconds=1)
         activates_at = activates_at.replace(microsecond=0)
         pem = generate_private_pem(self.settings.signing_alg)
-        key = load_key(self.settings.signing_alg, pem, activates_at=activates_at)
+        key = load_key(self.settings.signing_alg, pem, activates_at=activates_at, created_at=now)
         row = SigningKeyRow(
             kid=key.kid,
             alg=key.alg,

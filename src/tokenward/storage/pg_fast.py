@@ -37,7 +37,9 @@ from tokenward.core.refresh import Rotation
 from tokenward.core.roles import Grants
 from tokenward.core.sessions import RotationOutcome, Session
 from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
-from tokenward.infra.logs import log_event
+from tokenward.infra import metrics
+from tokenward.infra.metrics import DatabaseErrorKind
+from tokenward.infra.observe import committed
 from tokenward.storage.errors import FastPathDeclined, RetryableConflict
 from tokenward.storage.rotation_rows import (
     Rotated,
@@ -152,7 +154,8 @@ class PgRotations:
         )
         if row is None:
             return None
-        log_event(outcome.event)  # the statement was its own transaction: committed
+        # The statement was its own transaction: committed.
+        committed((outcome.event,))
         authentication = Authentication.load(
             row[2],
             None if row[3] is None else _utc(row[3]),
@@ -174,11 +177,15 @@ class PgRotations:
         except asyncpg.PostgresError as error:
             code = getattr(error, "sqlstate", None) or ""
             if code in _RETRY_SQLSTATES:
+                metrics.current().database_error(DatabaseErrorKind.CONFLICT)
                 raise RetryableConflict(code) from error
             if code.startswith(("08", "53", "57")):
+                metrics.current().database_error(DatabaseErrorKind.UNAVAILABLE)
                 raise UnavailableError("database", code) from error
             raise
         except (OSError, TimeoutError, asyncpg.InterfaceError) as error:
+            kind = DatabaseErrorKind.TIMEOUT if isinstance(error, TimeoutError) else None
+            metrics.current().database_error(kind or DatabaseErrorKind.UNAVAILABLE)
             raise UnavailableError("database", error.__class__.__name__) from error
 
     async def _make_pool(self) -> asyncpg.Pool:

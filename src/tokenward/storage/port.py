@@ -306,6 +306,9 @@ class UnitOfWork(Protocol):
     async def mail_due(self, now: datetime) -> bool:
         """Whether any mail is due for an attempt (a cheap read before claiming)."""
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """How many mails are neither sent nor given up, and when the oldest was queued."""
+
     async def claim_mail(
         self,
         now: datetime,

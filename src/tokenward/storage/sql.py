@@ -19,7 +19,7 @@ from tokenward.core.roles import Grants, Role
 from tokenward.core.sessions import EndReason, RotationOutcome, Session
 from tokenward.core.users import Account
 from tokenward.exceptions import EmailTakenError, PasskeyTakenError
-from tokenward.infra.logs import log_event
+from tokenward.infra.observe import committed
 from tokenward.storage import queries
 from tokenward.storage.db import NO_KEY_UPDATE, Database
 from tokenward.storage.errors import RetryableConflict
@@ -131,7 +131,9 @@ class SqlUnitOfWork:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
         self.written_events: list[NewEvent] = []
-        """The security events written, logged by the store once they are committed."""
+        """The security events written, told (logged, counted) once they are committed."""
+        self.ended_sessions: list[tuple[EndReason, int]] = []
+        """How many sessions it ended, and why: counted once committed."""
 
     # -- accounts --------------------------------------------------------------------------
     async def account(self, user_id: str, *, lock: bool = False) -> Account | None:
@@ -744,6 +746,15 @@ class SqlUnitOfWork:
         )
         return found.first() is not None
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        found = await self._db.execute(
+            select(func.count(), func.min(OutboxRow.created_at)).where(
+                OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None)
+            )
+        )
+        count, oldest = found.one()
+        return int(count), oldest
+
     async def claim_mail(
         self,
         now: datetime,
@@ -896,6 +907,8 @@ class SqlUnitOfWork:
         await queries.save_rotation(self._db, outcome)
         if outcome.event is not None:
             self.written_events.append(outcome.event)
+        if outcome.reused:
+            self.ended_sessions.append((EndReason.REUSE_DETECTED, 1))
 
     async def end_sessions(
         self,
@@ -907,14 +920,18 @@ class SqlUnitOfWork:
         keep: str | None = None,
         oldest: int | None = None,
     ) -> list[str]:
-        return await queries.end_sessions(
+        ended = await queries.end_sessions(
             self._db, user_id, now, reason, only=only, keep=keep, oldest=oldest
         )
+        self.ended_sessions.append((reason, len(ended)))
+        return ended
 
     async def end_sessions_of(
         self, user_ids: list[str], now: datetime, reason: EndReason
     ) -> list[str]:
-        return await queries.end_sessions_of(self._db, user_ids, now, reason)
+        ended = await queries.end_sessions_of(self._db, user_ids, now, reason)
+        self.ended_sessions.append((reason, len(ended)))
+        return ended
 
     async def live_session_count(self, user_id: str, now: datetime) -> int:
         return await queries.live_session_count(self._db, user_id, now)
@@ -1036,8 +1053,7 @@ class SqlStore:
             yield work
         # Committed: the events are logged once, never for a transaction rolled back (and
         # perhaps retried).
-        for event in work.written_events:
-            log_event(event)
+        committed(work.written_events, work.ended_sessions)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[UnitOfWork]:

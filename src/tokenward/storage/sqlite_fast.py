@@ -24,7 +24,7 @@ from tokenward.core.events import NewEvent
 from tokenward.core.refresh import Rotation
 from tokenward.core.roles import NO_GRANTS, Grants
 from tokenward.core.sessions import RotationOutcome, Session
-from tokenward.infra.logs import log_event
+from tokenward.infra.observe import committed
 from tokenward.storage.errors import FastPathDeclined
 from tokenward.storage.rotation_rows import (
     Rotated,
@@ -146,8 +146,7 @@ class SqliteWriter:
                 with self.transaction() as tx:
                     outcome = decide(tx.load_for_rotation(session_id))
                     tx.save_rotation(outcome)
-                for event in tx.written_events:
-                    log_event(event)
+                committed(tx.written_events)
                 return Rotated(outcome, tx.grants)
             except WriterBusy:
                 await asyncio.sleep(pause)

@@ -21,8 +21,10 @@ from tokenward.core.claims import ClaimsHook
 from tokenward.core.mfa import MfaMode
 from tokenward.core.passkeys import PasskeyMode
 from tokenward.core.passwords import PasswordHasher
+from tokenward.infra import metrics
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.config import Settings, load_settings
+from tokenward.infra.tracing import configure_tracing, trace_requests
 from tokenward.web import account, admin, email_accounts, mfa, oauth, passkeys, routes
 from tokenward.web.browser import install_browser_routes
 from tokenward.web.fastpath import FastProtectedRoute
@@ -92,37 +94,41 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await AuthService.open(settings, clock=clock, hasher=hasher, claims_hook=hook)
-        app.state.service = service
-        app.state.clients = ClientService(service)
-        stopping = asyncio.Event()
-        tasks = [
-            asyncio.create_task(
-                _every(
-                    settings.prune_interval.total_seconds(),
-                    lambda: _prune(service),
-                    stopping,
-                    "pruning",
-                )
-            ),
-            # Follows rotations made elsewhere, and rotates when TOKENWARD_KEY_ROTATION says so.
-            asyncio.create_task(
-                _every(
-                    settings.key_reload_interval.total_seconds(),
-                    service.signing_keys.reload_keys,
-                    stopping,
-                    "reloading keys",
-                )
-            ),
-            # Sends what the requests queued (docs/email.md); idle when mail is off.
-            asyncio.create_task(service.send_mail(stopping)),
-        ]
-        try:
-            yield
-        finally:
-            stopping.set()
-            await asyncio.gather(*tasks)
-            await service.close()
+        # Metrics (TOKENWARD_METRICS) count from the start, the service's opening included.
+        with metrics.running(settings) as listener:
+            app.state.metrics_listener = listener
+            service = await AuthService.open(settings, clock=clock, hasher=hasher, claims_hook=hook)
+            app.state.service = service
+            app.state.clients = ClientService(service)
+            service.signing_keys.report_signer()
+            stopping = asyncio.Event()
+            tasks = [
+                asyncio.create_task(
+                    _every(
+                        settings.prune_interval.total_seconds(),
+                        lambda: _prune(service),
+                        stopping,
+                        "pruning",
+                    )
+                ),
+                # Follows rotations made elsewhere, and rotates when TOKENWARD_KEY_ROTATION says so.
+                asyncio.create_task(
+                    _every(
+                        settings.key_reload_interval.total_seconds(),
+                        service.signing_keys.reload_keys,
+                        stopping,
+                        "reloading keys",
+                    )
+                ),
+                # Sends what the requests queued (docs/email.md); idle when mail is off.
+                asyncio.create_task(service.send_mail(stopping)),
+            ]
+            try:
+                yield
+            finally:
+                stopping.set()
+                await asyncio.gather(*tasks)
+                await service.close()
 
     app = FastAPI(
         title="tokenward",
@@ -132,7 +138,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         # FastAPI's own OpenTelemetry hooks: off, so that a request does not pay for asking
-        # whether a tracer is configured (tokenward has no tracing yet).
+        # whether a tracer is configured; tokenward's traces (TOKENWARD_OTEL) are its own
+        # outermost layer, below, which keeps query strings out of its spans.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
@@ -184,6 +191,9 @@ def create_app(
     )
     # Outermost: the request id exists before anything else runs, and every answer is logged.
     app.add_middleware(RequestLogging, proxies=app.state.proxy_trust)
+    if configure_tracing(settings):
+        # Outside even that: the request's span is current while its access line is written.
+        app.add_middleware(trace_requests)
     return app
 
 

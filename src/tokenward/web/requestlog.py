@@ -1,4 +1,5 @@
-"""The request id and the access line of every request, the fast paths' included.
+"""The request id, the access line and the request metrics of every request, the fast paths'
+included.
 
 The outermost layer of the app: it sees the answers of everything inside it (the transport
 defences' 413 and 408, the fast paths, the routes), gives each request its id before any of
@@ -14,6 +15,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenward.core.events import ClientInfo
+from tokenward.infra import metrics
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.logs import (
     RequestLog,
@@ -55,7 +57,8 @@ def _header(scope: Scope, wanted: bytes) -> list[str]:
 
 
 class RequestLogging:
-    """An id on every request (and its answer), and one access line once it is answered."""
+    """An id on every request (and its answer); once it is answered, one access line and its
+    count and duration (``tokenward_http_requests_total``, by route template)."""
 
     def __init__(self, app: ASGIApp, *, proxies: ProxyTrust) -> None:
         self.app = app
@@ -82,15 +85,18 @@ class RequestLogging:
             await self.app(scope, receive, send_with_id)
         finally:
             leave_request(token)
-            self._log(scope, record, status, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            observed = metrics.current()
+            logged = access_log_enabled()
+            if observed.enabled or logged:
+                if record.route is None:
+                    # FastAPI's matched route (its template, never the raw path); None: a 404.
+                    record.route = getattr(scope.get("route"), "path_format", None)
+                observed.request(record.route, scope["method"], status, duration)
+            if logged:
+                self._log(scope, record, status, duration)
 
     def _log(self, scope: Scope, record: RequestLog, status: int, duration: float) -> None:
-        if not access_log_enabled():
-            return
-        if record.route is None:
-            # FastAPI's matched route (its template, never the raw path); None for a 404.
-            route = scope.get("route")
-            record.route = getattr(route, "path_format", None)
         peer = scope.get("client")
         user_agent = _header(scope, b"user-agent")
         # As web.deps.client_info sees the client (and as its events record it).
