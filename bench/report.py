@@ -17,7 +17,16 @@ from login_cost import LoginCost
 from login_timing import LoginTiming
 from pools import EXPRESS_USERS, POOL_SIZE, TOKENWARD_SESSIONS, Pool
 from postgres import PGBENCH_CLIENTS, SCRIPTS, TARGET_SCRIPT, PgbenchResult
-from servers import BENCH, EXPRESS_NAMES, LOAD_CORE, SERVER_CORE, TOKENWARD, WORK
+from servers import (
+    BENCH,
+    EXPRESS_NAMES,
+    LOAD_CORE,
+    SERVER_CORE,
+    TOKENWARD,
+    TOKENWARD_METRICS_OFF,
+    TOKENWARD_METRICS_ON,
+    WORK,
+)
 from verifier import JWKS, STATIC
 from verifier import Result as VerifierResult
 
@@ -29,6 +38,10 @@ PROTECTED_TARGET = 1.0  # req/s at least the tuned Express's, p99 no worse
 REFRESH_TARGET = 0.75  # req/s at least 0.75x the tuned Express's stateless refresh
 PGBENCH_TARGET = 0.25  # refresh on PostgreSQL: at least 0.25x pgbench's rotation transaction
 POSTGRES_TARGET = 0.6  # refresh on PostgreSQL: at least 0.6x refresh on SQLite
+METRICS_RPS_TARGET = 0.95  # metrics on: req/s at least 0.95x off (within 5%)
+METRICS_P50_TARGET = 1.05  # metrics on: p50 at most 1.05x off
+METRICS_KEYS = ("metrics-protected", "metrics-refresh")
+"""Scenarios comparing tokenward with itself, metrics on over off: no Express, no baseline."""
 TARGETED = (
     "protected",
     "protected-pool",
@@ -38,6 +51,7 @@ TARGETED = (
     "login",
     "forgot",
     "verifier",
+    *METRICS_KEYS,
 )
 
 
@@ -127,7 +141,7 @@ def verdict(measured: float, target: float, unit: str = "x") -> str:
         shown = f"{measured:.1%} (target <= {target:.0%})"
     else:
         gap = f"{abs(target - measured) / target:.0%}"
-        shown = f"{measured:.2f}x (target <= {target:.1f}x)"
+        shown = f"{measured:.2f}x (target <= {target:g}x)"
     if measured <= target:
         return f"**met**: {shown}, {gap} under"
     return f"**not met**: {shown}, {gap} over"
@@ -164,6 +178,15 @@ def versus_tuned(results: Results, key: str) -> tuple[float, float] | None:
     if ours is None or tuned is None:
         return None
     return ours.rps / tuned.rps, ours.p99_ms / tuned.p99_ms
+
+
+def metrics_pair(results: Results, key: str) -> tuple[Summary, Summary] | None:
+    """(metrics on, metrics off) in one of the METRICS_KEYS scenarios."""
+    on = summarize(results.runs, key, TOKENWARD_METRICS_ON)
+    off = summarize(results.runs, key, TOKENWARD_METRICS_OFF)
+    if on is None or off is None:
+        return None
+    return on, off
 
 
 def postgres_ratios(results: Results) -> tuple[float, float] | None:
@@ -221,6 +244,15 @@ def target_line(key: str, results: Results) -> str:
             + "; req/s >= 0.6x tokenward's refresh on SQLite (scenario 2): "
             + floor_verdict(to_sqlite, POSTGRES_TARGET)
         )
+    if key in METRICS_KEYS and (pair := metrics_pair(results, key)):
+        on, off = pair
+        return (
+            "Target: median req/s with metrics on >= 0.95x off (within 5%): "
+            + floor_verdict(on.rps / off.rps, METRICS_RPS_TARGET)
+            + "; p50 with metrics on <= 1.05x off: "
+            + verdict(on.p50_ms / off.p50_ms, METRICS_P50_TARGET)
+            + f"; req per server CPU-s {on.per_cpu_second / off.per_cpu_second:.2f}x off"
+        )
     if key == "growth" and (ratio := growth_ratio(results)) is not None:
         small, large = servers_of(results.runs, "growth")
         return f"Target: refresh p50 of '{large}' <= 1.2x that of '{small}': " + verdict(
@@ -266,12 +298,13 @@ def summary_row(s: Summary, label: str) -> str:
     )
 
 
-def ratio_row(ours: Summary, theirs: Summary) -> str:
+def ratio_row(ours: Summary, theirs: Summary, label: str | None = None) -> str:
     def over(attribute: str) -> str:
         return f"{getattr(ours, attribute) / getattr(theirs, attribute):.2f}x"
 
+    label = label or f"{ours.server} / {theirs.server}"
     return (
-        f"| *{ours.server} / {theirs.server}* | {over('rps')} | {over('p50_ms')} "
+        f"| *{label}* | {over('rps')} | {over('p50_ms')} "
         f"| {over('p99_ms')} | | {over('per_cpu_second')} | | |"
     )
 
@@ -280,6 +313,9 @@ def scenario_table(scenario: Scenario, results: Results) -> list[str]:
     runs = results.runs
     own = [summarize(runs, scenario.key, name) for name in servers_of(runs, scenario.key)]
     lines = [*HEADER, *(summary_row(s, s.server) for s in own if s)]
+    if scenario.key in METRICS_KEYS:  # tokenward against itself: no Express rows or ratios
+        pair = metrics_pair(results, scenario.key)
+        return lines + ([ratio_row(*pair, label="metrics on / metrics off")] if pair else [])
     express = [summarize(runs, scenario.key, name) for name in EXPRESS_NAMES]
     if scenario.baseline:  # this scenario ran no Express: borrow the baseline's runs
         express = [summarize(runs, scenario.baseline, name) for name in EXPRESS_NAMES]
@@ -407,6 +443,20 @@ def description(scenario: Scenario) -> str:
         "postgres": f"{wrk}: scenario 2 against tokenward on a real PostgreSQL "
         "(`TOKENWARD_DATABASE_URL`, `TOKENWARD_SECRET_KEY` set; the pgserver wheel's "
         "binaries started by tests/support/pgcluster.py, durable: fsync on).",
+        "metrics-protected": f"{wrk}: scenario 1a (`GET /auth/me`, one token, "
+        "bench/lua/protected.lua) against two tokenward servers that differ only in "
+        "`TOKENWARD_METRICS` (off; on, with `TOKENWARD_METRICS_LISTEN` on a port of its own), "
+        f"both pinned to core {SERVER_CORE} and each with its own data dir, alternating round "
+        "by round. With metrics on, every request also counts into "
+        "`tokenward_http_requests_total` and the duration histogram (prometheus_client's "
+        "multiprocess mode, which `tokenward serve` uses even with one worker: values in "
+        "memory-mapped files); nothing scrapes the listener during the runs. Both write "
+        "tokenward's access line. No Express here: the ratio row is metrics on over off.",
+        "metrics-refresh": f"{wrk}: scenario 2 (refresh with rotation, bench/lua/refresh.lua, "
+        "fresh sessions per run) against the same two servers, alternating round by round. "
+        "With metrics on, each refresh also counts its request, its result "
+        "(`tokenward_refreshes_total`) and its security event. The ratio row is metrics on "
+        "over off.",
     }[scenario.key]
 
 
@@ -558,8 +608,8 @@ def write(results: Results) -> None:
         f"Command (from the repository root): {results.command}",
         "",
         "The machine is shared and noisy: read medians and ratios, not single numbers. "
-        "Ratios are tokenward's value over Express's: above 1 is better for req/s and "
-        "req per CPU-s, worse for latency.",
+        "Ratios are tokenward's value over Express's (in 9a and 9b, metrics on over "
+        "metrics off): above 1 is better for req/s and req per CPU-s, worse for latency.",
         "",
         *section("Targets", target_summary(results)),
         *scenario_sections(results, ("protected", "protected-pool", "refresh")),
@@ -574,6 +624,7 @@ def write(results: Results) -> None:
             ],
             memory_table(results.runs, results.scenarios),
         ),
+        *scenario_sections(results, METRICS_KEYS),
         *section("Checks", check_lines(results)),
         *section(
             "Machine",

@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench`` does exactly this)::
 
-    .venv/bin/python bench/run.py                       # everything, about 13 minutes
+    .venv/bin/python bench/run.py                       # everything, about 15 minutes
     .venv/bin/python bench/run.py --only refresh,login --rounds 1 --duration 3
 
 It installs wrk if it is missing, copies ``../shared/peers/seed-express`` into ``bench/.work``
@@ -15,6 +15,9 @@ It installs wrk if it is missing, copies ``../shared/peers/seed-express`` into `
 - 6: tokenward on a real PostgreSQL (refresh), then pgbench running the same rotation as raw
   SQL against the same database with the same pinning;
 - 7: ``tokenward serve --workers 2`` and both Express servers, nothing pinned;
+- 9: two tokenward servers pinned as in 1a, one with Prometheus metrics off and one with them
+  on (``TOKENWARD_METRICS``): the protected route with one token and refresh with rotation,
+  then one scrape of the metrics listener to check that it counted;
 - 4: the in-process verifier benchmark (bench/verifier.py).
 
 It records the workers' memory after every run (8), writes ``bench/RESULTS.md`` and stops
@@ -42,6 +45,7 @@ from typing import NoReturn
 import accounts
 import forgot_timing
 import growth
+import httpx
 import login_cost
 import login_timing
 import pools
@@ -49,6 +53,7 @@ import postgres
 import report
 import verifier as verifier_bench
 from load import Rounds, Scenario, run_scenario
+from prometheus_client.parser import text_string_to_metric_families
 from report import Results
 from servers import (
     LOAD_CORE,
@@ -58,9 +63,12 @@ from servers import (
     REPO,
     SERVER_CORE,
     TOKENWARD_CLI,
+    TOKENWARD_METRICS_OFF,
+    TOKENWARD_METRICS_ON,
     WORK,
     Server,
     express_servers,
+    free_port,
     log,
     pinned_to,
     running,
@@ -68,7 +76,16 @@ from servers import (
 )
 
 DATA = WORK / "data"
-STAGES = ("protected", "protected-pool", "refresh", "login", "growth", "postgres", "workers")
+STAGES = (
+    "protected",
+    "protected-pool",
+    "refresh",
+    "login",
+    "growth",
+    "postgres",
+    "workers",
+    "metrics",
+)
 CHOICES = (*STAGES, "verifier")
 GROWTH_SMALL = 1_000
 
@@ -174,6 +191,15 @@ def scenarios(options: Options) -> dict[str, Scenario]:
             *refresh,
             pinned=False,
         ),
+        Scenario(
+            "metrics-protected",
+            "9a. Metrics on vs off: protected route, one token",
+            "protected",
+            *protected,
+        ),
+        Scenario(
+            "metrics-refresh", "9b. Metrics on vs off: refresh with rotation", "refresh", *refresh
+        ),
     ]
     return {scenario.key: scenario for scenario in plan}
 
@@ -272,10 +298,34 @@ def machine_facts(options: Options) -> dict[str, str]:
 
 
 def access_log_words() -> str:
-    """How this build's `tokenward serve` logs requests (the default changed once)."""
-    if "--access-log" in command_output([str(TOKENWARD_CLI), "serve", "--help"], False):
+    """How this build's `tokenward serve` logs requests (the default changed twice)."""
+    help_text = command_output([str(TOKENWARD_CLI), "serve", "--help"], False)
+    words = " ".join(help_text.replace("\u2502", " ").split())  # rich's box, wrapped lines
+    if "tokenward's access line" in words:
+        return (
+            "one process unless said otherwise; tokenward's access line on (its default, log "
+            "level info: one line per request, to the server's log in bench/.work/logs), "
+            "uvicorn's own (`--access-log`) off"
+        )
+    if "--access-log" in words:
         return "one process unless said otherwise, no access log (its default)"
     return "one process unless said otherwise, uvicorn's access log on, to bench/.work/logs"
+
+
+def scrape_requests(listen: str) -> dict[str, int]:
+    """``tokenward_http_requests_total`` from a metrics listener, summed by route label."""
+    try:
+        response = httpx.get(f"http://{listen}/metrics", timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"metrics listener {listen}: {error}") from None
+    counted: dict[str, int] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "tokenward_http_requests_total":
+                route = sample.labels.get("route", "")
+                counted[route] = counted.get(route, 0) + round(sample.value)
+    return counted
 
 
 def command_line() -> str:
@@ -377,6 +427,45 @@ class Bench:
             self.measure("workers-protected", servers)
             self.measure("workers-refresh", servers)
 
+    def metrics(self) -> None:
+        """9: the same tokenward with Prometheus metrics off and on, pinned, side by side."""
+        listen = f"127.0.0.1:{free_port()}"
+        servers = [
+            tokenward_server(DATA / "metrics-off", name=TOKENWARD_METRICS_OFF, metrics="off"),
+            tokenward_server(
+                DATA / "metrics-on", name=TOKENWARD_METRICS_ON, metrics="on", metrics_listen=listen
+            ),
+        ]
+        with running(servers):
+            for server in servers:
+                accounts.prepare(server)
+            self.measure("metrics-protected", servers)
+            self.measure("metrics-refresh", servers)
+            counted = scrape_requests(listen)
+        for key, route in (
+            ("metrics-protected", servers[1].api.protected),
+            ("metrics-refresh", servers[1].api.refresh),
+        ):
+            self.results.notes[key] = [self.counted_words(key, listen, route, counted)]
+
+    def counted_words(self, key: str, listen: str, route: str, counted: dict[str, int]) -> str:
+        """What the metrics-on server counted for ``route``, next to what wrk completed."""
+        runs = [r for r in self.results.runs if r.scenario == key]
+        sent = sum(r.requests for r in runs if r.server == TOKENWARD_METRICS_ON)
+        count = counted.get(route, 0)
+        if count < sent:
+            self.results.failures.append(
+                f"metrics: tokenward_http_requests_total counted {count:,} {route}, "
+                f"fewer than the {sent:,} wrk completed"
+            )
+        return (
+            f"Counted: one scrape of the metrics-on server's listener (`http://{listen}/metrics`) "
+            f'after both scenarios: `tokenward_http_requests_total{{route="{route}"}}` = '
+            f"{count:,} (all statuses), for {sent:,} requests wrk completed against it in this "
+            "scenario, warm-up included; the difference is the bench's own requests (one check "
+            "per route) and answers still in flight when wrk stopped."
+        )
+
     def verifier(self) -> None:
         log("\nverifier: per-token cost vs the raw signature check")
         with pinned_to(SERVER_CORE):
@@ -385,7 +474,9 @@ class Bench:
     def run(self) -> None:
         """Every selected stage; one that fails is reported and the others still run."""
         stages = [(self.side_by_side, {"protected", "protected-pool", "refresh", "login"})]
-        stages += [(getattr(self, name), {name}) for name in ("growth", "postgres", "workers")]
+        stages += [
+            (getattr(self, name), {name}) for name in ("growth", "postgres", "workers", "metrics")
+        ]
         stages += [(self.verifier, {"verifier"})]
         for stage, keys in stages:
             if not keys & self.options.only:
@@ -401,8 +492,9 @@ def estimate_minutes(options: Options) -> float:
     rounds = options.rounds
     per_server = rounds.warmup + rounds.count * (rounds.duration + 1.5) + 3
     server_runs = {"protected": 3, "protected-pool": 3, "refresh": 3, "growth": 2}
-    server_runs |= {"postgres": 3, "workers": 6}
+    server_runs |= {"postgres": 3, "workers": 6, "metrics": 4}
     fixed = {"protected-pool": 60, "login": 50, "growth": 45, "postgres": 10, "verifier": 10}
+    fixed |= {"metrics": 10}
     seconds = sum(server_runs.get(key, 0) * per_server + fixed.get(key, 0) for key in options.only)
     return seconds / 60
 

@@ -35,6 +35,8 @@ SERVER_CORE = "0"
 LOAD_CORE = "1"
 
 TOKENWARD = "tokenward"
+TOKENWARD_METRICS_OFF = "tokenward, metrics off"  # scenario 9: the same server, twice
+TOKENWARD_METRICS_ON = "tokenward, metrics on"
 EXPRESS = "express (as written)"
 EXPRESS_TUNED = "express (tuned)"
 EXPRESS_NAMES = (EXPRESS, EXPRESS_TUNED)

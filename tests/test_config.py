@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from tokenward.exceptions import ConfigError
 from tokenward.infra.config import load_settings, parse_duration
@@ -66,6 +68,10 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ),
         ({"TOKENWARD_REFRESH_REUSE_INTERVAL": "8d"}, "TOKENWARD_REFRESH_REUSE_INTERVAL"),
         ({"TOKENWARD_PASSWORD_MIN_LENGTH": "4"}, "TOKENWARD_PASSWORD_MIN_LENGTH"),
+        ({"TOKENWARD_METRICS_LISTEN": "9464"}, "TOKENWARD_METRICS_LISTEN"),
+        ({"TOKENWARD_METRICS_LISTEN": "127.0.0.1:http"}, "TOKENWARD_METRICS_LISTEN"),
+        ({"TOKENWARD_METRICS_LISTEN": "127.0.0.1:70000"}, "TOKENWARD_METRICS_LISTEN"),
+        ({"TOKENWARD_METRICS": "maybe"}, "TOKENWARD_METRICS"),
         (
             {"TOKENWARD_ENV": "production", "TOKENWARD_ISSUER": "http://auth.example"},
             "TOKENWARD_ISSUER",
@@ -250,3 +256,42 @@ def test_a_bad_log_setting_names_its_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings(_env_file=None)
+
+
+def test_the_metrics_listener_defaults_to_loopback() -> None:
+    settings = load_settings(_env_file=None)
+    assert not settings.metrics
+    assert settings.metrics_address == ("127.0.0.1", 9464)
+    assert load_settings(_env_file=None, metrics="on").metrics
+    assert load_settings(_env_file=None, metrics_listen="[::1]:9100").metrics_address == (
+        "::1",
+        9100,
+    )
+
+
+def test_serve_refuses_a_metrics_port_in_use_with_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [TOKENWARD, "serve", "--port", str(free_port())],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "TOKENWARD_DATA_DIR": str(tmp_path / "data"),
+                "TOKENWARD_METRICS": "on",
+                "TOKENWARD_METRICS_LISTEN": f"127.0.0.1:{port}",
+                "TOKENWARD_LOG_LEVEL": "warning",
+                **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+            },
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"tokenward: metrics_listen: cannot listen on 127.0.0.1:{port} (")

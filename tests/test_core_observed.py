@@ -62,3 +62,21 @@ def test_every_rotation_decision_has_a_result() -> None:
         RefreshResult.REUSE_DETECTED,
         RefreshResult.INVALID,
     ]
+
+
+def test_every_outcome_named_is_one_the_rule_gives() -> None:
+    """The pairs declared at 0 are exactly the pairs the table above reaches."""
+    from tokenward.core.events import LOGIN_OUTCOMES
+
+    reached = {
+        login_outcome(event(kind, **detail))
+        for kind, detail in [
+            (EventType.LOGIN_SUCCEEDED, {"amr": ["pwd"]}),
+            (EventType.LOGIN_SUCCEEDED, {"amr": ["pwd", "otp", "mfa"]}),
+            (EventType.LOGIN_SUCCEEDED, {"amr": ["hwk", "mfa"]}),
+            (EventType.LOGIN_FAILED, {}),
+            (EventType.MFA_FAILED, {}),
+            (EventType.MFA_REQUIRED, {}),
+        ]
+    }
+    assert reached == LOGIN_OUTCOMES

@@ -6,6 +6,7 @@ formatter (tokenward.infra.logs) and parsed back as JSON. A real process: test_l
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -316,3 +317,27 @@ async def test_the_token_endpoint_names_the_user_and_session(api: Api, lines: Li
     [line] = _access(lines, "/auth/token", "POST")
     [succeeded] = _events(lines, EventType.LOGIN_SUCCEEDED)
     assert (line["user_id"], line["session_id"]) == (succeeded["user_id"], succeeded["session_id"])
+
+
+async def test_a_development_mail_is_kept_not_logged(tmp_path: Path, lines: Lines) -> None:
+    """TOKENWARD_EMAIL_DELIVERY=log (development's default): the line says a mail was kept,
+    with its subject; the recipient and the link are in the mailbox only."""
+    settings = make_settings(tmp_path / "data", email_verification="optional", rate_limits=False)
+    assert settings.mail_delivery == "log"
+    app = create_app(settings, hasher=FAST_HASHER)
+    async with LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            registered = await client.post(
+                "/auth/register", json={"email": EMAIL, "password": PASSWORD}
+            )
+            assert registered.status_code == 201
+            deadline = asyncio.get_running_loop().time() + 10
+            while not (mails := (await client.get("/demo/mailbox")).json()):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+    [mail] = mails
+    assert mail["to"] == EMAIL and "twv_" in mail["text"]
+    [kept] = [line for line in lines() if str(line["event"]).startswith("development mail")]
+    assert mail["subject"] in kept["event"] and "/demo/mailbox" in kept["event"]
+    assert not leaks(json.dumps(kept))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from support import (
     FAST_HASHER,
@@ -25,7 +26,7 @@ from support import (
 )
 from support.smtp import SmtpServer, mail_settings_for
 
-from tokenward.core.events import EventType, LoginMethod, LoginResult
+from tokenward.core.events import LOGIN_OUTCOMES, EventType
 from tokenward.core.refresh import RefreshResult
 from tokenward.core.sessions import EndReason
 from tokenward.infra import metrics
@@ -119,10 +120,15 @@ async def test_every_vocabulary_is_there_from_the_start(app: Any, service: Any) 
     names = {name for name, _ in samples}
     for kind in EventType:
         assert value(samples, "tokenward_security_events_total", type=kind.value) == 0
-    for result in LoginResult:
-        for method in LoginMethod:
-            labels = {"result": result.value, "method": method.value}
-            assert value(samples, "tokenward_logins_total", **labels) == 0
+    logins = {
+        dict(labels)["result"] + "/" + dict(labels)["method"]
+        for name, labels in samples
+        if name == "tokenward_logins_total"
+    }
+    assert logins == {f"{result}/{method}" for result, method in LOGIN_OUTCOMES}
+    for result, method in LOGIN_OUTCOMES:
+        labels = {"result": result.value, "method": method.value}
+        assert value(samples, "tokenward_logins_total", **labels) == 0
     for refresh in RefreshResult:
         assert value(samples, "tokenward_refreshes_total", result=refresh.value) == 0
     for reason in EndReason:
@@ -161,9 +167,9 @@ async def test_labels_are_bounded(api: Api, app: Any) -> None:
     assert value(samples, requests, route="unmatched", method="GET", status="404") == 1
     assert value(samples, requests, route="/auth/me", method="other", status="405") == 1
     for _, labels in samples:
-        for _, text in labels:
+        for _, shown in labels:
             for personal in (EMAIL, "ada@", CLIENT_IP, session_id, user_id, refresh[:12]):
-                assert personal not in text
+                assert personal not in shown
 
 
 async def test_the_app_port_does_not_serve_metrics(api: Api) -> None:
@@ -304,3 +310,27 @@ async def _refreshed(api: Api, refresh: str) -> str:
     answer = await api.refresh(refresh)
     assert answer.status_code == 200, answer.text
     return refresh_cookie(answer)
+
+
+async def test_every_stored_event_is_counted_once(api: Api, app: Any, service: Any) -> None:
+    """Counted where events are written: for every type, the counter equals the rows the
+    events table holds (the unit of work, the lean rotation paths, a transaction retried)."""
+    _, refresh = await _signed_up(api)
+    for _ in range(2):
+        assert (await api.login(EMAIL, "not the password at all")).status_code == 401
+    assert (await api.login("nobody@example.com", "not the password at all")).status_code == 401
+    for _ in range(3):
+        refresh = await _refreshed(api, refresh)
+    other_access, _ = await _login(api)
+    assert (await api.logout(refresh)).status_code == 204
+    assert (
+        await api.http.post("/auth/logout-all", headers=_bearer(other_access))
+    ).status_code == 204
+    async with service.db.read() as db:
+        rows = (await db.execute(text("SELECT type, count(*) FROM events GROUP BY type"))).all()
+    stored = {kind: count for kind, count in rows}
+    assert len(stored) >= 5
+    samples = await scrape(app)
+    for kind in EventType:
+        counted = value(samples, "tokenward_security_events_total", type=kind.value)
+        assert counted == stored.get(kind.value, 0), kind

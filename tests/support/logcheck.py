@@ -39,15 +39,11 @@ def leaks(line: str) -> list[str]:
 
 def _checked(record: logging.LogRecord) -> bool:
     """Whether ``tokenward serve`` could write ``record``. Not: a library's debug line (serve
-    keeps libraries at info, infra.logs.logging_config; aiosqlite's carry SQL parameters), the
-    suite's own SMTP server (aiosmtpd's ``mail.log``), and development's
-    ``TOKENWARD_EMAIL_DELIVERY=log``, which puts each mail in the log on purpose (production
-    refuses the setting)."""
+    keeps libraries at info, infra.logs.logging_config; aiosqlite's carry SQL parameters) and
+    the suite's own SMTP server (aiosmtpd's ``mail.log``)."""
     if record.name == "mail.log" or record.name.startswith("mail.log."):
         return False
-    if record.levelno < logging.INFO and not record.name.startswith("tokenward"):
-        return False
-    return not (record.name == "tokenward.mail" and str(record.msg).startswith("development mail"))
+    return record.levelno >= logging.INFO or record.name.startswith("tokenward")
 
 
 class LeakCheck(logging.Handler):

@@ -36,9 +36,9 @@ class SigningKeys:
         self.report_signer()
 
     def report_signer(self) -> None:
-        """Tell the metrics when the key that signs now was made (an HS256 secret: when it
-        started signing, as far as this process knows: now)."""
+        """Tell the metrics when the key that signs now was made (not known of an HS256
+        secret, which is not reported)."""
         now = self.ctx.now()
         keyring = self.ctx.access.keyring
-        if keyring.has_signer(now):
-            metrics.current().signing_key(keyring.signer(now).created_at or now)
+        if keyring.has_signer(now) and (made := keyring.signer(now).created_at) is not None:
+            metrics.current().signing_key(made)

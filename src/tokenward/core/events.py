@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "LOGIN_OUTCOMES",
     "OPERATOR",
     "Actor",
     "ActorKind",
@@ -172,6 +173,19 @@ class LoginMethod(StrEnum):
 
 
 _SECOND_STEP_REFUSED = frozenset({EventType.MFA_FAILED, EventType.MFA_REPLAY_REJECTED})
+
+LOGIN_OUTCOMES = frozenset(
+    {
+        (LoginResult.SUCCEEDED, LoginMethod.PASSWORD),
+        (LoginResult.SUCCEEDED, LoginMethod.MFA),
+        (LoginResult.SUCCEEDED, LoginMethod.PASSKEY),
+        (LoginResult.FAILED, LoginMethod.PASSWORD),
+        (LoginResult.FAILED, LoginMethod.MFA),
+        (LoginResult.MFA_REQUIRED, LoginMethod.PASSWORD),
+    }
+)
+"""Every pair :func:`login_outcome` answers. A refused passwordless passkey records no event
+(there may be no user to name): the request metrics count it (``/auth/passkeys/login``, 401)."""
 
 
 def login_outcome(event: NewEvent) -> tuple[LoginResult, LoginMethod] | None:

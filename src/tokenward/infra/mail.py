@@ -205,7 +205,8 @@ class SentMail:
 
 
 class LogDelivery:
-    """Development only: the mail, link included, goes to the log and to a small mailbox."""
+    """Development only: the mail, link included, is kept in a small mailbox (served at
+    ``GET /demo/mailbox``); the log says one was kept, and its subject."""
 
     def __init__(self, keep: int = 50) -> None:
         self.mailbox: deque[SentMail] = deque(maxlen=keep)
@@ -221,9 +222,10 @@ class LogDelivery:
                 sent_at=parsedate_to_datetime(str(message["Date"])),
             )
         )
+        # The log line names neither the recipient nor the link (no address, no token in any
+        # log line): the mail itself is read from the mailbox.
         logger.warning(
-            "development mail (TOKENWARD_EMAIL_DELIVERY=log) to %s: %s\n%s",
-            message["To"],
-            message["Subject"],
-            text,
+            "development mail (TOKENWARD_EMAIL_DELIVERY=log) kept, not sent: %r; read it at "
+            "GET /demo/mailbox",
+            str(message["Subject"]),
         )

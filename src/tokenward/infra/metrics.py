@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenward import __version__
-from tokenward.core.events import EventType, LoginMethod, LoginResult, NewEvent, login_outcome
+from tokenward.core.events import LOGIN_OUTCOMES, EventType, NewEvent, login_outcome
 from tokenward.core.refresh import RefreshResult
 from tokenward.core.sessions import EndReason
 
@@ -58,7 +58,8 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HASH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
-"""The route label of a request no route matched (a 404): never its path."""
+"""The route label of a request that reached no route (a 404, a static file, a body refused by
+the transport defences): never its path."""
 
 
 class DatabaseErrorKind(StrEnum):
@@ -234,9 +235,8 @@ class Metrics(Recorder):
         # alert on a count that has not happened yet sees 0, not nothing.
         for kind in EventType:
             self._events.labels(kind.value)
-        for result in LoginResult:
-            for method in LoginMethod:
-                self._logins.labels(result.value, method.value)
+        for result, method in LOGIN_OUTCOMES:
+            self._logins.labels(result.value, method.value)
         for refresh in RefreshResult:
             self._refreshes.labels(refresh.value)
         for reason in EndReason:

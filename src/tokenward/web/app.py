@@ -160,7 +160,7 @@ def create_app(
         if settings.passkeys is PasskeyMode.PASSWORDLESS:
             app.include_router(passkeys.login_router)
     app.include_router(admin.router)
-    if settings.serves_demo and settings.mail_delivery == "log":
+    if settings.mail_delivery == "log":  # development only (production refuses it)
         app.include_router(email_accounts.mailbox_router)
 
     @app.exception_handler(oauth.InvalidClientError)

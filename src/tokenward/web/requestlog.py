@@ -1,7 +1,8 @@
 """The request id, the access line and the request metrics of every request, the fast paths'
 included.
 
-The outermost layer of the app: it sees the answers of everything inside it (the transport
+The outermost layer of the app (but tracing's, with ``TOKENWARD_OTEL=on``, so that the line
+carries its trace id): it sees the answers of everything inside it (the transport
 defences' 413 and 408, the fast paths, the routes), gives each request its id before any of
 them runs, and writes one line when the answer has gone. Plain ASGI, like RequestGuard: no
 task hand-off, a few dictionary look-ups and one log call per request.
