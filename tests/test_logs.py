@@ -259,7 +259,7 @@ def test_text_lines_escape_control_characters() -> None:
         logging.getLogger().removeHandler(handler)
     access, warning = output.getvalue().splitlines()
     assert "route=/auth/me" in access
-    assert "user_agent=a\\r\\nb" in access
+    assert "user_agent='a\\r\\nb'" in access  # quoted, escaped: one line
     assert "quoted input: one\\ntwo" in warning
     assert "request_id=feedc0de" in warning
 

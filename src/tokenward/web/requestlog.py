@@ -99,12 +99,13 @@ class RequestLogging:
 
     def _log(self, scope: Scope, record: RequestLog, status: int, duration: float) -> None:
         peer = scope.get("client")
+        address = peer[0] if peer else None
         user_agent = _header(scope, b"user-agent")
-        # As web.deps.client_info sees the client (and as its events record it).
+        # As web.deps.client_info sees the client (and as its events record it); the
+        # forwarded addresses are looked for only behind a trusted proxy.
+        forwarded = _header(scope, b"x-forwarded-for") if self.proxies.is_trusted(address) else []
         client = ClientInfo(
-            ip=self.proxies.client_ip(
-                peer[0] if peer else None, _header(scope, b"x-forwarded-for")
-            ),
+            ip=self.proxies.client_ip(address, forwarded),
             user_agent=user_agent[0] if user_agent else None,
         )
         log_request(
