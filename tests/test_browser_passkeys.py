@@ -430,6 +430,9 @@ def test_a_replayed_answer_or_one_without_user_verification_is_refused(
     wait_for_status(page, "passkey was not accepted")
     assert page.get_attribute("body", "data-state") == "signed-out"
     assert "tw_refresh" not in {cookie["name"] for cookie in context.cookies()}
+    # The page asks for options again (the conditional request): a handler still fetching
+    # when the context closes must not fail the next test.
+    page.unroute_all(behavior="ignoreErrors")
 
 
 def test_the_browser_offers_the_passkey_in_the_email_fields_autofill(

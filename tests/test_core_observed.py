@@ -65,18 +65,22 @@ def test_every_rotation_decision_has_a_result() -> None:
 
 
 def test_every_outcome_named_is_one_the_rule_gives() -> None:
-    """The pairs declared at 0 are exactly the pairs the table above reaches."""
+    """The pairs declared at 0 are exactly the pairs the rule answers, over every event type,
+    with and without a session, with every kind of amr."""
     from tokenward.core.events import LOGIN_OUTCOMES
 
+    amrs = [
+        None,
+        ["pwd"],
+        ["pwd", "otp", "mfa"],
+        ["pwd", "hwk", "mfa"],
+        ["hwk", "mfa"],
+        ["swk", "mfa"],
+    ]
     reached = {
-        login_outcome(event(kind, **detail))
-        for kind, detail in [
-            (EventType.LOGIN_SUCCEEDED, {"amr": ["pwd"]}),
-            (EventType.LOGIN_SUCCEEDED, {"amr": ["pwd", "otp", "mfa"]}),
-            (EventType.LOGIN_SUCCEEDED, {"amr": ["hwk", "mfa"]}),
-            (EventType.LOGIN_FAILED, {}),
-            (EventType.MFA_FAILED, {}),
-            (EventType.MFA_REQUIRED, {}),
-        ]
+        login_outcome(NewEvent(kind, AT, session_id=session, detail={"amr": amr} if amr else None))
+        for kind in EventType
+        for session in (None, "s")
+        for amr in amrs
     }
-    assert reached == LOGIN_OUTCOMES
+    assert reached - {None} == LOGIN_OUTCOMES

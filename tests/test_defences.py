@@ -281,7 +281,7 @@ async def test_allowed_front_end_gets_credentialed_cors(api: Api) -> None:
     exposed = {
         h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
     }
-    assert {"www-authenticate", "retry-after"} <= exposed
+    assert {"www-authenticate", "retry-after", "x-request-id"} <= exposed
     preflight = await api.http.options(
         "/auth/refresh",
         headers={**origin, "Access-Control-Request-Method": "POST"},

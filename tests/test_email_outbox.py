@@ -725,3 +725,7 @@ async def test_the_development_mailbox_answers_only_this_machine(tmp_path: Any) 
             transport = httpx.ASGITransport(app=app, client=peer)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 assert (await client.get("/demo/mailbox")).status_code == status
+                # A proxy or tunnel on this machine: loopback peer, asker elsewhere.
+                for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+                    proxied = await client.get("/demo/mailbox", headers={header: "198.51.100.4"})
+                    assert proxied.status_code == 404

@@ -458,13 +458,16 @@ def _timed(client: httpx.Client, path: str, body: dict[str, str]) -> tuple[float
 
 
 def _same_answers(answers: list[httpx.Response]) -> None:
-    """One status, one body, one set of headers (but the date) for every answer."""
+    """One status, one body, one set of headers (but the date and the request's own id) for
+    every answer."""
     first = answers[0]
-    headers = {k: v for k, v in first.headers.items() if k != "date"}
+    own = {"date", "x-request-id"}
+    headers = {k: v for k, v in first.headers.items() if k not in own}
     for answer in answers:
         assert answer.status_code == first.status_code == 202, answer.text
         assert answer.content == first.content == b'{"status":"accepted"}', answer.content
-        assert {k: v for k, v in answer.headers.items() if k != "date"} == headers
+        assert {k: v for k, v in answer.headers.items() if k not in own} == headers
+        assert len(answer.headers["x-request-id"]) == 32
 
 
 Body = Callable[[int], dict[str, str]]

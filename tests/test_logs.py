@@ -223,15 +223,17 @@ async def test_security_events_are_logged_once_without_personal_detail(
 
 
 async def test_hostile_input_stays_inside_one_json_string(api: Api, lines: Lines) -> None:
-    """CR/LF in a User-Agent or an email cannot start a log line of its own."""
+    """CR/LF in a User-Agent or an email cannot start a log line of its own (the User-Agent,
+    free text the client writes, is not logged at all)."""
     forged = '\r\n{"event": "request", "status": 200, "forged": true}\n'
-    await api.http.get("/auth/me", headers={"User-Agent": "agent" + forged})
+    await api.http.get("/auth/me", headers={"User-Agent": "agent ada@example.com" + forged})
     await api.http.post("/auth/register", json={"email": "x" + forged, "password": PASSWORD})
     await api.login("x" + forged + "@example.com")
     parsed = lines()  # every line parses: none was cut in two
     assert not [line for line in parsed if line.get("forged")]
     [line] = _access(lines, "/auth/me")
-    assert line["user_agent"] == "agent" + forged
+    assert "user_agent" not in line
+    assert "agent" not in json.dumps(parsed)
 
 
 def test_text_lines_escape_control_characters() -> None:
@@ -249,8 +251,7 @@ def test_text_lines_escape_control_characters() -> None:
                 method="GET",
                 status=200,
                 duration=0.001,
-                client_ip="192.0.2.1",
-                user_agent="a\r\nb",
+                client_ip="192.0.2.1\r\nforged",
             )
             logger.warning("quoted input: %s", "one\ntwo")
         finally:
@@ -259,7 +260,7 @@ def test_text_lines_escape_control_characters() -> None:
         logging.getLogger().removeHandler(handler)
     access, warning = output.getvalue().splitlines()
     assert "route=/auth/me" in access
-    assert "user_agent='a\\r\\nb'" in access  # quoted, escaped: one line
+    assert "client_ip='192.0.2.1\\r\\nforged'" in access  # quoted, escaped: one line
     assert "quoted input: one\\ntwo" in warning
     assert "request_id=feedc0de" in warning
 
@@ -341,3 +342,57 @@ async def test_a_development_mail_is_kept_not_logged(tmp_path: Path, lines: Line
     [kept] = [line for line in lines() if str(line["event"]).startswith("development mail")]
     assert mail["subject"] in kept["event"] and "/demo/mailbox" in kept["event"]
     assert not leaks(json.dumps(kept))
+
+
+async def test_an_unhandled_error_answers_500_with_its_request_id(
+    tmp_path: Path, lines: Lines
+) -> None:
+    """The id reaches the client (header and body) and the log; the error's message, which may
+    quote data, reaches neither."""
+    app = create_app(make_settings(tmp_path / "data"), hasher=FAST_HASHER)
+
+    async def boom() -> None:
+        raise RuntimeError(f"failed for {EMAIL} with twp_{'x' * 20}")
+
+    app.add_api_route("/boom", boom)
+    async with LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.get("/boom")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == PROBLEM
+    assert answer.json()["type"] == "urn:tokenward:problem:internal-error"
+    request_id = answer.headers["x-request-id"]
+    assert answer.json()["request_id"] == request_id
+    assert EMAIL not in answer.text
+    [line] = _access(lines, "/boom")
+    assert (line["request_id"], line["status"]) == (request_id, 500)
+    for logged in lines():
+        assert EMAIL not in json.dumps(logged) and "twp_" not in json.dumps(logged)
+    assert any(logged["event"] == "unhandled error: RuntimeError" for logged in lines())
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_traceback_keeps_its_frames_and_types_not_its_messages(log_format: str) -> None:
+    """uvicorn logs an unhandled error with its traceback: a message may quote a statement's
+    parameters or an address, so each in the chain is withheld."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(LineFormatter(log_format))  # type: ignore[arg-type]
+    logger = logging.getLogger(f"uvicorn.error.test-{log_format}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise KeyError(EMAIL)
+        except KeyError as error:
+            raise ValueError(f"twp_{'y' * 20}") from error
+    except ValueError:
+        logger.exception("Exception in ASGI application")
+    finally:
+        logger.removeHandler(handler)
+    [line] = output.getvalue().splitlines()
+    assert "builtins.KeyError (message withheld)" in line
+    assert "builtins.ValueError (message withheld)" in line
+    assert "test_a_traceback_keeps_its_frames_and_types_not_its_messages" in line
+    assert not leaks(line.replace("raise KeyError(EMAIL)", ""))

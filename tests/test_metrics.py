@@ -160,8 +160,11 @@ async def test_labels_are_bounded(api: Api, app: Any) -> None:
     assert ended.status_code == 204
     assert (await api.http.get(f"/no/such/{EMAIL}")).status_code == 404
     assert (await api.http.request("BREW", "/auth/me")).status_code == 405
+    assert (await api.http.get("/static/tokenward.js")).status_code == 200
     samples = await scrape(app)
     requests = "tokenward_http_requests_total"
+    # A static file is served by no API route: unmatched, never its path.
+    assert value(samples, requests, route="unmatched", method="GET", status="200") == 1
     template = "/auth/sessions/{session_id}"
     assert value(samples, requests, route=template, method="DELETE", status="204") == 1
     assert value(samples, requests, route="unmatched", method="GET", status="404") == 1
@@ -236,12 +239,13 @@ async def test_the_outbox_backlog_and_deliveries(tmp_path: Path, clock: FakeCloc
         retried = {"template": "verify_email", "result": "retried"}
 
         async def backlog() -> Samples | None:
+            # Tried and failed at least once; the backlog as a round after the 30 s sees it.
             samples = await scrape(app)
-            return samples if value(samples, mails, **retried) >= 1 else None
+            waiting = value(samples, "tokenward_outbox_oldest_pending_age_seconds") >= 30
+            return samples if value(samples, mails, **retried) >= 1 and waiting else None
 
         samples = await _until(backlog)
         assert value(samples, "tokenward_outbox_pending") == 1
-        assert value(samples, "tokenward_outbox_oldest_pending_age_seconds") >= 30
         smtp.start()
         try:
             clock.advance(3600)
@@ -258,30 +262,50 @@ async def test_the_outbox_backlog_and_deliveries(tmp_path: Path, clock: FakeCloc
             smtp.stop()
 
 
+class _DriverError(Exception):
+    """A driver's error as asyncpg's: a message and a SQLSTATE."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 @pytest.mark.parametrize(
-    ("message", "kind"),
+    ("driver_error", "kind"),
     [
-        ("database is locked", DatabaseErrorKind.CONFLICT),
-        ("unable to open database file", DatabaseErrorKind.UNAVAILABLE),
+        (_DriverError("database is locked"), DatabaseErrorKind.CONFLICT),
+        (_DriverError("could not serialize access", "40001"), DatabaseErrorKind.CONFLICT),
+        (_DriverError("unable to open database file"), DatabaseErrorKind.UNAVAILABLE),
+        (
+            _DriverError("the database system is shutting down", "57P03"),
+            DatabaseErrorKind.UNAVAILABLE,
+        ),
+        (
+            _DriverError("canceling statement due to statement timeout", "57014"),
+            DatabaseErrorKind.TIMEOUT,
+        ),
     ],
 )
-def test_database_errors_by_kind(message: str, kind: DatabaseErrorKind) -> None:
-    """The storage's one translation of driver errors counts each by kind."""
+def test_database_errors_by_kind(driver_error: Exception, kind: DatabaseErrorKind) -> None:
+    """The storage's one translation of driver errors counts each by kind (a pool or
+    connection timeout is a timeout too)."""
     counting = Metrics()
     metrics.install(counting)
     try:
-        _translate(OperationalError("SELECT 1", {}, Exception(message)))
+        _translate(OperationalError("SELECT 1", {}, driver_error))
         _translate(TimeoutError())
     finally:
         metrics.install(None)
-    assert (
-        counting.registry.get_sample_value("tokenward_database_errors_total", {"kind": kind.value})
-        == 1
-    )
-    assert (
-        counting.registry.get_sample_value("tokenward_database_errors_total", {"kind": "timeout"})
-        == 1
-    )
+    counts = {
+        each.value: counting.registry.get_sample_value(
+            "tokenward_database_errors_total", {"kind": each.value}
+        )
+        for each in DatabaseErrorKind
+    }
+    expected = {each.value: 0.0 for each in DatabaseErrorKind}
+    expected[kind.value] += 1
+    expected["timeout"] += 1
+    assert counts == expected
 
 
 async def _until(check: Any, timeout: float = 15.0) -> Any:  # noqa: ASYNC109
@@ -334,3 +358,81 @@ async def test_every_stored_event_is_counted_once(api: Api, app: Any, service: A
     for kind in EventType:
         counted = value(samples, "tokenward_security_events_total", type=kind.value)
         assert counted == stored.get(kind.value, 0), kind
+
+
+def test_the_workers_sum_forgets_the_live_gauges_of_workers_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed with hashes waiting (no clean shutdown to take them out of the sum) is
+    not counted by serve's listener; a live one is."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from prometheus_client import Gauge\n"
+        "g = Gauge('tokenward_password_hashes_waiting', 'w', multiprocess_mode='livesum')\n"
+        "g.set(int(sys.argv[1]))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    gone = subprocess.run(  # exits without mark_process_dead: its file stays
+        [sys.executable, "-c", script, "3"], env=env, input="", capture_output=True, check=True
+    )
+    assert gone.stdout.strip() == b"ready"
+    alive = subprocess.Popen(
+        [sys.executable, "-c", script, "2"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert alive.stdout is not None and alive.stdout.readline().strip() == b"ready"
+        assert len(list(tmp_path.glob("gauge_livesum_*.db"))) == 2
+        monkeypatch.setenv(metrics.MULTIPROCESS_DIR, str(tmp_path))
+        listener = metrics.serve_metrics(None, "127.0.0.1", 0)
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{listener.port}/metrics")
+        finally:
+            listener.close()
+    finally:
+        alive.communicate(b"")
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+    assert samples["tokenward_password_hashes_waiting"] == 2
+
+
+async def test_a_transaction_retried_is_told_once(api: Api, app: Any, service: Any) -> None:
+    """A conflict rolls the first try back: its event is neither counted nor logged; the
+    retry's is, once."""
+    from contextlib import asynccontextmanager
+
+    from tokenward.storage.errors import RetryableConflict
+
+    _, refresh = await _signed_up(api)
+    original = service.db.write
+    tries: list[int] = []
+
+    @asynccontextmanager
+    async def conflicting_once(*args: Any, **kwargs: Any) -> Any:
+        async with original(*args, **kwargs) as db:
+            yield db
+            tries.append(1)
+            if len(tries) == 1:
+                raise RetryableConflict("injected")  # rolled back, as the database would
+
+    service.db.write = conflicting_once
+    try:
+        assert (await api.logout(refresh)).status_code == 204
+    finally:
+        service.db.write = original
+    assert len(tries) == 2
+    samples = await scrape(app)
+    assert value(samples, "tokenward_security_events_total", type="session.logout") == 1
+    assert value(samples, "tokenward_sessions_ended_total", reason="logout") == 1
+    async with service.db.read() as db:
+        stored = (
+            await db.execute(text("SELECT count(*) FROM events WHERE type = 'session.logout'"))
+        ).scalar_one()
+    assert stored == 1

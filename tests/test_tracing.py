@@ -19,17 +19,19 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry import trace
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import text
-from support import COOKIE, PASSWORD, Api, make_settings
+from support import COOKIE, PASSWORD, Api, make_settings, refresh_cookie
 
 from tokenward.exceptions import ConfigError
 from tokenward.infra import tracing
 from tokenward.infra.config import Settings
 from tokenward.infra.logs import LineFormatter
+from tokenward.infra.metrics import UNMATCHED
 from tokenward.infra.tracing import (
     check_tracing,
     configure_tracing,
@@ -37,6 +39,7 @@ from tokenward.infra.tracing import (
     trace_requests,
     tracing_enabled,
 )
+from tokenward.web.fastpath import FastProtectedRoute
 
 Lines = Callable[[], list[dict[str, Any]]]
 EMAIL = "ada@example.com"
@@ -44,6 +47,38 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 LINK_TOKEN = "twv_QUERYSTRINGTOKEN0123456789abcdef"  # the shape of a mailed link's token
+PEER = "203.0.113.7"  # the api fixture's client address
+USER_AGENT = "secret-agent/1.0 ada@example.com"
+OLD_ATTRIBUTES = {
+    "http.scheme",
+    "http.host",
+    "net.host.port",
+    "http.flavor",
+    "http.method",
+    "http.status_code",
+    "http.route",
+    "http.target",
+    "http.url",
+}
+"""A request span's attributes in OpenTelemetry's old HTTP conventions (the default), all of
+them: none is the request's but its method and (as its route template) path."""
+NEW_ATTRIBUTES = {
+    "url.scheme",
+    "server.address",
+    "server.port",
+    "network.protocol.version",
+    "http.request.method",
+    "http.response.status_code",
+    "http.route",
+    "url.path",
+}
+"""The same in the stable conventions (OTEL_SEMCONV_STABILITY_OPT_IN=http)."""
+SERVER_ATTRIBUTES = {
+    "": OLD_ATTRIBUTES,
+    "http": NEW_ATTRIBUTES,
+    "http/dup": OLD_ATTRIBUTES | NEW_ATTRIBUTES,
+}
+ROUTE_ATTRIBUTES = ("http.route", "http.target", "http.url", "url.path")
 
 
 @pytest.fixture
@@ -109,6 +144,36 @@ def _access(lines: Lines, route: str | None, method: str = "GET") -> dict[str, A
         if line["event"] == "request" and line["route"] == route and line["method"] == method
     ]
     return line
+
+
+@pytest.fixture(params=SERVER_ATTRIBUTES)
+def semconv(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """OTEL_SEMCONV_STABILITY_OPT_IN (none, ``http``, ``http/dup``) as the next middleware
+    made reads it; ask for it before the app. OpenTelemetry reads the variable once per
+    process, when the first instrumentation is made (not at import), and keeps what it read
+    in a class: that record is set aside for the test, and put back after it."""
+    if request.param:
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", request.param)
+    stability = _OpenTelemetrySemanticConventionStability
+    monkeypatch.setattr(stability, "_initialized", False)
+    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+    return str(request.param)
+
+
+def _recorded(spans: list[ReadableSpan]) -> str:
+    """Everything the spans would export that a request could have put there: names,
+    attributes, events, statuses."""
+    return json.dumps(
+        [
+            [
+                span.name,
+                {key: str(value) for key, value in (span.attributes or {}).items()},
+                [[event.name, str(event.attributes)] for event in span.events],
+                span.status.description,
+            ]
+            for span in spans
+        ]
+    )
 
 
 def _servers(spans: list[ReadableSpan]) -> list[ReadableSpan]:
@@ -246,54 +311,185 @@ async def test_an_error_is_recorded_by_its_type_never_its_message(
     }
 
 
-async def test_captured_headers_that_carry_credentials_are_redacted(
-    settings: Settings, spans: Callable[[], list[ReadableSpan]], monkeypatch: pytest.MonkeyPatch
+async def test_a_request_span_holds_no_request_data(
+    semconv: str,
+    settings: Settings,
+    spans: Callable[[], list[ReadableSpan]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An operator may have every header captured (OpenTelemetry's variables): the ones that
-    carry a credential are recorded as [REDACTED]."""
+    """Whatever the request holds and whatever OpenTelemetry is asked to capture: its
+    method, the route label and the answer's status, never the path, the query string, a
+    header (the Host and User-Agent ones, a credential, a response's Set-Cookie or Location),
+    the client's address or a method no route knows. Every attribute key, in the old HTTP
+    conventions, the new ones and both."""
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ".*")
     assert configure_tracing(settings)
-    refresh, csrf = "twr_" + "R" * 43, "c" * 32
+    refresh, csrf, code = "twr_" + "R" * 43, "c" * 32, "authcode7f3a"
 
     async def answer(scope: Any, receive: Any, send: Any) -> None:
-        cookie = f"{COOKIE}={refresh}; HttpOnly".encode()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"set-cookie", cookie)]}
-        )
+        headers = [
+            (b"set-cookie", f"{COOKIE}={refresh}; HttpOnly".encode()),
+            (b"location", f"https://app.example/cb?code={code}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = httpx.ASGITransport(app=trace_requests(answer), client=(PEER, 50000))
+    base_url = "http://auth.example:8000"
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        for method in ("GET", "SECRET-7F3A"):
+            await client.request(
+                method,
+                f"/nowhere/{EMAIL}?token={LINK_TOKEN}",
+                headers={
+                    "Authorization": "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+                    "Cookie": f"{COOKIE}={refresh}",
+                    "X-CSRF-Token": csrf,
+                    "X-Forwarded-For": "198.51.100.23",
+                    "User-Agent": USER_AGENT,
+                    "Host": "ada.example.com",
+                    "traceparent": TRACEPARENT,
+                },
+            )
+    found = spans()
+    assert [span.name for span in found] == ["GET", "HTTP"]
+    for span in found:
+        attributes = dict(span.attributes or {})
+        assert set(attributes) == SERVER_ATTRIBUTES[semconv], sorted(attributes)
+        for key in ROUTE_ATTRIBUTES:
+            assert attributes.get(key, UNMATCHED) == UNMATCHED, key
+        assert attributes.get("http.status_code", 302) == 302
+        assert attributes.get("http.response.status_code", 302) == 302
+        assert span.parent is not None and _hex(span.parent.span_id, 16) == PARENT_ID
+    methods = {
+        str(span.attributes.get(key))
+        for span in found
+        if span.attributes
+        for key in ("http.method", "http.request.method")
+        if key in span.attributes
+    }
+    assert methods == {"GET", "_OTHER"}
+    recorded = _recorded(found)
+    for secret in (
+        EMAIL,
+        "nowhere",
+        LINK_TOKEN,
+        "token=",
+        PEER,
+        "198.51.100.23",
+        USER_AGENT,
+        "secret-agent",
+        "7F3A",
+        "ada.example.com",
+        "eyJhbGciOiJFUzI1NiJ9",
+        refresh,
+        csrf,
+        code,
+        "app.example",
+    ):
+        assert secret not in recorded, secret
+
+
+async def test_a_routed_request_and_a_404_hold_no_request_data(
+    semconv: str, api: Api, spans: Callable[[], list[ReadableSpan]]
+) -> None:
+    """Through the whole app: a sign-up, a sign-in and a 404 whose path holds an email
+    address, from the api fixture's peer with a User-Agent of its own. No span (the statements'
+    included) holds the address, the password, the IP, the User-Agent, the path or the query
+    string; the 404's route is the unmatched label, a routed request's its template.
+
+    (The User-Agent holds no email address here: the access line writes the User-Agent as it
+    came, and the suite fails a test that logs an address. The span test above sends one.)"""
+    agent = {"User-Agent": "secret-agent/1.0 (agent-of-ada)"}
+    assert (await api.register(EMAIL)).status_code == 201
+    assert (await api.login(EMAIL, headers=agent)).status_code == 200
+    missing = await api.http.get(f"/nowhere/{EMAIL}?token=twp_xxx", headers=agent)
+    assert missing.status_code == 404
+    everything = spans()
+    servers = {span.name: dict(span.attributes or {}) for span in _servers(everything)}
+    assert set(servers) == {"POST /auth/register", "POST /auth/login", "GET"}
+    for name, attributes in servers.items():
+        # The api fixture's server has no port: server.port and net.host.port are not set.
+        expected = SERVER_ATTRIBUTES[semconv] - {"server.port", "net.host.port"}
+        assert set(attributes) == expected, (name, sorted(attributes))
+        label = name.partition(" ")[2] or UNMATCHED
+        for key in ROUTE_ATTRIBUTES:
+            assert attributes.get(key, label) == label, (name, key)
+    assert servers["GET"]["http.route"] == UNMATCHED
+    assert servers["POST /auth/login"]["http.route"] == "/auth/login"
+    recorded = _recorded(everything)
+    for secret in (EMAIL, PASSWORD, PEER, "agent-of-ada", "nowhere", "twp_xxx", "token="):
+        assert secret not in recorded, secret
+
+
+async def test_the_fast_paths_spans_are_named_after_their_routes(
+    api: Api, spans: Callable[[], list[ReadableSpan]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /auth/me and POST /auth/refresh, answered by the fast path (no router ran): their
+    spans get the template the fast path gives the access line."""
+    answered: list[str] = []
+    answer, refresh = FastProtectedRoute._answer, FastProtectedRoute._refresh
+
+    async def answering(self: FastProtectedRoute, *args: Any) -> bool:
+        done = await answer(self, *args)
+        if done:
+            answered.append("me")
+        return done
+
+    async def refreshing(self: FastProtectedRoute, *args: Any) -> bool:
+        done = await refresh(self, *args)
+        if done:
+            answered.append("refresh")
+        return done
+
+    monkeypatch.setattr(FastProtectedRoute, "_answer", answering)
+    monkeypatch.setattr(FastProtectedRoute, "_refresh", refreshing)
+    assert (await api.register(EMAIL)).status_code == 201
+    login = await api.login(EMAIL)
+    assert (await api.me(login.json()["access_token"])).status_code == 200
+    assert (await api.refresh(refresh_cookie(login))).status_code == 200
+    assert answered == ["me", "refresh"]
+    servers = {span.name: span for span in _servers(spans())}
+    for name, route in (("GET /auth/me", "/auth/me"), ("POST /auth/refresh", "/auth/refresh")):
+        attributes = dict(servers[name].attributes or {})
+        assert attributes["http.route"] == attributes["http.target"] == route
+        assert attributes["http.status_code"] == 200
+        assert servers[name].end_time is not None
+
+
+async def test_excluded_urls_make_no_span(
+    settings: Settings, spans: Callable[[], list[ReadableSpan]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_PYTHON_EXCLUDED_URLS is matched against the request's own URL (the middleware is
+    shown a placeholder path)."""
+    monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "healthz")
+    assert configure_tracing(settings)
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
     transport = httpx.ASGITransport(app=trace_requests(answer))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        await client.get(
-            f"/page?token={LINK_TOKEN}",
-            headers={
-                "Authorization": "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
-                "Cookie": f"{COOKIE}={refresh}",
-                "X-CSRF-Token": csrf,
-                "User-Agent": "agent/1",
-            },
-        )
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
     [server] = spans()
-    found = dict(server.attributes or {})
-    assert found["http.request.header.user_agent"] == ("agent/1",)
-    assert found["http.request.header.authorization"] == ("[REDACTED]",)
-    assert found["http.request.header.cookie"] == ("[REDACTED]",)
-    recorded = json.dumps(
-        {key: list(value) if isinstance(value, tuple) else value for key, value in found.items()}
-    )
-    for secret in ("eyJhbGciOiJFUzI1NiJ9", refresh, csrf, LINK_TOKEN):
-        assert secret not in recorded
+    assert server.attributes is not None and server.attributes["http.route"] == UNMATCHED
 
 
 async def test_a_span_is_named_after_its_route_template(
     api: Api, spans: Callable[[], list[ReadableSpan]]
 ) -> None:
-    """The template, never the path; a path no route has: the method alone."""
+    """The template, never the path; a path no route has: the method alone, and the
+    unmatched label for its route."""
     await api.http.get("/no/such/place-7f3a")
     await api.http.delete("/auth/sessions/0b7c5e7e-6d1b-4c1f-9d3e-2a1f6f1b9a00")
-    names = {span.name for span in _servers(spans())}
-    assert names == {"GET", "DELETE /auth/sessions/{session_id}"}
+    routes = {span.name: (span.attributes or {}).get("http.route") for span in _servers(spans())}
+    assert routes == {
+        "GET": UNMATCHED,
+        "DELETE /auth/sessions/{session_id}": "/auth/sessions/{session_id}",
+    }
 
 
 def test_a_line_logged_inside_a_span_names_it(

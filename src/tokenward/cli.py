@@ -124,6 +124,8 @@ def _metrics_for_workers(settings: Settings) -> Iterator[None]:
     try:
         listener = serve_metrics(None, host, port)
     except OSError as error:
+        if not chosen:
+            shutil.rmtree(directory, ignore_errors=True)
         typer.echo(f"tokenward: metrics_listen: cannot listen on {host}:{port} ({error})", err=True)
         raise typer.Exit(2) from None
     try:

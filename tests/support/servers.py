@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from support.logcheck import leaks
+
 TOKENWARD = str(Path(sys.executable).parent / "tokenward")
 
 
@@ -85,6 +87,15 @@ def server_process(
                 process.kill()
                 process.wait()
                 raise
+    # What this real server wrote holds no secret or address either (as the suite's own lines:
+    # support/logcheck.py); uvicorn's optional access line (--access-log) quotes raw paths,
+    # which a fuzzer fills with anything, so it is left out.
+    leaked = [
+        f"{', '.join(found)} in: {line}"
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+        if "uvicorn.access" not in line and (found := leaks(line))
+    ]
+    assert not leaked, "the server logged what it must not:\n" + "\n".join(leaked[:10])
 
 
 @contextmanager

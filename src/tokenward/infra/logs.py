@@ -22,8 +22,10 @@ import logging
 import os
 import random
 import re
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -123,11 +125,43 @@ def _add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 def _escape_controls(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Text mode: CR, LF and other control characters as escapes, so that no value (a
-    User-Agent, a message quoting input) can start a line of its own."""
+    User-Agent, a message quoting input) can start a line of its own. A traceback is a
+    ``traceback=`` value of the same line (ConsoleRenderer would start lines for an
+    ``exception``)."""
     for key, value in event.items():
         if isinstance(value, str) and _CONTROL.search(value):
             event[key] = _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode(), value)
+    if "exception" in event:
+        event["traceback"] = event.pop("exception")
     return event
+
+
+def _exception_without_messages(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """An exception as its types and frames, never its messages: a message may quote data (a
+    failed statement's parameters, an address a validator refused, a token)."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    error = exc_info if isinstance(exc_info, BaseException) else (exc_info or (None, None))[1]
+    if error is not None:
+        event["exception"] = _described(error)
+    return event
+
+
+def _described(error: BaseException) -> str:
+    """A traceback as Python prints one, chained exceptions first, each message withheld."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    parts = [
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_tb(link.__traceback__))
+        + f"{type(link).__module__}.{type(link).__qualname__} (message withheld)"
+        for link in reversed(chain)
+    ]
+    return "\n\nDuring the handling of the above, or because of it:\n\n".join(parts)
 
 
 _FIRST = ("time", "level", "event")
@@ -240,7 +274,7 @@ class LineFormatter(ProcessorFormatter):
         super().__init__(
             processors=[
                 ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
+                _exception_without_messages,
                 *self._render,
             ],
             foreign_pre_chain=pre_chain,
@@ -282,8 +316,12 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": root},
         "loggers": {
             # uvicorn's own handlers and propagation replaced by the one above.
-            name: {"handlers": [], "propagate": True, "level": level}
-            for name in ("tokenward", "uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"handlers": [], "propagate": True, "level": level}
+                for name in ("tokenward", "uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # Alembic narrates every start ("Context impl SQLiteImpl."): its warnings only.
+            "alembic": {"level": "WARNING"},
         },
     }
 
@@ -351,7 +389,6 @@ def log_request(
     status: int,
     duration: float,
     client_ip: str | None,
-    user_agent: str | None,
 ) -> None:
     """The access line of one request (``duration`` in seconds)."""
     line = {
@@ -362,7 +399,6 @@ def log_request(
         "status": status,
         "duration_ms": round(duration * 1000, 3),
         "client_ip": client_ip,
-        "user_agent": user_agent,
         "user_id": record.user_id,
         "session_id": record.session_id,
     }

@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tokenward import __version__
 from tokenward.core.events import LOGIN_OUTCOMES, EventType, NewEvent, login_outcome
@@ -57,6 +58,9 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 """Seconds: the protected route answers in about a millisecond, a login in a quarter second."""
 HASH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+"""The label of a value outside its vocabulary (an unknown method, a template this version
+does not know): the vocabulary stays closed."""
 UNMATCHED = "unmatched"
 """The route label of a request that reached no route (a 404, a static file, a body refused by
 the transport defences): never its path."""
@@ -243,22 +247,27 @@ class Metrics(Recorder):
             self._ended.labels(reason.value)
         for error in DatabaseErrorKind:
             self._db_errors.labels(error.value)
+        self._limits: frozenset[str] = frozenset()
+        self._templates: frozenset[str] = frozenset()
         self._children: dict[tuple[str, str, int], tuple[object, object]] = {}
         self._lock = threading.Lock()
 
     def declare_limits(self, limits: Iterable[str]) -> None:
-        """Make each rate limit's series exist at 0."""
-        for limit in limits:
+        """The rate limits' names: each a series at 0; any other name is counted as ``other``."""
+        self._limits = frozenset(limits)
+        for limit in self._limits:
             self._limited.labels(limit)
 
     def declare_templates(self, templates: Iterable[str]) -> None:
-        """Make each mail template's series exist at 0."""
-        for template in templates:
+        """The mail templates' names: each a series at 0; any other (a row written by a
+        version that knew another) is counted as ``other``."""
+        self._templates = frozenset(templates)
+        for template in self._templates:
             for result in MailResult:
                 self._mails.labels(template, result.value)
 
     def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        key = (route or UNMATCHED, method if method in METHODS else "other", status)
+        key = (route or UNMATCHED, method if method in METHODS else OTHER, status)
         children = self._children.get(key)
         if children is None:
             with self._lock:
@@ -285,7 +294,7 @@ class Metrics(Recorder):
         self._refreshes.labels(result.value).inc()
 
     def rate_limited(self, limit: str) -> None:
-        self._limited.labels(limit).inc()
+        self._limited.labels(limit if limit in self._limits else OTHER).inc()
 
     @contextlib.contextmanager
     def hash_queued(self) -> Iterator[None]:
@@ -304,7 +313,7 @@ class Metrics(Recorder):
         self._oldest.set(oldest_age)
 
     def mail(self, template: str, result: MailResult) -> None:
-        self._mails.labels(template, result.value).inc()
+        self._mails.labels(template if template in self._templates else OTHER, result.value).inc()
 
     def signing_key(self, created_at: datetime) -> None:
         self._key.set(created_at.timestamp())
@@ -350,11 +359,37 @@ def serve_metrics(metrics: Metrics | None, host: str, port: int) -> MetricsListe
     if metrics is not None:
         return MetricsListener(metrics.registry, host, port)
     from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    _live_workers_collector()(registry)
     return MetricsListener(registry, host, port)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process: alive
+        return True
+    return True
+
+
+def _live_workers_collector() -> type:
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    class LiveWorkers(MultiProcessCollector):
+        """The workers' sum, less the live gauges of workers gone without a clean shutdown
+        (killed, restarted by serve): hashes they had waiting wait no more."""
+
+        def collect(self) -> Any:
+            for path in Path(self._path).glob("gauge_live*_*.db"):
+                pid = path.stem.rsplit("_", 1)[-1]
+                if pid.isdigit() and not _alive(int(pid)):
+                    mark_process_dead(int(pid), self._path)  # type: ignore[no-untyped-call]
+            return super().collect()  # type: ignore[no-untyped-call]
+
+    return LiveWorkers
 
 
 @contextlib.contextmanager
@@ -374,11 +409,13 @@ def running(settings: Settings) -> Iterator[MetricsListener | None]:
     recorder.declare_templates(template.value for template in MailTemplate)
     shared = multiprocess()
     listener = None if shared else serve_metrics(recorder, *settings.metrics_address)
+    before = current()
     install(recorder)
     try:
         yield listener
     finally:
-        install(None)
+        if current() is recorder:  # another app of this process may have installed its own
+            install(before if before.enabled else None)
         if listener is not None:
             listener.close()
         if shared:
@@ -396,3 +433,6 @@ def prepare_multiprocess(directory: Path) -> None:
     for stale in directory.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROCESS_DIR] = str(directory)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported before (a claims hook's module, say): share from now on
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]

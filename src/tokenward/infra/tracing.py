@@ -8,16 +8,19 @@ test set), the app's outermost layer is :func:`trace_requests`, and each engine
 :class:`~tokenward.storage.db.Database` makes is traced by :func:`trace_database`.
 
 A request's ``traceparent`` (W3C Trace Context) continues its trace; a statement outside any
-trace (the server's own rounds) makes no span. What a span never holds: the query string (a
-mailed link's page may carry a token there), a header's value (unless the operator asks for
-headers by OpenTelemetry's variables, and then the ones that carry credentials are redacted),
-a statement's bound parameters (``db.statement`` is the SQL text with its placeholders), an
-exception's message (its type only).
+trace (the server's own rounds) makes no span. A request's span holds its method, route
+template (``unmatched`` when no route answered), status, scheme, HTTP version and the server's
+own address and port. What a span never holds: the path (a 404's may hold an email address),
+the query string (a mailed link's page may carry a token there), a header's value (the
+trace-context headers are read, never recorded; OpenTelemetry's header capture is off), the
+client's address or User-Agent, a statement's bound parameters (``db.statement`` is the SQL
+text with its placeholders), an exception's message (its type only).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,11 +30,12 @@ from tokenward.exceptions import ConfigError
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, SpanContext, Status, StatusCode, Tracer
+    from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, Tracer
     from opentelemetry.util.types import AnyValue, Attributes
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from tokenward.infra.config import Settings
+    from tokenward.infra.logs import RequestLog
 
 __all__ = [
     "check_tracing",
@@ -48,18 +52,6 @@ SERVICE_NAME = "tokenward"
 ``OTEL_RESOURCE_ATTRIBUTES`` name another."""
 EXPORTERS = frozenset({"otlp", "console", "none"})
 """What ``OTEL_TRACES_EXPORTER`` may name (a comma-separated list of them)."""
-REDACTED_HEADERS = (
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    ".*token.*",
-    ".*secret.*",
-    ".*csrf.*",
-    ".*key.*",
-)
-"""Patterns of header names whose values a span never holds, whatever headers the operator
-has OpenTelemetry capture (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*``)."""
 _ORIGINAL_SCOPE = "tokenward.scope"
 _SPAN = "tokenward.span"
 _ERROR = "tokenward.error"
@@ -187,85 +179,248 @@ def current_trace_ids() -> tuple[str, str] | None:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_OTHER_METHOD = "_OTHER"
+"""What the middleware is shown for any other method (OpenTelemetry's own word for one): the
+method a client sent is not recorded (``http.request.method_original`` would hold it)."""
+_PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+"""The only headers the middleware is shown: those a trace is continued from (the default
+``OTEL_PROPAGATORS``, W3C Trace Context and Baggage). No other header can become an attribute
+(the Host header, the User-Agent, a captured one)."""
+_PLACEHOLDER_PATH = "/"
+"""The path the middleware is shown: it holds nothing of the request."""
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.full")
+"""The attributes OpenTelemetry computes from the (placeholder) path, old and new HTTP
+semantic conventions alike: once the request is answered they hold its route label."""
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     """The request span's first name: the method alone (the route is not known yet, and the
-    raw path is not a name). :class:`_RequestTracing` renames it once the router has run."""
+    raw path is not a name). :class:`_RequestTracing` renames it once the app has answered."""
     method = scope.get("method", "")
     return (method if method in _METHODS else "HTTP"), {}
 
 
 def _keep_span(span: Span, scope: Scope) -> None:
-    """The middleware's hook with the request's server span: kept for its renaming."""
+    """The middleware's hook with the request's server span: kept for its naming and its end."""
     scope[_SPAN] = span
 
 
-class _RequestTracing:
-    """OpenTelemetry's ASGI middleware, shown the request without its query string.
+def _shown(scope: Scope) -> Scope:
+    """The copy of ``scope`` OpenTelemetry's middleware gets, and computes its attributes from:
+    nothing of the request but its method (one of :data:`_METHODS`), scheme, HTTP version
+    and the trace-context headers. No client address, path or query string; the server's own
+    address and port are the socket's (``scope["server"]``), not the Host header."""
+    method = scope.get("method")
+    return {
+        **scope,
+        "method": method if method in _METHODS else _OTHER_METHOD,
+        "path": _PLACEHOLDER_PATH,
+        "raw_path": _PLACEHOLDER_PATH.encode(),
+        "query_string": b"",
+        "client": None,
+        "headers": [
+            (name, value) for name, value in scope.get("headers", ()) if name.lower() in _PROPAGATED
+        ],
+        _ORIGINAL_SCOPE: scope,
+    }
 
-    The middleware records the URL (``http.url``, ``url.query``...) from the scope it is
-    given: it gets a copy whose query string is empty, while the app gets the request as it
-    came. When the answer starts, a routed request's span is named after its route template
-    (``POST /auth/login``) and gets ``http.route``; a request the router did not route (a
-    404, the fast paths of ``/auth/me`` and ``/auth/refresh``) keeps the method alone. An
-    exception the app raises is recorded by its type alone, never its message.
+
+class _RequestTracing:
+    """OpenTelemetry's ASGI middleware, shown a request that holds no request data.
+
+    The middleware records its attributes from the scope it is given: it gets
+    :func:`_shown`'s copy, while the app gets the request as it came. Its span is held open
+    past the answer's last byte (where the middleware ends it; its end time is kept) until the
+    app has returned: then it is named after its route template (``POST /auth/login``), its
+    ``http.route`` and URL attributes (:data:`_URL_ATTRIBUTES`) are that template or
+    ``unmatched`` (:data:`tokenward.infra.metrics.UNMATCHED`: a 404, a static file, a
+    transport defence's refusal), and it ends. The template is the access line's
+    (:class:`tokenward.infra.logs.RequestLog`): the router's, or the one a fast path names
+    once it has answered (``GET /auth/me``, ``POST /auth/refresh``). An exception the app
+    raises is recorded by its type alone, never its message, even when the 500 has gone.
+    OpenTelemetry's header capture (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*``)
+    is off: a request header's value may be personal (a User-Agent), a response header's a
+    credential (a redirect's authorisation code).
     """
 
     def __init__(self, app: ASGIApp) -> None:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-        from opentelemetry.util.http import get_custom_headers, get_excluded_urls
+        from opentelemetry.util.http import get_excluded_urls
+
+        from tokenward.infra.logs import current_request
+        from tokenward.infra.metrics import UNMATCHED
 
         self.app = app
-        sanitised = get_custom_headers("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS")
+        self.current_request = current_request
+        self.unmatched = UNMATCHED
+        # Matched here, against the request's own URL (the middleware sees the placeholder).
+        self.excluded = get_excluded_urls("ASGI")  # OTEL_PYTHON_[ASGI_]EXCLUDED_URLS
         self.traced = OpenTelemetryMiddleware(
             self._inner,
-            excluded_urls=get_excluded_urls("ASGI"),  # OTEL_PYTHON_[ASGI_]EXCLUDED_URLS
             default_span_details=_span_details,
-            http_capture_headers_sanitize_fields=[*REDACTED_HEADERS, *sanitised],
             server_request_hook=_keep_span,
             exclude_spans=["receive", "send"],  # one span per request, not one per message
         )
+        self.traced.http_capture_headers_server_request = None
+        self.traced.http_capture_headers_server_response = None
+        self.traced.tracer = _holding(self.traced.tracer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        seen = {**scope, "query_string": b"", _ORIGINAL_SCOPE: scope}
-        await self.traced(seen, receive, send)
+        if self.excluded.url_disabled(_url(scope)):
+            await self.app(scope, receive, send)
+            return
+        seen = _shown(scope)
+        try:
+            await self.traced(seen, receive, send)
+        finally:
+            if (span := seen.get(_SPAN)) is not None:
+                span.finish()
         if (error := seen.get(_ERROR)) is not None:
             raise error  # as the server and a test client would have seen it
 
     async def _inner(self, seen: Scope, receive: Receive, send: Send) -> None:
         scope: Scope = seen.pop(_ORIGINAL_SCOPE)
-        span: Span | None = seen.get(_SPAN)
-        if span is None:  # not traced (OTEL_PYTHON_EXCLUDED_URLS)
+        span: _HeldSpan | None = seen.get(_SPAN)
+        if span is None:  # not traced (OpenTelemetry's instrumentation suppressed)
             await self.app(scope, receive, send)
             return
+        record: RequestLog | None = None
 
-        def name_the_span() -> None:
-            template = getattr(scope.get("route"), "path_format", None)
-            if template is not None and span.is_recording():
-                seen["route"] = scope["route"]  # the middleware's metrics: the template too
-                span.update_name(f"{_span_details(scope)[0]} {template}")
-                span.set_attribute("http.route", template)
-
-        async def send_naming_the_span(message: Message) -> None:
-            # When the answer starts: the router has run (if it ran at all), and the
-            # middleware ends the span with the answer's last byte.
-            if message["type"] == "http.response.start":
-                name_the_span()
+        async def send_noting_the_request(message: Message) -> None:
+            # The access line's record, current where the answer is sent (the layer that
+            # makes it is inside this one); a fast path names its route only once it answered.
+            nonlocal record
+            if record is None:
+                record = self.current_request()
             await send(message)
 
         try:
-            await self.app(scope, receive, send_naming_the_span)
+            await self.app(scope, receive, send_noting_the_request)
         except Exception as error:
             # Raised again outside the middleware, which would record its message and its
             # traceback (a database error's quotes its statement's bound values): its type only.
             seen[_ERROR] = error
-            _record_type(span, error)
+            span.record_exception(error)
         finally:
-            name_the_span()  # an app that raised before it answered
+            template = (record.route if record is not None else None) or getattr(
+                scope.get("route"), "path_format", None
+            )
+            if template is not None:
+                seen["route"] = _Route(template)  # the middleware's metrics: the template too
+            if span.is_recording():
+                label = template or self.unmatched
+                span.set_attribute("http.route", label)
+                for key in span.url_attributes:
+                    span.set_attribute(key, label)
+                if template is not None:
+                    span.update_name(f"{_span_details(scope)[0]} {template}")
+
+
+class _Route:
+    """What the middleware reads of a matched route (``scope["route"]``) for its metrics."""
+
+    __slots__ = ("path_format",)
+
+    def __init__(self, path_format: str) -> None:
+        self.path_format = path_format
+
+
+class _HeldSpan(Protocol):
+    """What :class:`_RequestTracing` needs of a span :func:`_holding` made."""
+
+    url_attributes: tuple[str, ...]
+
+    def is_recording(self) -> bool: ...
+
+    def set_attribute(self, key: str, value: AnyValue) -> None: ...
+
+    def update_name(self, name: str) -> None: ...
+
+    def record_exception(self, exception: BaseException) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def _url(scope: Scope) -> str:
+    """The request's URL without its query string, as OpenTelemetry matches excluded URLs."""
+    from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
+
+    return str(get_host_port_url_tuple(scope)[2])  # type: ignore[no-untyped-call]
+
+
+def _holding(tracer: Tracer) -> Tracer:
+    """``tracer`` (the middleware's), whose server spans end at :meth:`finish` only: the
+    middleware's ``end()`` (at the answer's last byte, or once the app returned) notes the end
+    time, so that what is known only afterwards (a fast path's route, an exception the app
+    raised after its 500 went) is still recorded, and the span still ends at the last byte.
+    A recorded exception keeps its type only, a status no description."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status
+
+    class HeldSpan(trace.Span):
+        def __init__(self, span: Span, url_attributes: tuple[str, ...]) -> None:
+            self.span = span
+            self.url_attributes = url_attributes
+            self.end_time: int | None = None
+
+        def end(self, end_time: int | None = None) -> None:
+            if self.end_time is None:
+                self.end_time = end_time if end_time is not None else time.time_ns()
+
+        def finish(self) -> None:
+            self.span.end(self.end_time)
+
+        @property
+        def kind(self) -> SpanKind:  # the SDK's span has it; the middleware reads it
+            return getattr(self.span, "kind", SpanKind.INTERNAL)
+
+        def get_span_context(self) -> SpanContext:
+            return self.span.get_span_context()
+
+        def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+            self.span.set_attributes(attributes)
+
+        def set_attribute(self, key: str, value: AnyValue) -> None:
+            self.span.set_attribute(key, value)
+
+        def add_event(
+            self, name: str, attributes: Attributes = None, timestamp: int | None = None
+        ) -> None:
+            self.span.add_event(name, attributes, timestamp)
+
+        def update_name(self, name: str) -> None:
+            self.span.update_name(name)
+
+        def is_recording(self) -> bool:
+            return self.span.is_recording()
+
+        def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+            self.span.set_status(status.status_code if isinstance(status, Status) else status)
+
+        def record_exception(
+            self,
+            exception: BaseException,
+            attributes: Attributes = None,
+            timestamp: int | None = None,
+            escaped: bool = False,
+        ) -> None:
+            _record_type(self.span, exception)
+
+    class Holding(trace.Tracer):
+        def start_span(
+            self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+        ) -> Span:
+            attributes = kwargs.get("attributes") or {}
+            held = tuple(key for key in _URL_ATTRIBUTES if key in attributes)
+            return HeldSpan(tracer.start_span(name, context, *args, **kwargs), held)
+
+        def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+            return tracer.start_as_current_span(*args, **kwargs)  # not a server span's
+
+    return Holding()
 
 
 def trace_requests(app: ASGIApp) -> ASGIApp:

@@ -29,7 +29,7 @@ from tokenward.exceptions import SchemaVersionError, UnavailableError
 from tokenward.infra import metrics
 from tokenward.infra.metrics import DatabaseErrorKind
 from tokenward.infra.tracing import trace_database, tracing_enabled
-from tokenward.storage.errors import RetryableConflict
+from tokenward.storage.errors import RetryableConflict, outage_kind
 from tokenward.storage.sqlite_fast import SqliteWriter
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ CONNECT_TIMEOUT = 5.0
 # enough that a burst (200 clients on 20 connections) queues instead of failing.
 POOL_TIMEOUT = 30.0
 RETRY_ATTEMPTS = 4
-_STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout ran out
 
 
 def _sqlstate(error: DBAPIError) -> str | None:
@@ -87,11 +86,10 @@ def _translate(error: BaseException) -> BaseException:
 def _kind(error: BaseException, translated: BaseException) -> DatabaseErrorKind:
     if isinstance(translated, RetryableConflict):
         return DatabaseErrorKind.CONFLICT
-    if isinstance(error, (PoolTimeoutError, TimeoutError)) or (
-        isinstance(error, DBAPIError) and _sqlstate(error) == _STATEMENT_TIMEOUT
-    ):
-        return DatabaseErrorKind.TIMEOUT
-    return DatabaseErrorKind.UNAVAILABLE
+    return outage_kind(
+        timed_out=isinstance(error, (PoolTimeoutError, TimeoutError)),
+        sqlstate=_sqlstate(error) if isinstance(error, DBAPIError) else None,
+    )
 
 
 def _translated(error: BaseException) -> BaseException:
@@ -214,6 +212,7 @@ class Database:
             self.write_engine = create_async_engine(
                 url,
                 echo=echo,
+                hide_parameters=True,  # an error's message never quotes an address or a hash
                 pool_pre_ping=True,  # a connection the server dropped is replaced, not used
                 pool_size=10,
                 max_overflow=10,
@@ -302,7 +301,12 @@ class Database:
     @staticmethod
     def _sqlite_engine(url: str, begin: str, *, pool_size: int, echo: bool) -> AsyncEngine:
         engine = create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=0, pool_timeout=30
+            url,
+            echo=echo,
+            hide_parameters=True,  # an error's message never quotes an address or a hash
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=30,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
 

@@ -40,7 +40,7 @@ from tokenward.exceptions import SessionEndedError, TokenError, UnavailableError
 from tokenward.infra import metrics
 from tokenward.infra.metrics import DatabaseErrorKind
 from tokenward.infra.observe import committed
-from tokenward.storage.errors import FastPathDeclined, RetryableConflict
+from tokenward.storage.errors import FastPathDeclined, RetryableConflict, outage_kind
 from tokenward.storage.rotation_rows import (
     Rotated,
     event_values,
@@ -180,12 +180,12 @@ class PgRotations:
                 metrics.current().database_error(DatabaseErrorKind.CONFLICT)
                 raise RetryableConflict(code) from error
             if code.startswith(("08", "53", "57")):
-                metrics.current().database_error(DatabaseErrorKind.UNAVAILABLE)
+                metrics.current().database_error(outage_kind(timed_out=False, sqlstate=code))
                 raise UnavailableError("database", code) from error
             raise
         except (OSError, TimeoutError, asyncpg.InterfaceError) as error:
-            kind = DatabaseErrorKind.TIMEOUT if isinstance(error, TimeoutError) else None
-            metrics.current().database_error(kind or DatabaseErrorKind.UNAVAILABLE)
+            timed_out = isinstance(error, TimeoutError)
+            metrics.current().database_error(outage_kind(timed_out=timed_out, sqlstate=None))
             raise UnavailableError("database", error.__class__.__name__) from error
 
     async def _make_pool(self) -> asyncpg.Pool:

@@ -99,8 +99,10 @@ async def load_for_rotation(db: AsyncSession, session_id: str) -> tuple[Session,
     return to_session(row), user is None or user.disabled_at is not None
 
 
-async def save_rotation(db: AsyncSession, outcome: RotationOutcome) -> None:
-    """Write what a rotation decided (the sqlite3 path: FastTransaction.save_rotation)."""
+async def save_rotation(db: AsyncSession, outcome: RotationOutcome) -> int:
+    """Write what a rotation decided (the sqlite3 path: FastTransaction.save_rotation); return
+    how many sessions it ended (1 for a reuse of a live session, else 0)."""
+    ended = 0
     session = outcome.session
     if outcome.decision is Rotation.ROTATE:
         await db.execute(
@@ -119,9 +121,12 @@ async def save_rotation(db: AsyncSession, outcome: RotationOutcome) -> None:
     elif outcome.reused:
         assert session.revoked_at is not None and session.revoked_reason  # noqa: S101
         reason = EndReason(session.revoked_reason)
-        await end_sessions(db, session.user_id, session.revoked_at, reason, only=session.id)
+        ended = len(
+            await end_sessions(db, session.user_id, session.revoked_at, reason, only=session.id)
+        )
     if outcome.event is not None:
         db.add(event_row(outcome.event))
+    return ended
 
 
 async def user_by_email(db: AsyncSession, email: str) -> UserRow | None:

@@ -749,7 +749,10 @@ class SqlUnitOfWork:
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         found = await self._db.execute(
             select(func.count(), func.min(OutboxRow.created_at)).where(
-                OutboxRow.sent_at.is_(None), OutboxRow.failed_at.is_(None)
+                # Indexed: sent and given-up mails have none, and they are most of the rows.
+                OutboxRow.next_attempt_at.is_not(None),
+                OutboxRow.sent_at.is_(None),
+                OutboxRow.failed_at.is_(None),
             )
         )
         count, oldest = found.one()
@@ -904,11 +907,11 @@ class SqlUnitOfWork:
         return await queries.load_for_rotation(self._db, session_id)
 
     async def save_rotation(self, outcome: RotationOutcome) -> None:
-        await queries.save_rotation(self._db, outcome)
+        ended = await queries.save_rotation(self._db, outcome)
         if outcome.event is not None:
             self.written_events.append(outcome.event)
         if outcome.reused:
-            self.ended_sessions.append((EndReason.REUSE_DETECTED, 1))
+            self.ended_sessions.append((EndReason.REUSE_DETECTED, ended))
 
     async def end_sessions(
         self,

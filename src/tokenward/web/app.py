@@ -179,8 +179,9 @@ def create_app(
             allow_credentials=True,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
-            # The front-end reads RFC 9470's step-up challenge and how long a limit lasts.
-            expose_headers=["WWW-Authenticate", "Retry-After"],
+            # The front-end reads RFC 9470's step-up challenge, how long a limit lasts and the
+            # request id to quote to support.
+            expose_headers=["WWW-Authenticate", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
     app.add_middleware(
@@ -190,7 +191,7 @@ def create_app(
         body_timeout=settings.request_body_timeout.total_seconds(),
     )
     # Outermost: the request id exists before anything else runs, and every answer is logged.
-    app.add_middleware(RequestLogging, proxies=app.state.proxy_trust)
+    app.add_middleware(RequestLogging, proxies=app.state.proxy_trust, clock=clock)
     if configure_tracing(settings):
         # Outside even that: the request's span is current while its access line is written.
         app.add_middleware(trace_requests)

@@ -79,6 +79,11 @@ def error_response(
     )
 
 
+def internal_error() -> JSONResponse:
+    """The one answer to an error nothing handled (what it was goes to the log only)."""
+    return problem(500, "internal-error", "Internal server error")
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Pydantic's errors carry the offending input; a password must never be echoed back.
     return [
@@ -135,4 +140,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         _log.error("unhandled error: %s", type(exc).__name__)
-        return problem(500, "internal-error", "Internal server error")
+        return internal_error()

@@ -10,12 +10,11 @@ task hand-off, a few dictionary look-ups and one log call per request.
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokenward.core.events import ClientInfo
 from tokenward.infra import metrics
 from tokenward.infra.clientip import ProxyTrust
 from tokenward.infra.logs import (
@@ -26,10 +25,14 @@ from tokenward.infra.logs import (
     log_request,
     new_request_id,
 )
+from tokenward.verify import SYSTEM_CLOCK, Clock
+from tokenward.web.problems import internal_error
 
 __all__ = ["REQUEST_ID_HEADER", "RequestLogging", "accepted_request_id"]
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_CLOSED = 499
+"""The status logged for a request whose client left before it was answered (nginx's)."""
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 """What a trusted proxy's id may look like: a UUID, a hex string, ``host:counter``; nothing
 that could end a header or a log line."""
@@ -61,18 +64,19 @@ class RequestLogging:
     """An id on every request (and its answer); once it is answered, one access line and its
     count and duration (``tokenward_http_requests_total``, by route template)."""
 
-    def __init__(self, app: ASGIApp, *, proxies: ProxyTrust) -> None:
+    def __init__(self, app: ASGIApp, *, proxies: ProxyTrust, clock: Clock = SYSTEM_CLOCK) -> None:
         self.app = app
         self.proxies = proxies
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         record = RequestLog(accepted_request_id(scope, self.proxies) or new_request_id())
         header = (REQUEST_ID_HEADER, record.request_id.encode("ascii"))
-        status = 500  # what the server answers when the app raises before it answered
+        status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -84,9 +88,19 @@ class RequestLogging:
         token = enter_request(record)
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            status = status or CLIENT_CLOSED  # the client went away before an answer
+            raise
+        except Exception:
+            if not status:
+                # Answered here, not by Starlette's error handler outside this layer: with the
+                # request id in the header and the body. The error goes on to the server's log.
+                await internal_error()(scope, receive, send_with_id)
+            raise
         finally:
             leave_request(token)
-            duration = time.perf_counter() - started
+            status = status or 500
+            duration = self.clock.monotonic() - started
             observed = metrics.current()
             logged = access_log_enabled()
             if observed.enabled or logged:
@@ -100,19 +114,14 @@ class RequestLogging:
     def _log(self, scope: Scope, record: RequestLog, status: int, duration: float) -> None:
         peer = scope.get("client")
         address = peer[0] if peer else None
-        user_agent = _header(scope, b"user-agent")
-        # As web.deps.client_info sees the client (and as its events record it); the
-        # forwarded addresses are looked for only behind a trusted proxy.
+        # As web.deps.client_info sees the client's address (and as its events record it); the
+        # forwarded addresses are looked for only behind a trusted proxy. Not the User-Agent:
+        # free text the client writes, which may hold anything (an address, a token).
         forwarded = _header(scope, b"x-forwarded-for") if self.proxies.is_trusted(address) else []
-        client = ClientInfo(
-            ip=self.proxies.client_ip(address, forwarded),
-            user_agent=user_agent[0] if user_agent else None,
-        )
         log_request(
             record,
             method=scope["method"],
             status=status,
             duration=duration,
-            client_ip=client.ip,
-            user_agent=client.user_agent,
+            client_ip=self.proxies.client_ip(address, forwarded),
         )
