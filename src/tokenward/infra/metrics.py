@@ -20,7 +20,9 @@ import os
 import platform
 import sys
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -96,6 +98,9 @@ class Recorder:
     def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """One answered request."""
 
+    def flush(self) -> None:
+        """Write what is tallied to the metrics."""
+
     def committed(self, events: Sequence[NewEvent], ended: Sequence[tuple[EndReason, int]]) -> None:
         """A transaction committed these security events and ended these sessions."""
 
@@ -136,6 +141,9 @@ class Metrics(Recorder):
 
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Registered first, so read first: the requests tallied so far are written before the
+        # registry reads the metrics below.
+        r.register(_Flush(self))
         self._requests = Counter(
             "tokenward_http_requests",
             "Requests answered, by route template, method and status.",
@@ -249,7 +257,7 @@ class Metrics(Recorder):
             self._db_errors.labels(error.value)
         self._limits: frozenset[str] = frozenset()
         self._templates: frozenset[str] = frozenset()
-        self._children: dict[tuple[str, str, int], tuple[object, object]] = {}
+        self._tally: dict[tuple[str, str, int], _Tally] = {}
         self._lock = threading.Lock()
 
     def declare_limits(self, limits: Iterable[str]) -> None:
@@ -267,18 +275,33 @@ class Metrics(Recorder):
                 self._mails.labels(template, result.value)
 
     def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        """Tallied here, written to the metrics by :meth:`flush`: three writes to shared
+        memory per request (count, duration sum, bucket), each with its lock, cost a tenth
+        of the protected route's time; a tally costs a dictionary update."""
         key = (route or UNMATCHED, method if method in METHODS else OTHER, status)
-        children = self._children.get(key)
-        if children is None:
-            with self._lock:
-                children = (
-                    self._requests.labels(key[0], key[1], str(status)),
-                    self._latency.labels(key[0]),
-                )
-                self._children[key] = children
-        counter, histogram = children
-        counter.inc()  # type: ignore[attr-defined]
-        histogram.observe(seconds)  # type: ignore[attr-defined]
+        bucket = bisect_left(REQUEST_BUCKETS, seconds)  # the first bound >= seconds (le)
+        with self._lock:
+            tally = self._tally.get(key)
+            if tally is None:
+                tally = self._tally[key] = _Tally([0] * (len(REQUEST_BUCKETS) + 1))
+            tally.count += 1
+            tally.seconds += seconds
+            tally.buckets[bucket] += 1
+
+    def flush(self) -> None:
+        """Write the requests tallied since the last flush (every second while serving, and
+        before every scrape of this process's own listener)."""
+        with self._lock:
+            tallies, self._tally = self._tally, {}
+        for (route, method, status), tally in tallies.items():
+            self._requests.labels(route, method, str(status)).inc(tally.count)
+            histogram = self._latency.labels(route)
+            # prometheus_client's Histogram observes one value at a time; a batch goes to its
+            # sum and buckets directly (the attributes observe() itself writes).
+            histogram._sum.inc(tally.seconds)
+            for index, count in enumerate(tally.buckets):
+                if count:
+                    histogram._buckets[index].inc(count)
 
     def committed(self, events: Sequence[NewEvent], ended: Sequence[tuple[EndReason, int]]) -> None:
         for event in events:
@@ -320,6 +343,27 @@ class Metrics(Recorder):
 
     def database_error(self, kind: DatabaseErrorKind) -> None:
         self._db_errors.labels(kind.value).inc()
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Requests of one route, method and status since the last flush."""
+
+    buckets: list[int]
+    count: int = 0
+    seconds: float = 0.0
+
+
+class _Flush:
+    """A collector that yields nothing: registered first, it flushes the tallies before the
+    registry reads the metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        self._metrics.flush()
+        return iter(())
 
 
 _OFF = Recorder()
@@ -414,6 +458,7 @@ def running(settings: Settings) -> Iterator[MetricsListener | None]:
     try:
         yield listener
     finally:
+        recorder.flush()
         if current() is recorder:  # another app of this process may have installed its own
             install(before if before.enabled else None)
         if listener is not None:

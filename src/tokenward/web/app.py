@@ -69,6 +69,10 @@ async def _every(
             await asyncio.wait_for(stopping.wait(), seconds)
 
 
+async def _flush_metrics() -> None:
+    metrics.current().flush()
+
+
 async def _prune(service: AuthService) -> None:
     """Keep tables bounded by live sessions."""
     report = await Admin(service).prune()
@@ -123,6 +127,11 @@ def create_app(
                 # Sends what the requests queued (docs/email.md); idle when mail is off.
                 asyncio.create_task(service.send_mail(stopping)),
             ]
+            if settings.metrics:
+                # The requests tallied, written every second (infra/metrics.py).
+                tasks.append(
+                    asyncio.create_task(_every(1.0, _flush_metrics, stopping, "writing metrics"))
+                )
             try:
                 yield
             finally:
