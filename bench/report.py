@@ -189,6 +189,24 @@ def metrics_pair(results: Results, key: str) -> tuple[Summary, Summary] | None:
     return on, off
 
 
+def paired_words(results: Results, key: str) -> str:
+    """The median over rounds of on / off within each round (the two runs of a round are a
+    few seconds apart; the machine's speed drifts more than that between rounds)."""
+    by_round: dict[int, dict[str, float]] = {}
+    for run in results.runs:
+        if run.scenario == key and run.round > 0:
+            by_round.setdefault(run.round, {})[run.server] = run.rps
+    ratios = [
+        pair[TOKENWARD_METRICS_ON] / pair[TOKENWARD_METRICS_OFF]
+        for pair in by_round.values()
+        if TOKENWARD_METRICS_ON in pair and TOKENWARD_METRICS_OFF in pair
+    ]
+    if not ratios:
+        return ""
+    shown = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+    return f"; round by round, on / off: {shown} (median {median(ratios):.2f}x)"
+
+
 def postgres_ratios(results: Results) -> tuple[float, float] | None:
     """tokenward's refresh on PostgreSQL over (pgbench's rotation, tokenward's on SQLite)."""
     names = servers_of(results.runs, "postgres")
@@ -252,6 +270,7 @@ def target_line(key: str, results: Results) -> str:
             + "; p50 with metrics on <= 1.05x off: "
             + verdict(on.p50_ms / off.p50_ms, METRICS_P50_TARGET)
             + f"; req per server CPU-s {on.per_cpu_second / off.per_cpu_second:.2f}x off"
+            + paired_words(results, key)
         )
     if key == "growth" and (ratio := growth_ratio(results)) is not None:
         small, large = servers_of(results.runs, "growth")

@@ -10,7 +10,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from support import (
     FakeClock,
     make_settings,
 )
-from support.logcheck import leaks
+from support.logcheck import Lines, captured_lines, leaks
 
 from tokenward.core.events import ClientInfo, EventType, NewEvent
 from tokenward.infra.logs import (
@@ -41,27 +41,15 @@ from tokenward.infra.logs import (
 )
 from tokenward.web import create_app
 
-Lines = Callable[[], list[dict[str, Any]]]
 CLIENT_IP = "203.0.113.7"  # the conftest api's peer address
 EMAIL = "ada@example.com"
 
 
 @pytest.fixture
 def lines() -> Iterator[Lines]:
-    """Every line logged during the test, as JSON objects (one per line, or it fails)."""
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(LineFormatter("json"))
-    logging.getLogger().addHandler(handler)
-
-    def read() -> list[dict[str, Any]]:
-        text = output.getvalue()
-        return [json.loads(line) for line in text.splitlines()]
-
-    try:
+    """Every line logged during the test, as JSON objects."""
+    with captured_lines() as read:
         yield read
-    finally:
-        logging.getLogger().removeHandler(handler)
 
 
 def _access(lines: Lines, route: str | None, method: str = "GET") -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import text
 from support import COOKIE, PASSWORD, Api, make_settings, refresh_cookie
+from support.logcheck import Lines, captured_lines
 
 from tokenward.exceptions import ConfigError
 from tokenward.infra import tracing
@@ -41,7 +42,6 @@ from tokenward.infra.tracing import (
 )
 from tokenward.web.fastpath import FastProtectedRoute
 
-Lines = Callable[[], list[dict[str, Any]]]
 EMAIL = "ada@example.com"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -122,15 +122,9 @@ def spans(provider: InMemorySpanExporter) -> Iterator[Callable[[], list[Readable
 
 @pytest.fixture
 def lines() -> Iterator[Lines]:
-    """Every line logged during the test, as JSON objects (as test_logs reads them)."""
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(LineFormatter("json"))
-    logging.getLogger().addHandler(handler)
-    try:
-        yield lambda: [json.loads(line) for line in output.getvalue().splitlines()]
-    finally:
-        logging.getLogger().removeHandler(handler)
+    """Every line logged during the test, as JSON objects."""
+    with captured_lines() as read:
+        yield read
 
 
 def _hex(number: int, digits: int) -> str:

@@ -10,13 +10,18 @@ secret has no prefix, so no shape to look for: only its absence from what is log
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from support.app import PASSWORD
 from tokenward.infra.logs import LineFormatter
 
-__all__ = ["FORBIDDEN", "LeakCheck", "leaks"]
+__all__ = ["FORBIDDEN", "LeakCheck", "Lines", "captured_lines", "leaks"]
 
 FORBIDDEN = {
     "email address": re.compile(
@@ -65,3 +70,20 @@ class LeakCheck(logging.Handler):
             return
         if found := leaks(line):
             self.found.append(f"{', '.join(found)} in: {line}")
+
+
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@contextmanager
+def captured_lines() -> Iterator[Lines]:
+    """Every line logged meanwhile, rendered as ``tokenward serve`` writes JSON and read back:
+    one object per line, or reading fails."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(LineFormatter("json"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield lambda: [json.loads(line) for line in output.getvalue().splitlines()]
+    finally:
+        logging.getLogger().removeHandler(handler)

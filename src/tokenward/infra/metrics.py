@@ -34,7 +34,7 @@ from tokenward.core.refresh import RefreshResult
 from tokenward.core.sessions import EndReason
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, Counter
 
     from tokenward.infra.config import Settings
 
@@ -258,6 +258,7 @@ class Metrics(Recorder):
         self._limits: frozenset[str] = frozenset()
         self._templates: frozenset[str] = frozenset()
         self._tally: dict[tuple[str, str, int], _Tally] = {}
+        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self._lock = threading.Lock()
 
     def declare_limits(self, limits: Iterable[str]) -> None:
@@ -275,9 +276,9 @@ class Metrics(Recorder):
                 self._mails.labels(template, result.value)
 
     def request(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        """Tallied here, written to the metrics by :meth:`flush`: three writes to shared
-        memory per request (count, duration sum, bucket), each with its lock, cost a tenth
-        of the protected route's time; a tally costs a dictionary update."""
+        """Tallied here, written to the metrics by :meth:`flush`, as every count is: three
+        writes to shared memory per request (count, duration sum, bucket), each with its
+        lock, cost a tenth of the protected route's time; a tally, a dictionary update."""
         key = (route or UNMATCHED, method if method in METHODS else OTHER, status)
         bucket = bisect_left(REQUEST_BUCKETS, seconds)  # the first bound >= seconds (le)
         with self._lock:
@@ -288,11 +289,20 @@ class Metrics(Recorder):
             tally.seconds += seconds
             tally.buckets[bucket] += 1
 
+    def _count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        """One more (``amount``) of ``counter`` with ``labels``, tallied until :meth:`flush`."""
+        key = (counter, labels)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + amount
+
     def flush(self) -> None:
-        """Write the requests tallied since the last flush (every second while serving, and
+        """Write what was tallied since the last flush (every second while serving, and
         before every scrape of this process's own listener)."""
         with self._lock:
             tallies, self._tally = self._tally, {}
+            counts, self._counts = self._counts, {}
+        for (counter, labels), amount in counts.items():
+            counter.labels(*labels).inc(amount)
         for (route, method, status), tally in tallies.items():
             self._requests.labels(route, method, str(status)).inc(tally.count)
             histogram = self._latency.labels(route)
@@ -305,19 +315,19 @@ class Metrics(Recorder):
 
     def committed(self, events: Sequence[NewEvent], ended: Sequence[tuple[EndReason, int]]) -> None:
         for event in events:
-            self._events.labels(event.kind.value).inc()
+            self._count(self._events, event.kind.value)
             outcome = login_outcome(event)
             if outcome is not None:
-                self._logins.labels(outcome[0].value, outcome[1].value).inc()
+                self._count(self._logins, outcome[0].value, outcome[1].value)
         for reason, count in ended:
             if count:
-                self._ended.labels(reason.value).inc(count)
+                self._count(self._ended, reason.value, amount=count)
 
     def refreshed(self, result: RefreshResult) -> None:
-        self._refreshes.labels(result.value).inc()
+        self._count(self._refreshes, result.value)
 
     def rate_limited(self, limit: str) -> None:
-        self._limited.labels(limit if limit in self._limits else OTHER).inc()
+        self._count(self._limited, limit if limit in self._limits else OTHER)
 
     @contextlib.contextmanager
     def hash_queued(self) -> Iterator[None]:
@@ -336,13 +346,13 @@ class Metrics(Recorder):
         self._oldest.set(oldest_age)
 
     def mail(self, template: str, result: MailResult) -> None:
-        self._mails.labels(template if template in self._templates else OTHER, result.value).inc()
+        self._count(self._mails, template if template in self._templates else OTHER, result.value)
 
     def signing_key(self, created_at: datetime) -> None:
         self._key.set(created_at.timestamp())
 
     def database_error(self, kind: DatabaseErrorKind) -> None:
-        self._db_errors.labels(kind.value).inc()
+        self._count(self._db_errors, kind.value)
 
 
 @dataclass(slots=True)

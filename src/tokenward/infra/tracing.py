@@ -19,6 +19,7 @@ text with its placeholders), an exception's message (its type only).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -358,11 +359,10 @@ def _holding(tracer: Tracer) -> Tracer:
     raised after its 500 went) is still recorded, and the span still ends at the last byte.
     A recorded exception keeps its type only, a status no description."""
     from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, Status
 
-    class HeldSpan(trace.Span):
+    class HeldSpan(_types_only_span()):  # type: ignore[misc]
         def __init__(self, span: Span, url_attributes: tuple[str, ...]) -> None:
-            self.span = span
+            super().__init__(span)
             self.url_attributes = url_attributes
             self.end_time: int | None = None
 
@@ -372,42 +372,6 @@ def _holding(tracer: Tracer) -> Tracer:
 
         def finish(self) -> None:
             self.span.end(self.end_time)
-
-        @property
-        def kind(self) -> SpanKind:  # the SDK's span has it; the middleware reads it
-            return getattr(self.span, "kind", SpanKind.INTERNAL)
-
-        def get_span_context(self) -> SpanContext:
-            return self.span.get_span_context()
-
-        def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
-            self.span.set_attributes(attributes)
-
-        def set_attribute(self, key: str, value: AnyValue) -> None:
-            self.span.set_attribute(key, value)
-
-        def add_event(
-            self, name: str, attributes: Attributes = None, timestamp: int | None = None
-        ) -> None:
-            self.span.add_event(name, attributes, timestamp)
-
-        def update_name(self, name: str) -> None:
-            self.span.update_name(name)
-
-        def is_recording(self) -> bool:
-            return self.span.is_recording()
-
-        def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-            self.span.set_status(status.status_code if isinstance(status, Status) else status)
-
-        def record_exception(
-            self,
-            exception: BaseException,
-            attributes: Attributes = None,
-            timestamp: int | None = None,
-            escaped: bool = False,
-        ) -> None:
-            _record_type(self.span, exception)
 
     class Holding(trace.Tracer):
         def start_span(
@@ -465,25 +429,51 @@ def _in_trace_only() -> Tracer:
     duplicate value (``Key (email)=(...) already exists``)."""
     from opentelemetry import trace
     from opentelemetry.instrumentation.sqlalchemy.version import __version__
-    from opentelemetry.trace import Status
 
     tracer = trace.get_tracer(_SQLALCHEMY, __version__)
 
-    class StatementSpan(trace.Span):
+    statement_span = _types_only_span()
+
+    class InTraceOnly(trace.Tracer):
+        def start_span(
+            self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+        ) -> Span:
+            if not trace.get_current_span(context).get_span_context().is_valid:
+                return trace.INVALID_SPAN
+            return statement_span(tracer.start_span(name, context, *args, **kwargs))  # type: ignore[no-any-return]
+
+        # contextlib's decorator: OpenTelemetry's own (an async-agnostic one) is private.
+        @contextmanager
+        def start_as_current_span(  # type: ignore[override]
+            self,
+            name: str,
+            context: Context | None = None,
+            *args: Any,
+            end_on_exit: bool = True,
+            **kwargs: Any,
+        ) -> Iterator[Span]:
+            span = self.start_span(name, context, *args, **kwargs)
+            with trace.use_span(span, end_on_exit=end_on_exit):
+                yield span
+
+    return InTraceOnly()
+
+
+@functools.cache
+def _types_only_span() -> type:
+    """A span that passes everything on to the span it wraps but an error's message and a
+    status's description (a database error's quotes its statement's bound values): the
+    request's spans (:func:`_holding`) and the statements' (:func:`_in_trace_only`)."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status
+
+    class TypesOnly(trace.Span):
         def __init__(self, span: Span) -> None:
             self.span = span
 
-        def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-            self.span.set_status(status.status_code if isinstance(status, Status) else status)
-
-        def record_exception(
-            self,
-            exception: BaseException,
-            attributes: Attributes = None,
-            timestamp: int | None = None,
-            escaped: bool = False,
-        ) -> None:
-            _record_type(self.span, exception)
+        @property
+        def kind(self) -> SpanKind:  # the SDK's span has it; the middleware reads it
+            return getattr(self.span, "kind", SpanKind.INTERNAL)
 
         def end(self, end_time: int | None = None) -> None:
             self.span.end(end_time)
@@ -508,29 +498,19 @@ def _in_trace_only() -> Tracer:
         def is_recording(self) -> bool:
             return self.span.is_recording()
 
-    class InTraceOnly(trace.Tracer):
-        def start_span(
-            self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
-        ) -> Span:
-            if not trace.get_current_span(context).get_span_context().is_valid:
-                return trace.INVALID_SPAN
-            return StatementSpan(tracer.start_span(name, context, *args, **kwargs))
+        def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+            self.span.set_status(status.status_code if isinstance(status, Status) else status)
 
-        # contextlib's decorator: OpenTelemetry's own (an async-agnostic one) is private.
-        @contextmanager
-        def start_as_current_span(  # type: ignore[override]
+        def record_exception(
             self,
-            name: str,
-            context: Context | None = None,
-            *args: Any,
-            end_on_exit: bool = True,
-            **kwargs: Any,
-        ) -> Iterator[Span]:
-            span = self.start_span(name, context, *args, **kwargs)
-            with trace.use_span(span, end_on_exit=end_on_exit):
-                yield span
+            exception: BaseException,
+            attributes: Attributes = None,
+            timestamp: int | None = None,
+            escaped: bool = False,
+        ) -> None:
+            _record_type(self.span, exception)
 
-    return InTraceOnly()
+    return TypesOnly
 
 
 def _record_type(span: Span, error: BaseException) -> None:
