@@ -880,6 +880,9 @@ def test_a_database_dump_holds_no_usable_token_and_no_recipient_in_the_outbox(
             " AND payload IS NOT NULL",
             3,
         )
+        # And the ghost's two jobs decided (nothing to send: their rows deleted), which the
+        # sender may reach after the three failed attempts.
+        database.wait_until("SELECT count(*) FROM outbox WHERE sent_at IS NULL", 3)
         queued_dump = database.dump()
         queued_rows = database.rows(OUTBOX_ROWS)
         queued_links = database.rows(LINK_ROWS)
